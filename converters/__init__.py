@@ -1,0 +1,1 @@
+"""Import of PyTorch SwiftFormer checkpoints and export to mobile formats."""

@@ -1,0 +1,105 @@
+"""ImageNet helpers: the evaluation transform, `preprocess_input`, `decode_predictions`.
+
+The evaluation transform is the reference one: resize the shorter side to ``int(size /
+crop_pct)`` with bicubic resampling, then centre-crop ``size``. The official evaluation uses
+``crop_pct = 0.875`` (256 for 224); timm measured its checkpoints at 0.95
+(`converters.checkpoints.DEFAULT_CROP_PCT` holds the default of each source).
+"""
+
+import functools
+import os
+
+import numpy as np
+
+from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_CROP_PCT = 0.875
+
+
+@functools.lru_cache(maxsize=1)
+def class_index():
+    """[(synset id, WordNet lemmas)] of the 1000 ImageNet-1k classes, in index order."""
+    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_classes.tsv")
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if not line.startswith("#")]
+    return [(synset, lemmas) for synset, lemmas in rows]
+
+
+def class_names():
+    """Short name of each ImageNet class (first lemma, spaces as underscores): "tench"..."""
+    return [lemmas.split(",")[0].strip().replace(" ", "_") for _, lemmas in class_index()]
+
+
+def preprocess_input(x, normalize=False):
+    """RGB pixels in [0, 255], (..., H, W, 3) -> model input.
+
+    SwiftFormer models built with ``include_preprocessing=True`` (the default) normalise
+    inside, so this returns `x` as float32. With ``normalize=True`` it applies the ImageNet
+    mean/std, for models built with ``include_preprocessing=False``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if normalize:
+        x = (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD,
+                                                                              np.float32)
+    return x
+
+
+def decode_predictions(preds, top=5):
+    """(B, 1000) scores -> per sample a list of `top` (synset id, class name, score)."""
+    preds = np.asarray(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError(f"decode_predictions expects (batch, 1000) scores, got {preds.shape}")
+    index, names = class_index(), class_names()
+    results = []
+    for row in preds:
+        order = np.argsort(row)[::-1][:top]
+        results.append([(index[i][0], names[i], float(row[i])) for i in order])
+    return results
+
+
+def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT):
+    """PIL image -> (size, size, 3) float32 RGB in [0, 255]: bicubic resize of the shorter side
+    to ``int(size / crop_pct)``, then a centre crop (as torchvision's Resize + CenterCrop)."""
+    from PIL import Image
+
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    image = image.convert("RGB")
+    short = int(size / crop_pct)
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.float32)
+
+
+def list_images(folder):
+    """Sorted image files of `folder` (recursively); ValueError if there are none."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"Image folder {folder} does not exist")
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not paths:
+        raise ValueError(f"Image folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT):
+    """Image files -> (N, size, size, 3) float32 RGB in [0, 255] through `eval_transform`."""
+    from PIL import Image
+
+    batch = []
+    for path in paths:
+        with Image.open(path) as image:
+            batch.append(eval_transform(image, size, crop_pct))
+    return np.stack(batch) if batch else np.zeros((0, size, size, 3), np.float32)
