@@ -33,6 +33,29 @@ def check_token_weighting(token_weighting):
     return token_weighting
 
 
+def l2_normalize(x, axis=-1):
+    """``x / max(||x||_2, 1e-12)`` over `axis`, as ``torch.nn.functional.normalize``.
+
+    Written as ``x * rsqrt(max(sum(square(x)), 1e-24))``, the pattern of ``tf.math.l2_normalize``,
+    which the TFLite converter turns into one ``L2_NORMALIZATION`` op (int8-capable) when
+    `axis` is the last one. (``keras.ops.normalize`` clips the reciprocal instead, which
+    converts to SQUARE/SUM/RSQRT/MINIMUM/MUL.)
+    """
+    square_sum = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(square_sum, L2_EPSILON**2))
+
+
+def l2_normalize_tokens(weights):
+    """(B, H, W, 1) or (B, N, 1) token weights, L2-normalised over the tokens.
+
+    Flattened to (B, tokens) first, so that the normalisation runs over the last axis (one
+    ``L2_NORMALIZATION`` op in TFLite), then reshaped back.
+    """
+    shape = ops.shape(weights)
+    flat = ops.reshape(weights, (shape[0], -1))
+    return ops.reshape(l2_normalize(flat, axis=-1), shape)
+
+
 class LayerScaleMath:
     """``x * gamma``, gamma of shape (C,) broadcast over the last (channel) axis."""
 
@@ -98,13 +121,12 @@ class AdditiveTokenMixingMath:
     """The parameter-light core of efficient additive attention (see `AdditiveTokenMixing`)."""
 
     def _mix(self, query, key, w_g, token_weighting):
-        q = ops.normalize(query, axis=-1, epsilon=L2_EPSILON)
-        k = ops.normalize(key, axis=-1, epsilon=L2_EPSILON)
+        q = l2_normalize(query)
+        k = l2_normalize(key)
         token_axes = tuple(range(1, len(q.shape) - 1))
         if token_weighting == "l2":
             dim = q.shape[-1]
-            weights = ops.matmul(q, ops.cast(w_g, q.dtype)) * (dim**-0.5)
-            weights = ops.normalize(weights, axis=token_axes, epsilon=L2_EPSILON)
+            weights = l2_normalize_tokens(ops.matmul(q, ops.cast(w_g, q.dtype)) * (dim**-0.5))
             global_query = ops.sum(weights * q, axis=token_axes, keepdims=True)
         else:
             global_query = ops.sum(q, axis=token_axes, keepdims=True)

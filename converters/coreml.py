@@ -1,0 +1,812 @@
+"""Keras SwiftFormer -> Core ML ML program (``.mlpackage``) for iPhone, and its verification on
+Linux, where Core ML cannot run.
+
+Conversion goes through coremltools' TensorFlow 2 frontend (the Keras model's ``tf.function``;
+coremltools 9.0 is tested up to TensorFlow 2.12 and works with 2.21 here, after one fix: it has
+no converter for TensorFlow's ``Erfc``, which ``tf.nn.gelu`` uses since TF 2.16, so one is
+registered that rewrites ``erfc(-x/sqrt 2)`` as ``1 + erf(x/sqrt 2)``, the pattern coremltools
+fuses into a single exact ``gelu``).
+
+The package takes an RGB image (a camera ``CVPixelBuffer`` works). The ImageNet normalisation is
+exact: the image type's scale and bias give ``x / 255 - mean`` (one scalar scale, per-channel
+bias is all an image type holds), and one per-channel multiply by ``1 / std`` follows in the
+program. (``scale = 1 / (255 * mean(std))`` would be off by up to 1.5 % per channel.)
+
+The package's weights are then compared with the Keras weights they came from, after the folds
+coremltools makes (BatchNorm and layer scales into the preceding convolution), and the program is
+run by `converters.mil_eval` on numpy and compared with Keras: `verify_coreml`.
+
+This module does not import PyTorch (coremltools itself may).
+"""
+
+import os
+
+import numpy as np
+
+from converters.files import atomic_output
+
+#: Format name -> `export_coreml` options. Compression is applied to the float16 program.
+COREML_FORMATS = {
+    "float32": {"precision": "float32", "compression": None},
+    "float16": {"precision": "float16", "compression": None},
+    "int8": {"precision": "float16", "compression": "int8"},
+    "palettize6": {"precision": "float16", "compression": "palettize6"},
+    "palettize4": {"precision": "float16", "compression": "palettize4"},
+}
+PRECISIONS = ("float16", "float32")
+COMPRESSIONS = (None, "int8", "palettize6", "palettize4")
+
+#: Weights with at most this many elements stay uncompressed (coremltools' default threshold).
+WEIGHT_THRESHOLD = 2048
+#: Core ML specification version of iOS 16 / macOS 13, the minimum deployment target.
+SPECIFICATION_VERSION = 7
+DEFAULT_IMAGE_SIZE = (224, 224)
+INPUT_NAME = "image"
+LOGITS_NAME = "logits"
+PROBABILITIES_NAME = "probabilities"
+LABEL_NAME = "classLabel"
+PIXEL_SCALE = 1.0 / 255.0
+METADATA_PREFIX = "keras_swiftformer."
+
+# Per package tensor, the largest error allowed against its Keras source, relative to the
+# source's largest magnitude: float32 (coremltools folds in float32), float16 (rounding,
+# 2**-11), int8 (half a step of the per-channel symmetric scale, max / 127, plus float16).
+WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
+#: Palettized tensors: least signal-to-quantisation-noise ratio (dB) against their source.
+PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 12.0}
+
+
+class CoreMLVerificationError(AssertionError):
+    """A saved package does not have the expected spec, weights or outputs."""
+
+
+def _coremltools():
+    try:
+        import coremltools
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError("Core ML export needs coremltools: pip install "
+                          "'keras-swiftformer[coreml]'") from err
+    return coremltools
+
+
+def check_options(precision, compression, classifier=True, class_labels=None, classes=None):
+    """Raises ValueError for an unknown precision or compression, or labels that do not fit."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    if classifier and class_labels is None and classes not in (None, 1000):
+        raise ValueError(f"The model has {classes} classes: give class_labels for a classifier, "
+                         "or classifier=False for raw logits")
+    if class_labels is not None:
+        if classes is not None and len(class_labels) != classes:
+            raise ValueError(f"{len(class_labels)} class labels for {classes} classes")
+        if len(set(class_labels)) != len(class_labels):
+            raise ValueError("class_labels must be unique")
+
+
+def imagenet_labels():
+    """The 1000 ImageNet class names (`keras_swiftformer.imagenet.class_names`), made unique:
+    the two names that occur twice ("crane", "maillot") get their synset id appended."""
+    from keras_swiftformer.imagenet import class_index, class_names
+
+    names = class_names()
+    counts = {name: names.count(name) for name in names}
+    return [name if counts[name] == 1 else f"{name} ({synset})"
+            for name, (synset, _) in zip(names, class_index())]
+
+
+# --- the Keras graph that is converted -----------------------------------------------------------
+
+def _layer_or_none(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def logits_graph(model):
+    """Splits a SwiftFormer classifier into ``(input, logits, takes_pixels)``: the tensor the
+    network body starts from (the output of the ``preprocessing`` layer, if the model has one,
+    else the model input), the (B, classes) logits before the ``predictions`` activation, and
+    whether the model itself takes RGB pixels in [0, 255]."""
+    if len(model.inputs) != 1 or model.inputs[0].shape[-1] != 3:
+        raise ValueError(f"{model.name}: expected one (B, H, W, 3) image input, got "
+                         f"{[tuple(t.shape) for t in model.inputs]}")
+    predictions = _layer_or_none(model, "predictions")
+    logits = predictions.input if predictions is not None else model.outputs[0]
+    if len(model.outputs) != 1 or len(logits.shape) != 2:
+        raise ValueError(f"{model.name}: expected a classifier with (B, classes) logits "
+                         "(include_top=True)")
+    preprocessing = _layer_or_none(model, "preprocessing")
+    start = preprocessing.output if preprocessing is not None else model.inputs[0]
+    return start, logits, preprocessing is not None
+
+
+def _image_size(model, image_size):
+    static = tuple(model.inputs[0].shape[1:3])
+    if image_size is None:
+        return static if None not in static else DEFAULT_IMAGE_SIZE
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or min(size) < 32:
+        raise ValueError(f"image_size must be (height, width) of at least 32, got {image_size}")
+    if None not in static and static != size:
+        raise ValueError(f"{model.name} takes {static} images; image_size {size} differs")
+    return size
+
+
+def conversion_model(model, image_size=None, classifier=True, image_normalization=True):
+    """The Keras model that is converted: (1, H, W, 3) -> logits or softmax probabilities.
+
+    Args:
+        model: a SwiftFormer classifier (any ``include_preprocessing``, any activation).
+        image_size: (H, W); default the model's static input size, else 224 x 224.
+        classifier: end with a softmax (the classifier's probabilities) instead of logits.
+        image_normalization: True: the input is ``x / 255 - mean`` (the image type's scale
+            and bias) and is multiplied by ``1 / std`` here; the model's own ``preprocessing``
+            layer is removed. False: the input is the pixels, which the model normalises itself
+            (e.g. with the normalisation folded into its first convolution).
+    """
+    import keras
+
+    from keras_swiftformer.model import IMAGENET_STD
+
+    start, logits, _ = logits_graph(model)
+    height, width = _image_size(model, image_size)
+    image = keras.Input((height, width, 3), batch_size=1, name=INPUT_NAME)
+    if image_normalization:
+        body = keras.Model(start, logits, name=f"{model.name}_body")
+        x = keras.layers.Rescaling([1.0 / s for s in IMAGENET_STD], name="imagenet_std")(image)
+    else:
+        body = keras.Model(model.inputs, logits, name=f"{model.name}_body")
+        x = image
+    x = body(x)
+    if classifier:
+        x = keras.layers.Softmax(name=PROBABILITIES_NAME)(x)
+    return keras.Model(image, x, name=model.name)
+
+
+# --- conversion -------------------------------------------------------------------------------
+
+def _register_erfc():
+    """Teaches coremltools 9.0's TensorFlow frontend ``Erfc`` (used by TF's exact GELU).
+
+    ``erfc(c * x) = 1 + erf(-c * x)``; the scalar factors in front of ``x`` are multiplied
+    out so that coremltools' ``fuse_gelu_exact`` pass recognises ``0.5 x (1 + erf(x / sqrt 2))``.
+    Registered only if coremltools has no ``Erfc`` converter of its own.
+    """
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import (
+        _TF_OPS_REGISTRY,
+        register_tf_op,
+    )
+
+    if "Erfc" in _TF_OPS_REGISTRY:
+        return
+
+    def scalar(var):
+        return var.val is not None and np.size(var.val) == 1
+
+    @register_tf_op(tf_alias=["Erfc"])
+    def _keras_swiftformer_erfc(context, node):
+        root, factor = context[node.inputs[0]], 1.0
+        while root.op is not None and root.op.op_type == "mul":
+            x, y = root.op.x, root.op.y
+            if scalar(y) and not scalar(x):
+                factor, root = factor * float(y.val), x
+            elif scalar(x) and not scalar(y):
+                factor, root = factor * float(x.val), y
+            else:
+                break
+        arg = mb.mul(x=root, y=np.float32(-factor), name=f"{node.name}_arg")
+        erf = mb.erf(x=arg, name=f"{node.name}_erf")
+        context.add(node.name, mb.add(x=erf, y=np.float32(1.0), name=node.name))
+
+
+def _model_metadata(model):
+    """Variant and token weighting read from a SwiftFormer model."""
+    from keras_swiftformer.layers import AdditiveTokenMixing
+
+    weightings = sorted({layer.token_weighting for layer in model.layers
+                         if isinstance(layer, AdditiveTokenMixing)})
+    name = model.name
+    variant = name.split("_", 1)[1].upper() if name.startswith("swiftformer_") else name
+    return {"variant": variant, "token_weighting": ",".join(weightings)}
+
+
+def convert_to_coreml(model, *, precision="float16", classifier=True, class_labels=None,
+                      image_size=None, image_normalization=True, metadata=None):
+    """Converts a Keras SwiftFormer classifier to an uncompressed in-memory ``MLModel``.
+
+    Arguments as `export_coreml`. Returns a ``coremltools.models.MLModel`` (ML program,
+    iOS 16), with its input ``image``, outputs renamed and metadata set.
+    """
+    classes = logits_graph(model)[1].shape[-1]
+    check_options(precision, None, classifier, class_labels, classes)
+    ct = _coremltools()
+    from keras_swiftformer.model import IMAGENET_MEAN
+
+    _register_erfc()
+    keras_model = conversion_model(model, image_size, classifier, image_normalization)
+    height, width = keras_model.inputs[0].shape[1:3]
+    if image_normalization:
+        scale, bias = PIXEL_SCALE, [-m for m in IMAGENET_MEAN]
+    else:
+        scale, bias = 1.0, [0.0, 0.0, 0.0]
+    labels = None
+    if classifier:
+        labels = list(class_labels) if class_labels is not None else imagenet_labels()
+    mlmodel = ct.convert(
+        keras_model,
+        source="tensorflow",
+        convert_to="mlprogram",
+        inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, height, width, 3), scale=scale,
+                             bias=bias, color_layout=ct.colorlayout.RGB, channel_first=False)],
+        classifier_config=ct.ClassifierConfig(labels) if classifier else None,
+        compute_precision=(ct.precision.FLOAT16 if precision == "float16"
+                           else ct.precision.FLOAT32),
+        minimum_deployment_target=ct.target.iOS16,
+        skip_model_load=True,
+    )
+    spec = mlmodel.get_spec()
+    tensor_outputs = [o.name for o in spec.description.output
+                      if o.type.WhichOneof("Type") in ("multiArrayType", "dictionaryType")]
+    new_name = PROBABILITIES_NAME if classifier else LOGITS_NAME
+    for old in tensor_outputs:
+        ct.utils.rename_feature(spec, old, new_name)
+    mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+    info = {**_model_metadata(model), **{k: v for k, v in (metadata or {}).items()
+                                         if k not in ("license", "author", "description",
+                                                      "version")}}
+    info.update(precision=precision, compression="none", classifier=str(bool(classifier)),
+                image_size=f"{height}x{width}", image_normalization=str(bool(image_normalization)),
+                classes=str(classes))
+    _set_metadata(mlmodel, info, metadata or {}, classifier, image_normalization)
+    return mlmodel
+
+
+def _set_metadata(mlmodel, info, metadata, classifier, image_normalization):
+    from keras_swiftformer import __version__
+
+    mlmodel.author = str(metadata.get("author", "keras-swiftformer"))
+    mlmodel.license = str(metadata.get("license", ""))
+    mlmodel.version = str(metadata.get("version", __version__))
+    mlmodel.short_description = str(metadata.get(
+        "description",
+        f"SwiftFormer-{info['variant']} ImageNet classifier (Shaker et al., ICCV 2023), "
+        f"converted by keras-swiftformer {__version__}."))
+    for key, value in info.items():
+        mlmodel.user_defined_metadata[METADATA_PREFIX + key] = str(value)
+    normalisation = ("RGB pixels in [0, 255]; the program applies the ImageNet mean and std"
+                     if image_normalization else "RGB pixels in [0, 255], passed to the model")
+    mlmodel.input_description[INPUT_NAME] = normalisation
+    if classifier:
+        mlmodel.output_description[PROBABILITIES_NAME] = "softmax probability of each class"
+        mlmodel.output_description[LABEL_NAME] = "most likely class"
+    else:
+        mlmodel.output_description[LOGITS_NAME] = "logits (mean of the two heads)"
+
+
+def compress_coreml(mlmodel, compression):
+    """Compresses the weights of an ML program: ``"int8"`` (linear symmetric, per output
+    channel), ``"palettize6"`` / ``"palettize4"`` (k-means palette per tensor, 64 / 16
+    entries). Tensors of at most `WEIGHT_THRESHOLD` elements stay as they are."""
+    check_options("float16", compression)
+    if compression is None:
+        return mlmodel
+    ct = _coremltools()
+    import coremltools.optimize.coreml as cto
+
+    if compression == "int8":
+        op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                granularity="per_channel",
+                                                weight_threshold=WEIGHT_THRESHOLD)
+        compressed = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_config))
+    else:
+        op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=int(compression[-1]),
+                                           granularity="per_tensor",
+                                           weight_threshold=WEIGHT_THRESHOLD)
+        compressed = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_config))
+    spec = compressed.get_spec()
+    spec.description.metadata.userDefined[METADATA_PREFIX + "compression"] = compression
+    return ct.models.MLModel(spec, weights_dir=compressed.weights_dir, skip_model_load=True)
+
+
+def save_coreml(mlmodel, path):
+    """Saves `mlmodel` to `path` (``.mlpackage``) atomically; returns `path`."""
+    path = os.fspath(path)
+    if not path.endswith(".mlpackage"):
+        raise ValueError(f"A Core ML ML program is saved as a .mlpackage folder, got {path}")
+    with atomic_output(path) as tmp:
+        mlmodel.save(tmp)
+    return path
+
+
+def export_coreml(model, path, *, precision="float16", compression=None, classifier=True,
+                  class_labels=None, image_size=None, image_normalization=True, metadata=None):
+    """Exports a Keras SwiftFormer classifier to a Core ML ``.mlpackage`` (iOS 16+).
+
+    Args:
+        model: a SwiftFormer classifier (``include_top=True``; with or without its
+            ``preprocessing`` layer and softmax, which are replaced).
+        path: output folder, ending in ``.mlpackage``; written atomically.
+        precision: compute precision, ``"float16"`` (default) or ``"float32"``.
+        compression: None, ``"int8"``, ``"palettize6"`` or ``"palettize4"`` (weights only).
+        classifier: outputs ``classLabel`` and ``probabilities`` (a label -> probability
+            dictionary); False: one ``logits`` (1, classes) array.
+        class_labels: class names; default the ImageNet names for 1000 classes.
+        image_size: (H, W) of the image input; default the model's, else 224 x 224.
+        image_normalization: see `conversion_model`.
+        metadata: ``license``, ``author``, ``description``, ``version`` and any other keys
+            (``source_checkpoint``, ``variant``, ``token_weighting``...), stored as
+            ``keras_swiftformer.<key>`` user metadata.
+
+    Returns:
+        `path`.
+    """
+    if not os.fspath(path).endswith(".mlpackage"):
+        raise ValueError(f"A Core ML ML program is saved as a .mlpackage folder, got {path}")
+    check_options(precision, compression, classifier, class_labels)
+    mlmodel = convert_to_coreml(model, precision=precision, classifier=classifier,
+                                class_labels=class_labels, image_size=image_size,
+                                image_normalization=image_normalization, metadata=metadata)
+    return save_coreml(compress_coreml(mlmodel, compression), path)
+
+
+def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
+                          name="swiftformer", **options):
+    """Exports `model` in several `COREML_FORMATS`, converting once per precision.
+
+    Returns:
+        {format: path of ``<directory>/<name>_<format>.mlpackage``}.
+    """
+    unknown = [f for f in formats if f not in COREML_FORMATS]
+    if unknown:
+        raise ValueError(f"Unknown Core ML formats {unknown}; known: {list(COREML_FORMATS)}")
+    converted, paths = {}, {}
+    for fmt in formats:
+        precision = COREML_FORMATS[fmt]["precision"]
+        if precision not in converted:
+            converted[precision] = convert_to_coreml(model, precision=precision, **options)
+        mlmodel = compress_coreml(converted[precision], COREML_FORMATS[fmt]["compression"])
+        paths[fmt] = save_coreml(mlmodel, os.path.join(directory, f"{name}_{fmt}.mlpackage"))
+    return paths
+
+
+# --- verification -------------------------------------------------------------------------------
+
+def package_size(path):
+    """Bytes of all files of a package folder."""
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+_MIL_DTYPE_NAMES = {np.float16: "float16", np.float32: "float32"}
+
+
+def inspect_coreml(path, program=None):
+    """What a saved package holds: inputs, outputs, labels, compute precision, operations,
+    metadata and size. `program` is its `converters.mil_eval.MLProgram` if already loaded."""
+    from converters.mil_eval import MLProgram
+
+    program = program or MLProgram(path)
+    spec = program.spec
+    inputs = {}
+    for feature in spec.description.input:
+        kind = feature.type.WhichOneof("Type")
+        entry = {"type": kind}
+        if kind == "imageType":
+            image = feature.type.imageType
+            entry.update(width=image.width, height=image.height,
+                         color_space=type(image).ColorSpace.Name(image.colorSpace))
+        inputs[feature.name] = entry
+    outputs = {}
+    for feature in spec.description.output:
+        kind = feature.type.WhichOneof("Type")
+        entry = {"type": kind}
+        if kind == "multiArrayType":
+            entry["shape"] = list(feature.type.multiArrayType.shape)
+        outputs[feature.name] = entry
+    labels = None
+    for op in program.operations:
+        if op.type == "classify":
+            labels = [str(c) for c in program._argument(op.inputs["classes"])]
+    compute = {}
+    for op in program.operations:
+        if op.type in ("const", "cast", "classify") or op.type.startswith("constexpr_"):
+            continue
+        for _, dtype, _ in op.outputs:
+            name = _MIL_DTYPE_NAMES.get(dtype, str(dtype))
+            compute[name] = compute.get(name, 0) + 1
+    meta = spec.description.metadata
+    return {
+        "specification_version": spec.specificationVersion,
+        "opset": program.opset,
+        "inputs": inputs,
+        "outputs": outputs,
+        "predicted_feature": spec.description.predictedFeatureName or None,
+        "predicted_probabilities": spec.description.predictedProbabilitiesName or None,
+        "labels": labels,
+        "compute_dtypes": compute,
+        "ops": program.op_types(),
+        "metadata": {k[len(METADATA_PREFIX):]: v for k, v in meta.userDefined.items()
+                     if k.startswith(METADATA_PREFIX)},
+        "license": meta.license,
+        "size_bytes": package_size(path),
+    }
+
+
+def _fail(problems, what):
+    if problems:
+        raise CoreMLVerificationError(f"{what}: " + "; ".join(problems))
+
+
+def check_spec(info, *, precision, compression, classifier, class_labels=None, image_size=None):
+    """Checks an `inspect_coreml` summary against the export options; raises
+    CoreMLVerificationError listing every difference."""
+    from converters.mil_eval import OPS
+
+    problems = []
+    if info["specification_version"] != SPECIFICATION_VERSION:
+        problems.append(f"specification version {info['specification_version']}, expected "
+                        f"{SPECIFICATION_VERSION} (iOS 16)")
+    image = info["inputs"].get(INPUT_NAME, {})
+    if list(info["inputs"]) != [INPUT_NAME] or image.get("type") != "imageType":
+        problems.append(f"inputs {info['inputs']}, expected one image {INPUT_NAME!r}")
+    elif image["color_space"] != "RGB":
+        problems.append(f"image colour space {image['color_space']}, expected RGB")
+    elif image_size is not None and (image["height"], image["width"]) != tuple(image_size):
+        problems.append(f"image {image['height']}x{image['width']}, expected {image_size}")
+    if classifier:
+        expected = {LABEL_NAME: "stringType", PROBABILITIES_NAME: "dictionaryType"}
+        if (info["predicted_feature"], info["predicted_probabilities"]) != (
+                LABEL_NAME, PROBABILITIES_NAME):
+            problems.append("classifier outputs not declared as predicted feature/probabilities")
+        if info["labels"] is None:
+            problems.append("no class labels")
+        elif class_labels is not None and info["labels"] != list(class_labels):
+            problems.append("class labels differ from the expected ones")
+    else:
+        expected = {LOGITS_NAME: "multiArrayType"}
+        if info["labels"] is not None:
+            problems.append("a classify op in a logits program")
+    actual = {name: entry["type"] for name, entry in info["outputs"].items()}
+    if actual != expected:
+        problems.append(f"outputs {actual}, expected {expected}")
+    if set(info["compute_dtypes"]) != {precision}:
+        problems.append(f"compute dtypes {info['compute_dtypes']}, expected only {precision}")
+    constexpr = {None: set(), "int8": {"constexpr_affine_dequantize"},
+                 "palettize6": {"constexpr_lut_to_dense"},
+                 "palettize4": {"constexpr_lut_to_dense"}}[compression]
+    found = {op for op in info["ops"] if op.startswith("constexpr_")}
+    if found != constexpr:
+        problems.append(f"compressed-weight ops {sorted(found)}, expected {sorted(constexpr)}")
+    unknown = set(info["ops"]) - set(OPS) - {"const"} - constexpr
+    if unknown:
+        problems.append(f"operations the evaluator does not know: {sorted(unknown)}")
+    if info["metadata"].get("precision") != precision or info["metadata"].get(
+            "compression") != (compression or "none"):
+        problems.append(f"metadata {info['metadata']} does not state {precision}/{compression}")
+    _fail(problems, "Core ML spec check failed")
+
+
+# Weight check: the package's constant tensors against the Keras weights they came from. Each
+# candidate is (label, form, array, Keras weight paths). Forms: "kernel" (a conv weight, OIHW,
+# or a linear weight (out, in)), "matrix" (a matmul's (in, out) operand), "vector" (anything
+# else, squeezed to 1-D).
+
+def _affine(layer):
+    """(scale, offset) of a per-channel affine inference layer, float64."""
+    from keras_swiftformer.layers import LayerScale
+
+    if isinstance(layer, LayerScale):
+        gamma = np.asarray(layer.gamma, np.float64)
+        return gamma, np.zeros_like(gamma), [layer.gamma.path]
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in layer.weights)
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    return scale, beta - mean * scale, [w.path for w in layer.weights]
+
+
+def _is_affine(layer):
+    import keras
+
+    from keras_swiftformer.layers import LayerScale
+
+    return isinstance(layer, (keras.layers.BatchNormalization, LayerScale))
+
+
+def _transparent(layer):
+    import keras
+
+    from keras_swiftformer.layers import StochasticDepth
+
+    return isinstance(layer, (keras.layers.Dropout, StochasticDepth))
+
+
+def expected_weights(model, image_normalization=True):
+    """The tensors a Core ML program of `model` may hold: every weight of `model` in Core ML's
+    layout, and every fold coremltools may make of a convolution or Dense layer with the
+    BatchNorm and layer scales that follow it (each prefix of that chain); plus the constants
+    of the image normalisation. Returns a list of (label, form, float64 array, Keras weight
+    paths)."""
+    import keras
+
+    from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+    from keras_swiftformer.layers import AdditiveTokenMixing
+
+    consumers = {}
+    for layer in model.layers:
+        for tensor in keras.tree.flatten(layer.input):
+            consumers.setdefault(id(tensor), []).append(layer)
+    candidates = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"Nested model {layer.name}: the weight check needs a flat model")
+        if _is_affine(layer):
+            scale, offset, paths = _affine(layer)
+            candidates += [(f"{layer.name} scale", "vector", scale, paths),
+                           (f"{layer.name} offset", "vector", offset, paths)]
+        elif isinstance(layer, AdditiveTokenMixing):
+            w_g = np.asarray(layer.w_g, np.float64)
+            candidates.append((f"{layer.name}.w_g", "matrix", w_g, [layer.w_g.path]))
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            candidates += _linear_layer_candidates(layer, consumers)
+        elif isinstance(layer, keras.layers.Rescaling) and not image_normalization:
+            for part in ("scale", "offset"):
+                value = np.asarray(getattr(layer, part), np.float64).reshape(-1)
+                candidates.append((f"{layer.name} {part}", "vector", value, [layer.name]))
+        elif layer.weights:
+            raise ValueError(f"No Core ML weight mapping for layer {layer.name} "
+                             f"({type(layer).__name__})")
+    if image_normalization:
+        candidates += [
+            ("image bias (-mean)", "vector", -np.asarray(IMAGENET_MEAN, np.float64),
+             ["image normalisation"]),
+            ("1 / std", "vector", 1.0 / np.asarray(IMAGENET_STD, np.float64),
+             ["image normalisation"]),
+        ]
+    return candidates
+
+
+def _linear_layer_candidates(layer, consumers):
+    """Kernel and bias of a Conv2D, DepthwiseConv2D or Dense layer, folded with each prefix of
+    the chain of per-channel affine layers after it."""
+    import keras
+
+    kernel = np.asarray(layer.kernel, np.float64)
+    bias = (np.asarray(layer.bias, np.float64) if layer.bias is not None
+            else np.zeros(kernel.shape[-1] * (kernel.shape[-1] if False else 1)))
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        # (kh, kw, C, 1) -> (C, 1, kh, kw)
+        kernel = kernel.transpose(2, 3, 0, 1).reshape(-1, 1, *kernel.shape[:2])
+        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
+        forms = lambda k: [("kernel", k)]  # noqa: E731
+    elif isinstance(layer, keras.layers.Conv2D):
+        kernel = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
+        forms = lambda k: [("kernel", k)]  # noqa: E731
+    else:  # Dense: (in, out); a linear op holds (out, in)
+        kernel = kernel.T
+        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
+        forms = lambda k: [("kernel", k), ("matrix", k.T)]  # noqa: E731
+    paths = [w.path for w in layer.weights]
+    chain, tensor = [], layer.output
+    while True:
+        following = consumers.get(id(tensor), [])
+        if len(following) != 1 or not (_is_affine(following[0])
+                                        or _transparent(following[0])):
+            break
+        if _is_affine(following[0]):
+            chain.append(following[0])
+        tensor = following[0].output
+    candidates = []
+    scale_total = np.ones(kernel.shape[0])
+    for k in range(len(chain) + 1):
+        if k:
+            scale, offset, more = _affine(chain[k - 1])
+            scale_total, bias = scale_total * scale, bias * scale + offset
+            paths = paths + more
+        label = layer.name + "".join(f" x {c.name}" for c in chain[:k])
+        folded = kernel * scale_total.reshape(-1, *([1] * (kernel.ndim - 1)))
+        candidates += [(f"{label} kernel", form, value, paths) for form, value in forms(folded)]
+        candidates.append((f"{label} bias", "vector", bias.copy(), paths))
+    return candidates
+
+
+def _package_weights(program):
+    """[(description, form, array, compression kind or None)] for every non-scalar float
+    constant that an operation of `program` takes."""
+    found = []
+    for op in program.operations:
+        if op.type == "const" or op.type.startswith("constexpr_"):
+            continue
+        for key, bindings in op.inputs.items():
+            for kind, ref in bindings:
+                value = program.constants.get(ref) if kind == "name" else ref
+                if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or value.size < 2:
+                    continue
+                compressed = program.compressed.get(ref, (None,))[0] if kind == "name" else None
+                array = value.astype(np.float64)
+                if (op.type, key) in (("conv", "weight"), ("linear", "weight")):
+                    form = "kernel"
+                elif op.type == "matmul" and key in ("x", "y"):
+                    form = "matrix"
+                    transposed = bool(program._argument(op.inputs[f"transpose_{key}"]))
+                    if key == "x" or transposed:
+                        array = np.swapaxes(array, -1, -2) if transposed else array
+                else:
+                    form = "vector"
+                    array = array.reshape(-1)
+                found.append((f"{op.type} {op.name!r} {key}", form, array, compressed))
+    return found
+
+
+def _sqnr_db(reference, actual):
+    noise = np.sum((np.asarray(actual, np.float64) - reference) ** 2)
+    signal = np.sum(np.asarray(reference, np.float64) ** 2)
+    return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
+
+
+def check_weights(program, model, *, precision, compression, image_normalization=True):
+    """Compares every weight of the package with the Keras weight it came from.
+
+    Each non-scalar float constant of the program must equal a tensor of `expected_weights`
+    of the same form and shape: within `WEIGHT_RTOL` of the precision (int8: of the int8
+    step), or for palettized tensors with at least `PALETTE_MIN_SQNR_DB`. Every Keras weight
+    must be found, alone or in a fold; an all-zero offset or all-one scale may be absent
+    (coremltools removes such identity operations).
+
+    Returns:
+        {"checked": tensors compared, "max_rel_error": largest error relative to its source's
+        largest magnitude (non-palettized), "min_palette_sqnr_db": least SQNR of a palettized
+        tensor or None}. Raises CoreMLVerificationError on a mismatch.
+    """
+    candidates = expected_weights(model, image_normalization)
+    by_shape = {}
+    for candidate in candidates:
+        label, form, array, _ = candidate
+        squeezed = np.squeeze(array) if form != "vector" else array
+        by_shape.setdefault((form, squeezed.shape), []).append((label, squeezed, candidate))
+    problems, used, max_rel, min_sqnr = [], set(), 0.0, None
+    rtol = WEIGHT_RTOL["int8" if compression == "int8" else precision]
+    package = _package_weights(program)
+    for where, form, array, compressed in package:
+        array = np.squeeze(array) if form != "vector" else array
+        options = by_shape.get((form, array.shape), [])
+        best = None
+        for label, reference, candidate in options:
+            scale = max(float(np.max(np.abs(reference))), 1e-30)
+            rel = float(np.max(np.abs(array - reference))) / scale
+            if best is None or rel < best[0]:
+                best = (rel, label, reference, candidate)
+        if best is None:
+            problems.append(f"{where} {array.shape}: no Keras weight of this shape")
+            continue
+        rel, label, reference, candidate = best
+        if compressed == "constexpr_lut_to_dense":
+            sqnr = _sqnr_db(reference, array)
+            min_sqnr = sqnr if min_sqnr is None else min(min_sqnr, sqnr)
+            if sqnr < PALETTE_MIN_SQNR_DB[compression]:
+                problems.append(f"{where}: closest Keras weight {label} at {sqnr:.1f} dB")
+                continue
+        else:
+            bound = rtol if compressed or precision == "float32" else WEIGHT_RTOL[precision]
+            if rel > bound:
+                problems.append(f"{where}: closest Keras weight {label} differs by {rel:.2g} "
+                                f"of its magnitude (allowed {bound:.2g})")
+                continue
+            max_rel = max(max_rel, rel)
+        used.add(id(candidate))
+    covered = set()
+    for candidate in candidates:
+        label, _, array, paths = candidate
+        identity = np.all(array == 0) or ("scale" in label and np.all(array == 1))
+        if id(candidate) in used or identity:
+            covered.update(paths)
+    all_paths = {p for c in candidates for p in c[3]}
+    missing = sorted(all_paths - covered)
+    if missing:
+        problems.append(f"Keras weights not found in the package ({len(missing)}): "
+                        + ", ".join(missing[:12]))
+    _fail(problems, "Core ML weight check failed")
+    return {"checked": len(package), "max_rel_error": max_rel, "min_palette_sqnr_db": min_sqnr}
+
+
+def error_stats(actual, reference):
+    """max abs error, max error relative to max |reference|, SQNR (dB), top-1 agreement."""
+    actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)
+    err = float(np.max(np.abs(actual - reference)))
+    return {
+        "max_abs": err,
+        "max_rel": err / max(float(np.max(np.abs(reference))), 1e-30),
+        "sqnr_db": _sqnr_db(reference, actual),
+        "top1_agreement": float(np.mean(actual.argmax(-1) == reference.argmax(-1))),
+    }
+
+
+def keras_logits(model, images, image_normalization=True):
+    """Logits of `model` (its own normalisation, or `preprocess_input`) for RGB `images`
+    (N, H, W, 3) in [0, 255]."""
+    import keras
+
+    from keras_swiftformer.imagenet import preprocess_input
+
+    _, logits, takes_pixels = logits_graph(model)
+    logit_model = keras.Model(model.inputs, logits)
+    x = preprocess_input(images, normalize=image_normalization and not takes_pixels)
+    return logit_model.predict(x, verbose=0, batch_size=8)
+
+
+def run_coreml(program, images):
+    """Runs a loaded program on RGB `images` (N, H, W, 3) in [0, 255] with the numpy evaluator.
+
+    Returns:
+        (logits (N, classes), probabilities (N, classes) or None); a classifier's logits are
+        the input of its final softmax.
+    """
+    softmax = [op for op in program.operations if op.type == "softmax"]
+    classifier = any(op.type == "classify" for op in program.operations)
+    keep = [softmax[-1].input_names("x")[0]] if classifier else []
+    logits, probabilities = [], []
+    for image in np.asarray(images, np.float32):
+        out = program.run({INPUT_NAME: image.transpose(2, 0, 1)[None]}, keep=keep)
+        if classifier:
+            logits.append(out[keep[0]].reshape(-1))
+            dictionary = out[PROBABILITIES_NAME]
+            probabilities.append(np.array(list(dictionary.values()), np.float32))
+        else:
+            logits.append(out[LOGITS_NAME].reshape(-1))
+    return np.stack(logits), (np.stack(probabilities) if classifier else None)
+
+
+def verify_coreml(path, model, images, *, rtol=None):
+    """Verifies a saved package against the Keras model it was exported from.
+
+    Checks the spec (`check_spec`, options read from the package metadata) and every weight
+    (`check_weights`), then runs the program on `images` with the numpy evaluator and compares
+    its logits with Keras's.
+
+    Args:
+        path: the ``.mlpackage``.
+        model: the Keras model given to `export_coreml`.
+        images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size.
+        rtol: if given, the logits' max error relative to max |Keras logits| must be below it.
+
+    Returns:
+        {"size_bytes", "spec" (`inspect_coreml`), "weights" (`check_weights`), "logits"
+        (`error_stats` vs Keras), "probabilities" (max abs error, classifiers only)}.
+    """
+    from converters.mil_eval import MLProgram
+
+    program = MLProgram(path)
+    info = inspect_coreml(path, program)
+    meta = info["metadata"]
+    precision, compression = meta.get("precision"), meta.get("compression")
+    compression = None if compression == "none" else compression
+    classifier = meta.get("classifier") == "True"
+    normalization = meta.get("image_normalization", "True") == "True"
+    images = np.asarray(images, np.float32)
+    image = info["inputs"].get(INPUT_NAME, {})
+    if images.ndim != 4 or images.shape[1:] != (image.get("height"), image.get("width"), 3):
+        raise ValueError(f"images must be (N, {image.get('height')}, {image.get('width')}, 3) "
+                         f"RGB, got {images.shape}")
+    labels = None
+    if classifier and logits_graph(model)[1].shape[-1] == 1000:
+        labels = imagenet_labels()
+    check_spec(info, precision=precision, compression=compression, classifier=classifier,
+               class_labels=labels)
+    weights = check_weights(program, model, precision=precision, compression=compression,
+                            image_normalization=normalization)
+    reference = keras_logits(model, images, normalization)
+    logits, probabilities = run_coreml(program, images)
+    report = {"size_bytes": info["size_bytes"], "spec": info, "weights": weights,
+              "logits": error_stats(logits, reference)}
+    if probabilities is not None:
+        exp = np.exp(reference - reference.max(-1, keepdims=True))
+        report["probabilities"] = {"max_abs": float(np.max(np.abs(
+            probabilities - exp / exp.sum(-1, keepdims=True))))}
+    if rtol is not None and report["logits"]["max_rel"] > rtol:
+        raise CoreMLVerificationError(
+            f"{path}: logits differ from Keras by {report['logits']['max_rel']:.3g} of their "
+            f"magnitude, more than {rtol:.3g}")
+    return report
