@@ -53,7 +53,7 @@ METADATA_PREFIX = "keras_swiftformer."
 # 2**-11), int8 (half a step of the per-channel symmetric scale, max / 127, plus float16).
 WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
 #: Palettized tensors: least signal-to-quantisation-noise ratio (dB) against their source.
-PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 12.0}
+PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 15.0}
 
 
 class CoreMLVerificationError(AssertionError):
@@ -69,12 +69,15 @@ def _coremltools():
     return coremltools
 
 
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def check_options(precision, compression, classifier=True, class_labels=None, classes=None):
     """Raises ValueError for an unknown precision or compression, or labels that do not fit."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    _check_choice("precision", precision, PRECISIONS)
+    _check_choice("compression", compression, COMPRESSIONS)
     if classifier and class_labels is None and classes not in (None, 1000):
         raise ValueError(f"The model has {classes} classes: give class_labels for a classifier, "
                          "or classifier=False for raw logits")
@@ -255,14 +258,18 @@ def convert_to_coreml(model, *, precision="float16", classifier=True, class_labe
     for old in tensor_outputs:
         ct.utils.rename_feature(spec, old, new_name)
     mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
-    info = {**_model_metadata(model), **{k: v for k, v in (metadata or {}).items()
-                                         if k not in ("license", "author", "description",
-                                                      "version")}}
+    metadata = dict(metadata or {})
+    info = {**_model_metadata(model),
+            **{k: v for k, v in metadata.items() if k not in _MODEL_FIELDS}}
     info.update(precision=precision, compression="none", classifier=str(bool(classifier)),
                 image_size=f"{height}x{width}", image_normalization=str(bool(image_normalization)),
                 classes=str(classes))
-    _set_metadata(mlmodel, info, metadata or {}, classifier, image_normalization)
+    _set_metadata(mlmodel, info, metadata, classifier, image_normalization)
     return mlmodel
+
+
+#: `metadata` keys stored in the model's own fields; the others become user metadata.
+_MODEL_FIELDS = ("license", "author", "description", "version")
 
 
 def _set_metadata(mlmodel, info, metadata, classifier, image_normalization):
@@ -291,7 +298,7 @@ def compress_coreml(mlmodel, compression):
     """Compresses the weights of an ML program: ``"int8"`` (linear symmetric, per output
     channel), ``"palettize6"`` / ``"palettize4"`` (k-means palette per tensor, 64 / 16
     entries). Tensors of at most `WEIGHT_THRESHOLD` elements stay as they are."""
-    check_options("float16", compression)
+    _check_choice("compression", compression, COMPRESSIONS)
     if compression is None:
         return mlmodel
     ct = _coremltools()
@@ -411,9 +418,11 @@ def inspect_coreml(path, program=None):
     for op in program.operations:
         if op.type == "classify":
             labels = [str(c) for c in program._argument(op.inputs["classes"])]
+    preprocessing = _image_chain(program)
     compute = {}
     for op in program.operations:
-        if op.type in ("const", "cast", "classify") or op.type.startswith("constexpr_"):
+        if (op.type in ("const", "cast", "classify") or op.type.startswith("constexpr_")
+                or op.name in preprocessing):
             continue
         for _, dtype, _ in op.outputs:
             name = _MIL_DTYPE_NAMES.get(dtype, str(dtype))
@@ -427,6 +436,7 @@ def inspect_coreml(path, program=None):
         "predicted_feature": spec.description.predictedFeatureName or None,
         "predicted_probabilities": spec.description.predictedProbabilitiesName or None,
         "labels": labels,
+        "image_preprocessing": list(preprocessing.values()),
         "compute_dtypes": compute,
         "ops": program.op_types(),
         "metadata": {k[len(METADATA_PREFIX):]: v for k, v in meta.userDefined.items()
@@ -436,12 +446,34 @@ def inspect_coreml(path, program=None):
     }
 
 
+def _image_chain(program):
+    """{op name: (op type, constant operand)} of the elementwise ops (mul, add, cast) that
+    the image input goes through first: the image type's scale and bias, and what follows."""
+    consumers = {}
+    for op in program.operations:
+        for key in op.inputs:
+            for name in op.input_names(key):
+                consumers.setdefault(name, []).append(op)
+    chain, var = {}, INPUT_NAME
+    while len(consumers.get(var, [])) == 1 and consumers[var][0].type in ("mul", "add", "cast"):
+        op = consumers[var][0]
+        operand = None
+        if op.type != "cast":
+            other = "y" if op.input_names("x") == [var] else "x"
+            operand = program._argument(op.inputs[other])
+            operand = np.asarray(operand, np.float64).reshape(-1).tolist()
+        chain[op.name] = (op.type, operand)
+        var = op.name
+    return chain
+
+
 def _fail(problems, what):
     if problems:
         raise CoreMLVerificationError(f"{what}: " + "; ".join(problems))
 
 
-def check_spec(info, *, precision, compression, classifier, class_labels=None, image_size=None):
+def check_spec(info, *, precision, compression, classifier, class_labels=None, image_size=None,
+               image_normalization=True):
     """Checks an `inspect_coreml` summary against the export options; raises
     CoreMLVerificationError listing every difference."""
     from converters.mil_eval import OPS
@@ -473,6 +505,18 @@ def check_spec(info, *, precision, compression, classifier, class_labels=None, i
     actual = {name: entry["type"] for name, entry in info["outputs"].items()}
     if actual != expected:
         problems.append(f"outputs {actual}, expected {expected}")
+    steps = [(t, v) for t, v in info["image_preprocessing"] if t != "cast"]
+    if image_normalization:
+        from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+
+        expected_steps = [("mul", [PIXEL_SCALE]), ("add", [-m for m in IMAGENET_MEAN]),
+                          ("mul", [1 / s for s in IMAGENET_STD])]
+        tol = 1e-3 if precision == "float16" else 1e-6
+        if [t for t, _ in steps[:3]] != [t for t, _ in expected_steps] or not all(
+                np.allclose(v, e, rtol=tol, atol=0) for (_, v), (_, e) in zip(steps,
+                                                                             expected_steps)):
+            problems.append(f"image preprocessing {steps[:3]}, expected x * 1/255 - mean, "
+                            "times 1/std per channel")
     if set(info["compute_dtypes"]) != {precision}:
         problems.append(f"compute dtypes {info['compute_dtypes']}, expected only {precision}")
     constexpr = {None: set(), "int8": {"constexpr_affine_dequantize"},
@@ -549,7 +593,8 @@ def expected_weights(model, image_normalization=True):
         elif isinstance(layer, AdditiveTokenMixing):
             w_g = np.asarray(layer.w_g, np.float64)
             candidates.append((f"{layer.name}.w_g", "matrix", w_g, [layer.w_g.path]))
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                keras.layers.Dense)):
             candidates += _linear_layer_candidates(layer, consumers)
         elif isinstance(layer, keras.layers.Rescaling) and not image_normalization:
             for part in ("scale", "offset"):
@@ -574,21 +619,14 @@ def _linear_layer_candidates(layer, consumers):
     import keras
 
     kernel = np.asarray(layer.kernel, np.float64)
-    bias = (np.asarray(layer.bias, np.float64) if layer.bias is not None
-            else np.zeros(kernel.shape[-1] * (kernel.shape[-1] if False else 1)))
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        # (kh, kw, C, 1) -> (C, 1, kh, kw)
-        kernel = kernel.transpose(2, 3, 0, 1).reshape(-1, 1, *kernel.shape[:2])
-        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
-        forms = lambda k: [("kernel", k)]  # noqa: E731
+        kernel = kernel.transpose(2, 3, 0, 1).reshape(-1, 1, *kernel.shape[:2])  # (C, 1, kh, kw)
     elif isinstance(layer, keras.layers.Conv2D):
         kernel = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
-        forms = lambda k: [("kernel", k)]  # noqa: E731
-    else:  # Dense: (in, out); a linear op holds (out, in)
-        kernel = kernel.T
-        bias = bias if layer.bias is not None else np.zeros(kernel.shape[0])
-        forms = lambda k: [("kernel", k), ("matrix", k.T)]  # noqa: E731
+    else:
+        kernel = kernel.T  # Dense (in, out) -> a linear op's (out, in)
+    bias = (np.asarray(layer.bias, np.float64) if layer.bias is not None
+            else np.zeros(kernel.shape[0]))
     paths = [w.path for w in layer.weights]
     chain, tensor = [], layer.output
     while True:
@@ -608,7 +646,9 @@ def _linear_layer_candidates(layer, consumers):
             paths = paths + more
         label = layer.name + "".join(f" x {c.name}" for c in chain[:k])
         folded = kernel * scale_total.reshape(-1, *([1] * (kernel.ndim - 1)))
-        candidates += [(f"{label} kernel", form, value, paths) for form, value in forms(folded)]
+        candidates.append((f"{label} kernel", "kernel", folded, paths))
+        if isinstance(layer, keras.layers.Dense):  # also a matmul's (in, out) operand
+            candidates.append((f"{label} kernel", "matrix", folded.T, paths))
         candidates.append((f"{label} bias", "vector", bias.copy(), paths))
     return candidates
 
@@ -629,11 +669,10 @@ def _package_weights(program):
                 array = value.astype(np.float64)
                 if (op.type, key) in (("conv", "weight"), ("linear", "weight")):
                     form = "kernel"
-                elif op.type == "matmul" and key in ("x", "y"):
+                elif op.type == "matmul" and key == "y":  # (in, out) unless transposed
                     form = "matrix"
-                    transposed = bool(program._argument(op.inputs[f"transpose_{key}"]))
-                    if key == "x" or transposed:
-                        array = np.swapaxes(array, -1, -2) if transposed else array
+                    if bool(program._argument(op.inputs["transpose_y"])):
+                        array = np.swapaxes(array, -1, -2)
                 else:
                     form = "vector"
                     array = array.reshape(-1)
@@ -642,9 +681,12 @@ def _package_weights(program):
 
 
 def _sqnr_db(reference, actual):
+    """Signal-to-quantisation-noise ratio of `actual` against `reference`, in dB."""
     noise = np.sum((np.asarray(actual, np.float64) - reference) ** 2)
     signal = np.sum(np.asarray(reference, np.float64) ** 2)
-    return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def check_weights(program, model, *, precision, compression, image_normalization=True):
@@ -668,29 +710,31 @@ def check_weights(program, model, *, precision, compression, image_normalization
         squeezed = np.squeeze(array) if form != "vector" else array
         by_shape.setdefault((form, squeezed.shape), []).append((label, squeezed, candidate))
     problems, used, max_rel, min_sqnr = [], set(), 0.0, None
-    rtol = WEIGHT_RTOL["int8" if compression == "int8" else precision]
     package = _package_weights(program)
     for where, form, array, compressed in package:
         array = np.squeeze(array) if form != "vector" else array
         options = by_shape.get((form, array.shape), [])
+        palettized = compressed == "constexpr_lut_to_dense"
         best = None
         for label, reference, candidate in options:
             scale = max(float(np.max(np.abs(reference))), 1e-30)
             rel = float(np.max(np.abs(array - reference))) / scale
-            if best is None or rel < best[0]:
-                best = (rel, label, reference, candidate)
+            sqnr = _sqnr_db(reference, array)
+            key = -sqnr if palettized else rel
+            if best is None or key < best[0]:
+                best = (key, rel, sqnr, label, candidate)
         if best is None:
             problems.append(f"{where} {array.shape}: no Keras weight of this shape")
             continue
-        rel, label, reference, candidate = best
-        if compressed == "constexpr_lut_to_dense":
-            sqnr = _sqnr_db(reference, array)
+        _, rel, sqnr, label, candidate = best
+        if palettized:
             min_sqnr = sqnr if min_sqnr is None else min(min_sqnr, sqnr)
             if sqnr < PALETTE_MIN_SQNR_DB[compression]:
-                problems.append(f"{where}: closest Keras weight {label} at {sqnr:.1f} dB")
+                problems.append(f"{where}: closest Keras weight {label} at {sqnr:.1f} dB "
+                                f"(at least {PALETTE_MIN_SQNR_DB[compression]} dB expected)")
                 continue
         else:
-            bound = rtol if compressed or precision == "float32" else WEIGHT_RTOL[precision]
+            bound = WEIGHT_RTOL["int8" if compressed else precision]
             if rel > bound:
                 problems.append(f"{where}: closest Keras weight {label} differs by {rel:.2g} "
                                 f"of its magnitude (allowed {bound:.2g})")
@@ -794,7 +838,7 @@ def verify_coreml(path, model, images, *, rtol=None):
     if classifier and logits_graph(model)[1].shape[-1] == 1000:
         labels = imagenet_labels()
     check_spec(info, precision=precision, compression=compression, classifier=classifier,
-               class_labels=labels)
+               class_labels=labels, image_normalization=normalization)
     weights = check_weights(program, model, precision=precision, compression=compression,
                             image_normalization=normalization)
     reference = keras_logits(model, images, normalization)

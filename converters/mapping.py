@@ -1,7 +1,8 @@
 """The name table between canonical (timm-layout) PyTorch tensors and Keras weights.
 
-Keras layers are named after timm's module paths (`keras_swiftformer.model`), so a Keras weight
-``<layer name>/<weight name>`` is the canonical tensor ``<layer name>.<suffix>`` with the suffix
+Keras layers are named after timm's module paths (`keras_swiftformer.model.layer_name`: ``.``
+written as ``-``), so a Keras weight ``<layer name>/<weight name>`` is the canonical tensor
+``<module path>.<suffix>`` with the suffix
 and the layout change given by `PARAMETERS`, keyed by the layer's class. Every Keras weight must
 be assigned and every tensor used: a difference is an error that lists the keys.
 """
@@ -9,6 +10,7 @@ be assigned and every tensor used: a difference is an error that lists the keys.
 import numpy as np
 
 from converters.checkpoints import CheckpointError
+from keras_swiftformer.model import module_path
 
 HEAD_LAYERS = ("head", "head_dist")
 
@@ -57,7 +59,7 @@ def weight_table(model):
             raise TypeError(f"No weight mapping for layer {layer.name!r} of class {kind}")
         for variable in layer.weights:
             param, transform = PARAMETERS[kind][_short_name(variable)]
-            table.append((f"{layer.name}.{param}", variable, transform))
+            table.append((f"{module_path(layer.name)}.{param}", variable, transform))
     return table
 
 

@@ -118,8 +118,10 @@ class MLProgram:
         for op in self.operations:
             if op.type == "const":
                 self.constants[op.outputs[0][0]] = op.attributes["val"]
-            elif op.type.startswith("constexpr_"):
-                args = {k: self._argument(v) for k, v in op.inputs.items()}
+            elif op.type.startswith("constexpr_"):  # iOS16: the parameters are attributes
+                if op.type not in _CONSTEXPR:
+                    raise MILError(f"The evaluator does not implement MIL op {op.type!r}")
+                args = {k: v for k, v in op.attributes.items() if k != "name"}
                 self.constants[op.outputs[0][0]] = _CONSTEXPR[op.type](**args)
                 self.compressed[op.outputs[0][0]] = (op.type, args)
 
@@ -237,8 +239,7 @@ class Operation:
                 self.outputs.append((out.name, *_tensor_type(out.type)))
             else:  # the dictionary of a classifier's probabilities
                 self.outputs.append((out.name, None, None))
-        self.attributes = {k: program.value(v) for k, v in proto.attributes.items()
-                           if k == "val"}
+        self.attributes = {k: program.value(v) for k, v in proto.attributes.items()}
 
     @property
     def name(self):
@@ -304,17 +305,19 @@ def _conv(x, weight, strides, pad_type, pad, dilations, groups, bias=None):
                 patch = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
                           j * dw: j * dw + sw * (ow - 1) + 1: sw]
                 out += patch * weight[None, :, 0, i, j, None, None]
-    else:
+    else:  # im2col: (C_in/g * KH * KW) columns per output pixel, one matrix product per group
         cin_g, cout_g = c // groups, cout // groups
         for g in range(groups):
             xg = x[:, g * cin_g:(g + 1) * cin_g]
-            wg = weight[g * cout_g:(g + 1) * cout_g]
-            for i in range(kh):
-                for j in range(kw):
-                    patch = xg[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
-                               j * dw: j * dw + sw * (ow - 1) + 1: sw]
-                    out[:, g * cout_g:(g + 1) * cout_g] += np.einsum(
-                        "nchw,oc->nohw", patch, wg[:, :, i, j], optimize=True)
+            if (kh, kw, sh, sw) == (1, 1, 1, 1):
+                cols = xg.reshape(n, cin_g, oh * ow)
+            else:
+                cols = np.stack([xg[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                                    j * dw: j * dw + sw * (ow - 1) + 1: sw]
+                                 for i in range(kh) for j in range(kw)], axis=2)
+                cols = cols.reshape(n, cin_g * kh * kw, oh * ow)
+            wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1)
+            out[:, g * cout_g:(g + 1) * cout_g] = np.matmul(wg, cols).reshape(n, cout_g, oh, ow)
     if bias is not None:
         out += _f32(bias)[None, :, None, None]
     return out
@@ -416,6 +419,7 @@ OPS = {
     "add": lambda x, y: _f32(x) + _f32(y),
     "mul": lambda x, y: _f32(x) * _f32(y),
     "minimum": lambda x, y: np.minimum(_f32(x), _f32(y)),
+    "maximum": lambda x, y: np.maximum(_f32(x), _f32(y)),
     "rsqrt": lambda x, epsilon=1e-12: 1.0 / np.sqrt(_f32(x) + np.float32(epsilon)),
     "relu": lambda x: np.maximum(_f32(x), 0),
     "erf": _erf,

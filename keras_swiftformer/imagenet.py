@@ -59,23 +59,30 @@ def decode_predictions(preds, top=5):
 
 
 def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT):
-    """PIL image -> (size, size, 3) float32 RGB in [0, 255]: bicubic resize of the shorter side
-    to ``int(size / crop_pct)``, then a centre crop (as torchvision's Resize + CenterCrop)."""
+    """PIL image -> (H, W, 3) float32 RGB in [0, 255], the reference evaluation transform.
+
+    For a square `size` (an int): bicubic resize of the shorter side to ``int(size /
+    crop_pct)``, then a centre crop (torchvision's Resize + CenterCrop). For ``size=(H, W)``:
+    the smallest aspect-preserving bicubic resize covering ``(H / crop_pct, W / crop_pct)``, then
+    a centre crop of (H, W).
+    """
     from PIL import Image
 
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    height, width = (size, size) if np.ndim(size) == 0 else size
     image = image.convert("RGB")
-    short = int(size / crop_pct)
     w, h = image.size
-    if w <= h:
-        new_w, new_h = short, int(short * h / w)
+    if height == width:
+        short = int(height / crop_pct)
+        new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     else:
-        new_w, new_h = int(short * w / h), short
+        scale = max(height / crop_pct / h, width / crop_pct / w)
+        new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
     image = image.resize((new_w, new_h), Image.BICUBIC)
-    left = int(round((new_w - size) / 2.0))
-    top = int(round((new_h - size) / 2.0))
-    image = image.crop((left, top, left + size, top + size))
+    left = int(round((new_w - width) / 2.0))
+    top = int(round((new_h - height) / 2.0))
+    image = image.crop((left, top, left + width, top + height))
     return np.asarray(image, dtype=np.float32)
 
 
@@ -95,11 +102,12 @@ def list_images(folder):
 
 
 def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT):
-    """Image files -> (N, size, size, 3) float32 RGB in [0, 255] through `eval_transform`."""
+    """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
+    (`size`: an int or (H, W))."""
     from PIL import Image
 
     batch = []
     for path in paths:
         with Image.open(path) as image:
             batch.append(eval_transform(image, size, crop_pct))
-    return np.stack(batch) if batch else np.zeros((0, size, size, 3), np.float32)
+    return np.stack(batch)

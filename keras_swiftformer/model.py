@@ -14,9 +14,10 @@
     }
 
 The model is built functionally from `MODEL_CONFIGS`. Every layer is named after the module path
-of timm's `swiftformer.py` (``stem.0``, ``stages.1.downsample.proj``,
-``stages.2.blocks.5.attn.to_query``, ``head_dist``...), so that mapping PyTorch weights is a
-table lookup (`converters.mapping`). Tensors are NHWC.
+of timm's `swiftformer.py` with ``-`` for ``.`` (``stem-0``, ``stages-1-downsample-proj``,
+``stages-2-blocks-5-attn-to_query``, ``head_dist``...; PyTorch-backend parameter names cannot
+contain dots), so that mapping PyTorch weights is a table lookup (`converters.mapping`, through
+`layer_name` / `module_path`). Tensors are NHWC.
 """
 
 import keras
@@ -50,6 +51,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def layer_name(path):
+    """timm module path -> Keras layer name: ``stages.0.blocks.2.attn`` -> ``stages-0-blocks-2-attn``."""
+    return path.replace(".", "-")
+
+
+def module_path(name):
+    """Keras layer name -> timm module path (the inverse of `layer_name`)."""
+    return name.replace("-", ".")
+
+
 def variant_config(variant):
     """Returns the `MODEL_CONFIGS` entry of `variant` (case-insensitive: "xs", "L1"...)."""
     key = str(variant).upper()
@@ -69,7 +80,7 @@ def strided_conv(filters, name):
     """
 
     def apply(x):
-        x = layers.ZeroPadding2D(1, name=f"{name}.pad")(x)
+        x = layers.ZeroPadding2D(1, name=f"{name}-pad")(x)
         return layers.Conv2D(filters, 3, strides=2, padding="valid", name=name)(x)
 
     return apply
@@ -79,12 +90,12 @@ def stem(width):
     """(B, H, W, 3) -> (B, H/4, W/4, width): two conv-BN-ReLU, stride 2 each."""
 
     def apply(x):
-        x = strided_conv(width // 2, "stem.0")(x)
-        x = batch_norm("stem.1")(x)
-        x = layers.ReLU(name="stem.2")(x)
-        x = strided_conv(width, "stem.3")(x)
-        x = batch_norm("stem.4")(x)
-        return layers.ReLU(name="stem.5")(x)
+        x = strided_conv(width // 2, "stem-0")(x)
+        x = batch_norm("stem-1")(x)
+        x = layers.ReLU(name="stem-2")(x)
+        x = strided_conv(width, "stem-3")(x)
+        x = batch_norm("stem-4")(x)
+        return layers.ReLU(name="stem-5")(x)
 
     return apply
 
@@ -93,8 +104,8 @@ def downsample(width, name):
     """(B, H, W, C) -> (B, H/2, W/2, width): the patch embedding between stages."""
 
     def apply(x):
-        x = strided_conv(width, f"{name}.proj")(x)
-        return batch_norm(f"{name}.norm")(x)
+        x = strided_conv(width, f"{name}-proj")(x)
+        return batch_norm(f"{name}-norm")(x)
 
     return apply
 
@@ -103,8 +114,8 @@ def scaled_residual(x, y, name, layer_scale_init, drop_path_rate):
     """``x + drop_path(gamma * y)``; the scale is the layer ``name``."""
     y = LayerScale(layer_scale_init, name=name)(y)
     if drop_path_rate > 0:
-        y = StochasticDepth(drop_path_rate, name=f"{name}.drop_path")(y)
-    return layers.Add(name=f"{name}.add")([x, y])
+        y = StochasticDepth(drop_path_rate, name=f"{name}-drop_path")(y)
+    return layers.Add(name=f"{name}-add")([x, y])
 
 
 def conv_encoder(dim, hidden_dim, name, drop_path_rate=0.0):
@@ -113,12 +124,12 @@ def conv_encoder(dim, hidden_dim, name, drop_path_rate=0.0):
     ``LocalRepresentation`` of the attention blocks (``hidden_dim = dim``)."""
 
     def apply(x):
-        y = layers.DepthwiseConv2D(3, padding="same", name=f"{name}.dwconv")(x)
-        y = batch_norm(f"{name}.norm")(y)
-        y = layers.Conv2D(hidden_dim, 1, name=f"{name}.pwconv1")(y)
-        y = layers.Activation("gelu", name=f"{name}.act")(y)
-        y = layers.Conv2D(dim, 1, name=f"{name}.pwconv2")(y)
-        return scaled_residual(x, y, f"{name}.layer_scale", 1.0, drop_path_rate)
+        y = layers.DepthwiseConv2D(3, padding="same", name=f"{name}-dwconv")(x)
+        y = batch_norm(f"{name}-norm")(y)
+        y = layers.Conv2D(hidden_dim, 1, name=f"{name}-pwconv1")(y)
+        y = layers.Activation("gelu", name=f"{name}-act")(y)
+        y = layers.Conv2D(dim, 1, name=f"{name}-pwconv2")(y)
+        return scaled_residual(x, y, f"{name}-layer_scale", 1.0, drop_path_rate)
 
     return apply
 
@@ -128,12 +139,12 @@ def efficient_additive_attention(dim, name, token_weighting="l2"):
     `AdditiveTokenMixing`. The projections are Dense layers over channels (``nn.Linear``)."""
 
     def apply(x):
-        query = layers.Dense(dim, name=f"{name}.to_query")(x)
-        key = layers.Dense(dim, name=f"{name}.to_key")(x)
+        query = layers.Dense(dim, name=f"{name}-to_query")(x)
+        key = layers.Dense(dim, name=f"{name}-to_key")(x)
         mixed, query = AdditiveTokenMixing(token_weighting, name=name)([query, key])
-        y = layers.Dense(dim, name=f"{name}.proj")(mixed)
-        y = layers.Add(name=f"{name}.add")([y, query])
-        return layers.Dense(dim, name=f"{name}.final")(y)
+        y = layers.Dense(dim, name=f"{name}-proj")(mixed)
+        y = layers.Add(name=f"{name}-add")([y, query])
+        return layers.Dense(dim, name=f"{name}-final")(y)
 
     return apply
 
@@ -142,14 +153,14 @@ def mlp(dim, hidden_dim, name, drop_rate=0.0):
     """(B, H, W, dim) -> same: BN, 1x1 conv to `hidden_dim`, GELU, 1x1 conv back."""
 
     def apply(x):
-        x = batch_norm(f"{name}.norm1")(x)
-        x = layers.Conv2D(hidden_dim, 1, name=f"{name}.fc1")(x)
-        x = layers.Activation("gelu", name=f"{name}.act")(x)
+        x = batch_norm(f"{name}-norm1")(x)
+        x = layers.Conv2D(hidden_dim, 1, name=f"{name}-fc1")(x)
+        x = layers.Activation("gelu", name=f"{name}-act")(x)
         if drop_rate > 0:
-            x = layers.Dropout(drop_rate, name=f"{name}.drop1")(x)
-        x = layers.Conv2D(dim, 1, name=f"{name}.fc2")(x)
+            x = layers.Dropout(drop_rate, name=f"{name}-drop1")(x)
+        x = layers.Conv2D(dim, 1, name=f"{name}-fc2")(x)
         if drop_rate > 0:
-            x = layers.Dropout(drop_rate, name=f"{name}.drop2")(x)
+            x = layers.Dropout(drop_rate, name=f"{name}-drop2")(x)
         return x
 
     return apply
@@ -161,11 +172,11 @@ def swiftformer_encoder(dim, name, token_weighting="l2", drop_path_rate=0.0, dro
     residual (the last block of every stage)."""
 
     def apply(x):
-        x = conv_encoder(dim, dim, f"{name}.local_representation")(x)
-        y = efficient_additive_attention(dim, f"{name}.attn", token_weighting)(x)
-        x = scaled_residual(x, y, f"{name}.layer_scale_1", layer_scale_init_value, drop_path_rate)
-        y = mlp(dim, MLP_RATIO * dim, f"{name}.linear", drop_rate)(x)
-        return scaled_residual(x, y, f"{name}.layer_scale_2", layer_scale_init_value,
+        x = conv_encoder(dim, dim, f"{name}-local_representation")(x)
+        y = efficient_additive_attention(dim, f"{name}-attn", token_weighting)(x)
+        x = scaled_residual(x, y, f"{name}-layer_scale_1", layer_scale_init_value, drop_path_rate)
+        y = mlp(dim, MLP_RATIO * dim, f"{name}-linear", drop_rate)(x)
+        return scaled_residual(x, y, f"{name}-layer_scale_2", layer_scale_init_value,
                                drop_path_rate)
 
     return apply
@@ -190,10 +201,10 @@ def swiftformer_features(x, depths, widths, token_weighting="l2", drop_path_rate
         zip(depths, widths, drop_path_rates(depths, drop_path_rate))
     ):
         if i > 0:
-            x = downsample(width, f"stages.{i}.downsample")(x)
+            x = downsample(width, f"stages-{i}-downsample")(x)
         for j in range(depth - 1):
-            x = conv_encoder(width, MLP_RATIO * width, f"stages.{i}.blocks.{j}", rates[j])(x)
-        x = swiftformer_encoder(width, f"stages.{i}.blocks.{depth - 1}", token_weighting,
+            x = conv_encoder(width, MLP_RATIO * width, f"stages-{i}-blocks-{j}", rates[j])(x)
+        x = swiftformer_encoder(width, f"stages-{i}-blocks-{depth - 1}", token_weighting,
                                 rates[-1], drop_rate, layer_scale_init_value)(x)
         outputs.append(x)
     return outputs
@@ -323,8 +334,8 @@ def SwiftFormerBackbone(variant=None, weights=None, input_shape=(None, None, 3),
     model = SwiftFormer(variant, include_top=False, weights=weights, input_shape=input_shape,
                         **kwargs)
     # The attention block is the last of each stage, so its output ends the stage.
-    ends = sorted((int(layer.name.split(".")[1]), layer.output) for layer in model.layers
-                  if layer.name.endswith(".layer_scale_2.add"))
+    ends = sorted((int(layer.name.split("-")[1]), layer.output) for layer in model.layers
+                  if layer.name.endswith("-layer_scale_2-add"))
     outputs = {f"P{stage + 2}": output for stage, output in ends}
     return keras.Model(model.inputs, outputs, name=f"{model.name}_backbone")
 

@@ -49,7 +49,7 @@ def test_hf_checkpoint_defaults_to_all_ones_token_weighting(golden_model):
     checkpoint = str(GOLDEN_CASES["hf_xs"][0])
     l2 = SwiftFormerXS(weights=checkpoint, token_weighting="l2", include_preprocessing=False,
                        classifier_activation=None)
-    assert golden_model("hf_xs").get_layer("stages.0.blocks.2.attn").token_weighting == "ones"
+    assert golden_model("hf_xs").get_layer("stages-0-blocks-2-attn").token_weighting == "ones"
     wrong = np.max(np.abs(l2.predict(data["inputs"], verbose=0) - data["logits"]))
     assert wrong > 100 * np.max(np.abs(golden_model("hf_xs").predict(data["inputs"], verbose=0)
                                        - data["logits"]))
@@ -95,7 +95,7 @@ def test_keras_file_round_trip_in_fresh_process(golden_model, tmp_path):
         f"y = m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)\n"
         f"np.save({str(tmp_path / 'y.npy')!r}, y)\n"
         "print(hashlib.sha256(b''.join(np.asarray(w).tobytes() for w in m.weights)).hexdigest())\n"
-        "print(m.get_layer('stages.0.blocks.2.attn').token_weighting)\n"
+        "print(m.get_layer('stages-0-blocks-2-attn').token_weighting)\n"
     )
     digest, weighting = out.split()[-2:]
     assert weighting == "ones"
@@ -121,14 +121,14 @@ def test_fit_with_new_head_lowers_loss_and_updates_batchnorm():
     y = np.arange(len(paths)) % 10
     model = SwiftFormerXS(weights=checkpoint, classes=10, ignore_head=True,
                           input_shape=(128, 128, 3), drop_path_rate=0.1)
-    assert any(layer.name.endswith(".drop_path") for layer in model.layers)
+    assert any(layer.name.endswith("-drop_path") for layer in model.layers)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy())
-    before_mean = np.array(model.get_layer("stem.1").moving_mean)
+    before_mean = np.array(model.get_layer("stem-1").moving_mean)
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, batch_size=10, epochs=6, verbose=0)
     assert model.evaluate(x, y, verbose=0) < first
-    assert not np.allclose(model.get_layer("stem.1").moving_mean, before_mean)
+    assert not np.allclose(model.get_layer("stem-1").moving_mean, before_mean)
 
 
 def test_l1_builder_accepts_input_tensor():

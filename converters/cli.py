@@ -1,0 +1,101 @@
+"""``swiftformer-convert``: the conversion pipeline and checkpoint import on the command line.
+
+    swiftformer-convert [run] [--checkpoint PATH] [--variant XS] [--formats all] ...
+    swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
+
+``run`` is the default subcommand: with no checkpoint it converts random XS weights (offline)
+and says so in its output and report.
+"""
+
+import argparse
+import os
+import sys
+
+SUBCOMMANDS = ("run", "import")
+
+
+def _run_parser(sub):
+    from converters.tflite import TFLITE_FORMATS
+
+    p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)")
+    p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file; "
+                   "default: random weights")
+    p.add_argument("--variant", default=None, help="XS, S, L1, L3 (default: from the "
+                   "checkpoint; XS without one)")
+    p.add_argument("--formats", default="all",
+                   help=f"comma-separated, or 'all': {', '.join(TFLITE_FORMATS)}")
+    p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
+    p.add_argument("--images", "--calibration-dir", dest="images", default=None,
+                   help="folder of photos: even-indexed ones calibrate, odd-indexed ones "
+                   "evaluate (default: synthetic images)")
+    p.add_argument("--num-calibration", type=int, default=32)
+    p.add_argument("--num-evaluation", type=int, default=64)
+    p.add_argument("--output-dir", default="converted")
+    p.add_argument("--token-weighting", choices=("l2", "ones"), default=None,
+                   help="override the checkpoint format's default")
+    p.add_argument("--softmax", action="store_true", help="export probabilities, not logits")
+
+
+def _import_parser(sub):
+    p = sub.add_parser("import", help="checkpoint -> .keras file")
+    p.add_argument("checkpoint")
+    p.add_argument("output", help="path ending in .keras")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--token-weighting", choices=("l2", "ones"), default=None)
+    p.add_argument("--classes", type=int, default=None, help="new head size (with --new-head)")
+    p.add_argument("--new-head", action="store_true",
+                   help="do not load the checkpoint's heads (another class count)")
+    p.add_argument("--normalised-input", action="store_true",
+                   help="model takes ImageNet-normalised input instead of RGB 0-255")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="swiftformer-convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    _run_parser(sub)
+    _import_parser(sub)
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from converters.checkpoints import CheckpointError
+    from converters.pipeline import PipelineError
+
+    try:
+        if args.command == "import":
+            from converters.importer import import_checkpoint
+
+            kwargs = {"include_preprocessing": not args.normalised_input}
+            if args.token_weighting:
+                kwargs["token_weighting"] = args.token_weighting
+            if args.new_head:
+                kwargs.update(ignore_head=True, classes=args.classes or 1000)
+            model = import_checkpoint(args.checkpoint, args.output, args.variant, **kwargs)
+            print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
+            return 0
+        from converters.pipeline import run_pipeline
+
+        result = run_pipeline(
+            checkpoint=args.checkpoint, variant=args.variant or (None if args.checkpoint
+                                                                 else "XS"),
+            formats=args.formats, input_size=args.input_size, image_dir=args.images,
+            num_calibration=args.num_calibration, num_evaluation=args.num_evaluation,
+            output_dir=args.output_dir, token_weighting=args.token_weighting,
+            softmax=args.softmax)
+        with open(result["report"]["markdown"]) as f:
+            print(f.read())
+        failed = [r["format"] for r in result["rows"] if r.get("error")]
+        return 1 if failed else 0
+    except (CheckpointError, PipelineError, ValueError, FileNotFoundError) as err:
+        print(f"swiftformer-convert: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

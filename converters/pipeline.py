@@ -1,0 +1,213 @@
+"""The conversion pipeline: checkpoint in; phone-ready models and a fidelity report out.
+
+    checkpoint (or random weights) -> Keras model (.keras) -> each format -> run it ->
+    metrics against the Keras float model -> report.md / report.json / report.png
+
+Everything the user asked for is checked before any work starts (formats, input size, image
+folder). A format that fails is reported and the others go on; files appear whole or not at all.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from converters import tflite
+from converters.report import fidelity, write_report
+
+DEFAULT_FORMATS = tflite.TFLITE_FORMATS
+MIN_INPUT_SIZE = 32  # four stride-2 stages below the stem: smaller inputs leave no pixels
+
+
+class PipelineError(ValueError):
+    """Bad pipeline input, found before any work was done."""
+
+
+def parse_input_size(size):
+    """224, "224" or "256x320" -> (H, W); PipelineError if the model cannot take it."""
+    if isinstance(size, (tuple, list)):
+        dims = tuple(int(s) for s in size)
+    else:
+        try:
+            dims = tuple(int(s) for s in str(size).lower().split("x"))
+        except ValueError:
+            raise PipelineError(f"Input size {size!r} is not N or HxW") from None
+    if len(dims) == 1:
+        dims = dims * 2
+    if len(dims) != 2 or min(dims) < MIN_INPUT_SIZE:
+        raise PipelineError(
+            f"Input size {size!r}: the model needs height and width of at least "
+            f"{MIN_INPUT_SIZE} pixels (it downsamples by 32)"
+        )
+    return dims
+
+
+def parse_formats(formats, known=DEFAULT_FORMATS):
+    """"all", a comma-separated string or a list -> list of known format names."""
+    if isinstance(formats, str):
+        formats = list(known) if formats == "all" else [f.strip() for f in formats.split(",")]
+    formats = [f for f in formats if f]
+    unknown = [f for f in formats if f not in known]
+    if unknown or not formats:
+        raise PipelineError(
+            f"Unknown format(s) {unknown or formats}; known: {', '.join(known)} (or 'all')"
+        )
+    return list(dict.fromkeys(formats))
+
+
+def synthetic_images(count, size, seed):
+    """Deterministic photo-like RGB images (smooth gradients, blobs and noise), (N, H, W, 3)
+    float32 in [0, 255], for an offline run without an image folder."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    images = []
+    for _ in range(count):
+        image = np.zeros((h, w, 3), np.float32)
+        for c in range(3):
+            a, b, phase = rng.uniform(-3, 3), rng.uniform(-3, 3), rng.uniform(0, 6.3)
+            image[..., c] = 128 + 80 * np.sin(a * xx / w * 3.14 + b * yy / h * 3.14 + phase)
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(h / 10, h / 3)
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2) < r**2
+            image[mask] = rng.uniform(0, 255, 3)
+        image += rng.normal(0, 8, image.shape)
+        images.append(np.clip(image, 0, 255))
+    return np.stack(images)
+
+
+def split_images(image_dir, size, num_calibration, num_evaluation, crop_pct):
+    """Calibration and evaluation images from a folder (disjoint: even-indexed files calibrate,
+    odd-indexed ones evaluate), or synthetic ones without a folder.
+
+    Returns:
+        (calibration (N, H, W, 3), evaluation (M, H, W, 3), description, synthetic?)
+    """
+    from keras_swiftformer.imagenet import list_images, load_images
+
+    if image_dir is None:
+        return (synthetic_images(num_calibration, size, seed=0),
+                synthetic_images(num_evaluation, size, seed=1), "synthetic", True)
+    paths = list_images(image_dir)
+    if len(paths) < 2:
+        raise PipelineError(f"{image_dir} has {len(paths)} image(s): at least 2 are needed "
+                            "(one to calibrate, one to evaluate)")
+    calibration = paths[0::2][:num_calibration]
+    evaluation = paths[1::2][:num_evaluation]
+    return (load_images(calibration, size, crop_pct), load_images(evaluation, size, crop_pct),
+            f"{image_dir} ({len(calibration)} calibration / {len(evaluation)} evaluation files)",
+            False)
+
+
+def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=False):
+    """The Keras float model the formats are made from and compared with.
+
+    Returns:
+        (model, info dict: checkpoint, format_in, variant, token_weighting, crop_pct, random?)
+    """
+    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer import SwiftFormer
+    from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
+
+    activation = "softmax" if softmax else None
+    if checkpoint is None:
+        model = SwiftFormer(variant, input_shape=input_shape, classifier_activation=activation,
+                            token_weighting=token_weighting)
+        info = {"checkpoint": "none (random weights)", "random_weights": True,
+                "crop_pct": DEFAULT_CROP_PCT}
+    else:
+        ckpt = read_checkpoint(checkpoint, variant)
+        model = SwiftFormer(variant or ckpt.variant, weights=ckpt, input_shape=input_shape,
+                            classes=ckpt.classes or 1000, classifier_activation=activation,
+                            token_weighting=token_weighting)
+        info = {"checkpoint": ckpt.path, "format_in": ckpt.format, "random_weights": False,
+                "crop_pct": ckpt.crop_pct}
+    attn = next(layer for layer in model.layers if hasattr(layer, "token_weighting"))
+    info.update(variant=model.name.replace("swiftformer_", "").upper(),
+                token_weighting=attn.token_weighting, input_shape=list(model.input_shape[1:]))
+    return model, info
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+
+    from converters.runtime import interpreter_class
+
+    runtime = interpreter_class()[1]
+    return f"keras {keras.__version__}, tensorflow {tf.__version__}, runtime {runtime}"
+
+
+def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
+                 num_calibration=32, num_evaluation=64, output_dir="converted",
+                 token_weighting=None, softmax=False, progress=print):
+    """Converts a checkpoint to every requested format and writes the fidelity report.
+
+    Args:
+        checkpoint: any checkpoint `converters.checkpoints` reads; None: random weights.
+        variant: "XS", "S", "L1", "L3"; None: read from the checkpoint.
+        formats: "all", "float32,int8", or a list (see `converters.tflite.TFLITE_FORMATS`).
+        input_size: 224, "256x320"...: the exported models' fixed input.
+        image_dir: a folder of photos; even-indexed files calibrate, odd-indexed ones
+            evaluate. None: synthetic images (offline default).
+        num_calibration, num_evaluation: how many images of each.
+        output_dir: where the models and report go.
+        token_weighting: override the checkpoint format's default ("l2" or "ones").
+        softmax: export probabilities instead of logits.
+        progress: callable taking one line of text.
+
+    Returns:
+        dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
+        ``keras`` (path of the .keras reference model).
+    """
+    from converters.files import atomic_output
+
+    formats = parse_formats(formats)
+    size = parse_input_size(input_size)
+    if checkpoint is not None and not os.path.exists(checkpoint):
+        raise PipelineError(f"No such checkpoint: {checkpoint}")
+    if image_dir is not None:
+        from keras_swiftformer.imagenet import list_images
+
+        list_images(image_dir)  # raises before any work if the folder has no images
+    os.makedirs(output_dir, exist_ok=True)
+    steps = len(formats) + 2
+    start = time.time()
+
+    def step(i, text):
+        progress(f"[{i}/{steps}] {text} ({time.time() - start:.0f} s)")
+
+    step(1, "building the Keras model" + (f" from {checkpoint}" if checkpoint else
+                                          " with RANDOM weights (no checkpoint given)"))
+    model, info = build_model(checkpoint, variant, size + (3,), token_weighting, softmax)
+    keras_path = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}.keras")
+    with atomic_output(keras_path) as tmp:
+        model.save(tmp)
+    step(2, "preparing calibration and evaluation images")
+    calibration, evaluation, source, synthetic = split_images(
+        image_dir, size, num_calibration, num_evaluation, info["crop_pct"])
+    reference = model.predict(evaluation, verbose=0, batch_size=16)
+    info.update(calibration_images=len(calibration), evaluation_images=len(evaluation),
+                image_source=source, synthetic_images=synthetic, versions=_versions())
+
+    rows, models = [], {}
+    stem = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}")
+    for i, fmt in enumerate(formats, start=3):
+        path = f"{stem}_{fmt}.tflite"
+        step(i, f"{fmt}: converting" + (f" (calibrating on {len(calibration)} images)"
+                                        if fmt in tflite.CALIBRATED_FORMATS else ""))
+        row = {"format": fmt, "file": os.path.basename(path)}
+        try:
+            tflite.export_tflite(model, path, fmt, calibration=calibration)
+            from converters.runtime import TFLiteRunner
+
+            actual = TFLiteRunner(path).predict(evaluation)
+            row.update(size_bytes=os.path.getsize(path), **fidelity(reference, actual))
+            models[fmt] = path
+        except Exception as err:  # one format's failure must not lose the others
+            row["error"] = f"{type(err).__name__}: {err}"
+            progress(f"    {fmt} FAILED: {row['error'][:300]}")
+        rows.append(row)
+    paths = write_report(output_dir, info, rows)
+    progress(f"done in {time.time() - start:.0f} s: report in {paths['markdown']}")
+    return {"models": models, "rows": rows, "report": paths, "keras": keras_path, "info": info}

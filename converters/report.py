@@ -1,0 +1,139 @@
+"""Fidelity metrics of converted models against the Keras float model, and the report files.
+
+The report says, per format: file size, max absolute and relative error, SQNR (dB) and top-1
+agreement of the logits against the Keras float32 model, on images that were not used for
+calibration. It is written as Markdown, JSON and a PNG chart, each atomically.
+"""
+
+import datetime
+import json
+import os
+
+import numpy as np
+
+from converters.files import atomic_output
+
+
+def fidelity(reference, actual):
+    """Metrics of `actual` (N, K) against `reference` (N, K) logits.
+
+    Returns:
+        dict with ``max_abs_error``, ``max_rel_error`` (max abs error / max |reference|),
+        ``sqnr_db`` (10 log10 of signal power over error power; inf when equal) and
+        ``top1_agreement`` (fraction of rows with the same argmax).
+    """
+    reference = np.asarray(reference, np.float64)
+    actual = np.asarray(actual, np.float64)
+    if reference.shape != actual.shape:
+        raise ValueError(f"Shapes differ: reference {reference.shape}, actual {actual.shape}")
+    error = actual - reference
+    noise = float(np.sum(error**2))
+    signal = float(np.sum(reference**2))
+    return {
+        "max_abs_error": float(np.max(np.abs(error))),
+        "max_rel_error": float(np.max(np.abs(error)) / max(np.max(np.abs(reference)), 1e-30)),
+        "sqnr_db": float("inf") if noise == 0 else float(10 * np.log10(signal / noise)),
+        "top1_agreement": float(np.mean(reference.argmax(-1) == actual.argmax(-1))),
+    }
+
+
+COLUMNS = (
+    ("format", "format", "{}"),
+    ("size (MB)", "size_bytes", "{:.2f}"),
+    ("max abs err", "max_abs_error", "{:.3g}"),
+    ("max rel err", "max_rel_error", "{:.3g}"),
+    ("SQNR (dB)", "sqnr_db", "{:.1f}"),
+    ("top-1 agree", "top1_agreement", "{:.3f}"),
+    ("file", "file", "{}"),
+)
+
+
+def _cell(row, key, fmt):
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key == "size_bytes":
+        value = value / 1e6
+    return fmt.format(value)
+
+
+def markdown_table(rows):
+    """The per-format rows as a Markdown table; failed formats show their error."""
+    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for row in rows:
+        if row.get("error"):
+            cells = [row["format"], f"FAILED: {row['error'][:160]}"] + [""] * (len(COLUMNS) - 2)
+        else:
+            cells = [_cell(row, key, fmt) for _, key, fmt in COLUMNS]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(info, rows):
+    """Full Markdown report: what was converted and how, then the table."""
+    lines = ["# SwiftFormer conversion report", ""]
+    if info.get("random_weights"):
+        lines += ["> **Random weights**: no checkpoint was given, so these models carry random "
+                  "weights. The fidelity numbers are real; predictions are meaningless.", ""]
+    if info.get("synthetic_images"):
+        lines += ["> **Synthetic images**: no image folder was given; calibration and "
+                  "evaluation used generated images, so integer-format fidelity is not "
+                  "representative of real photos.", ""]
+    for key in ("checkpoint", "format_in", "variant", "token_weighting", "input_shape",
+                "calibration_images", "evaluation_images", "image_source", "created",
+                "versions"):
+        if key in info:
+            lines.append(f"- **{key.replace('_', ' ')}**: {info[key]}")
+    lines += ["", "Metrics compare each model's logits with the Keras float32 model on the "
+              "evaluation images (never used for calibration).", "", markdown_table(rows), ""]
+    return "\n".join(lines)
+
+
+def plot(rows, path, title="Fidelity and size per format"):
+    """Bar chart of SQNR (dB) and file size (MB) per format, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if not r.get("error")]
+    if not ok:
+        return None
+    names = [r["format"] for r in ok]
+    sqnr = [min(r["sqnr_db"], 150.0) for r in ok]
+    size = [r["size_bytes"] / 1e6 for r in ok]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.barh(names, sqnr, color="tab:blue")
+    ax1.set_xlabel("SQNR vs Keras float32 (dB, higher is better; capped at 150)")
+    ax1.invert_yaxis()
+    ax2.barh(names, size, color="tab:orange")
+    ax2.set_xlabel("file size (MB)")
+    ax2.invert_yaxis()
+    for ax, values, fmt in ((ax1, sqnr, "{:.1f}"), (ax2, size, "{:.2f}")):
+        for i, v in enumerate(values):
+            ax.text(v, i, " " + fmt.format(v), va="center", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_report(output_dir, info, rows, name="report"):
+    """Writes ``{name}.md``, ``{name}.json`` and ``{name}.png`` in `output_dir`; returns the
+    paths."""
+    info = {**info, "created": info.get("created")
+            or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    md_path = os.path.join(output_dir, f"{name}.md")
+    json_path = os.path.join(output_dir, f"{name}.json")
+    png_path = os.path.join(output_dir, f"{name}.png")
+    with atomic_output(json_path) as tmp, open(tmp, "w") as f:
+        json.dump({"info": info, "formats": rows}, f, indent=2, default=str)
+    with atomic_output(md_path) as tmp, open(tmp, "w") as f:
+        f.write(markdown_report(info, rows))
+    paths = {"markdown": md_path, "json": json_path}
+    if plot(rows, png_path, title=f"SwiftFormer-{info.get('variant', '?')}: fidelity and size"):
+        paths["plot"] = png_path
+    return paths
