@@ -1,0 +1,165 @@
+"""converters.tflite, converters.runtime, converters.pipeline: parity, fidelity floors, errors.
+
+The fidelity floors are set about 3 dB (and a few points of top-1 agreement) below what was
+measured on the XS fixture checkpoint with the sample photos (README, "Fidelity floors").
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from converters import tflite
+from converters.cli import main
+from converters.pipeline import run_pipeline
+from converters.runtime import TFLiteRunner
+from keras_swiftformer import SwiftFormer
+from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+from tests.conftest import GOLDEN_CASES, SAMPLES, assert_close_to_golden, golden, run_python
+
+#: format -> (SQNR floor in dB, top-1 agreement floor) against the Keras float32 model.
+FLOORS = {
+    "float32": (100.0, 1.0),
+    "float16": (50.0, 0.95),
+    "dynamic_int8": (30.0, 0.9),
+    "int8": (19.0, 0.8),
+    "uint8": (19.0, 0.8),
+    "int8_float_io": (19.0, 0.8),
+    "int16x8": (24.0, 0.9),
+    "int8_mixed": (21.0, 0.85),
+}
+
+
+def pixels(normalised):
+    """ImageNet-normalised NHWC -> the raw RGB scale the exported models take."""
+    return normalised * np.float32(255) * np.asarray(IMAGENET_STD, np.float32) + np.asarray(
+        IMAGENET_MEAN, np.float32) * np.float32(255)
+
+
+@pytest.fixture(scope="session")
+def xs_pipeline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    return run_pipeline(checkpoint=str(GOLDEN_CASES["original_xs"][0]), variant="XS",
+                        formats="all", image_dir=str(SAMPLES), num_calibration=24,
+                        num_evaluation=40, output_dir=str(out), progress=lambda line: None)
+
+
+def test_every_format_meets_its_fidelity_floor(xs_pipeline):
+    rows = {row["format"]: row for row in xs_pipeline["rows"]}
+    assert sorted(rows) == sorted(tflite.TFLITE_FORMATS)
+    for fmt, (sqnr, top1) in FLOORS.items():
+        row = rows[fmt]
+        assert "error" not in row, row
+        assert row["sqnr_db"] >= sqnr, (fmt, row["sqnr_db"])
+        assert row["top1_agreement"] >= top1, (fmt, row["top1_agreement"])
+    assert rows["int8"]["size_bytes"] < 0.35 * rows["float32"]["size_bytes"]
+
+
+def test_report_files_agree_with_rows(xs_pipeline):
+    paths = xs_pipeline["report"]
+    with open(paths["json"]) as f:
+        report = json.load(f)
+    assert report["formats"] == json.loads(json.dumps(xs_pipeline["rows"]))
+    assert report["info"]["evaluation_images"] == 40 and not report["info"]["random_weights"]
+    with open(paths["markdown"]) as f:
+        text = f.read()
+    assert "| int8_mixed |" in text and "Random weights" not in text
+    with open(paths["plot"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    leftovers = [n for n in os.listdir(os.path.dirname(paths["json"])) if "partial" in n]
+    assert leftovers == []
+
+
+def test_float_tflite_matches_golden(xs_pipeline):
+    data = golden("original_xs")
+    for fmt, scale in (("float32", 1.0), ("float16", 100.0)):
+        runner = TFLiteRunner(xs_pipeline["models"][fmt])
+        assert runner.input_shape == (1, 224, 224, 3)
+        assert_close_to_golden(runner.predict(pixels(data["inputs"])), data["logits"], scale)
+
+
+def test_integer_io_models_take_raw_pixels(xs_pipeline):
+    runner = TFLiteRunner(xs_pipeline["models"]["uint8"])
+    assert runner.input_dtype == np.uint8
+    scale, zero_point = runner.input_quantization
+    assert abs(scale - 1.0) < 0.02 and zero_point == 0  # calibrated on 0..255 pixels
+    assert "QUANTIZE" not in TFLiteRunner(xs_pipeline["models"]["int8"]).op_types()
+
+
+@pytest.mark.parametrize("case", ["original_l1", "hf_xs"])
+def test_float32_tflite_of_other_checkpoints_matches_golden(case, tmp_path):
+    checkpoint, _, variant = GOLDEN_CASES[case]
+    model = SwiftFormer(variant, weights=str(checkpoint), classifier_activation=None)
+    path = tflite.export_tflite(model, tmp_path / "m.tflite")
+    data = golden(case)
+    runner = TFLiteRunner(path)
+    assert_close_to_golden(runner.predict(pixels(data["inputs"])), data["logits"])
+    for op in ("SHAPE", "GATHER", "PACK", "REDUCE_PROD", "TRANSPOSE"):
+        assert op not in runner.op_types()
+
+
+def test_non_square_and_dynamic_batch_export(tmp_path):
+    model = SwiftFormer("XS", weights=str(GOLDEN_CASES["original_xs"][0]),
+                        input_shape=(256, 320, 3), classifier_activation=None)
+    path = tflite.export_tflite(model, tmp_path / "odd.tflite", batch_size=None)
+    runner = TFLiteRunner(path)
+    assert runner.dynamic_batch
+    data = golden("original_xs")
+    odd = pixels(data["inputs_odd"])
+    out = runner.predict(np.concatenate([odd, odd]), batch_size=2)
+    assert_close_to_golden(out[1:], data["logits_odd"])
+
+
+def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ai_edge_litert', 'tflite_runtime'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import numpy as np\n"
+        "from converters.runtime import TFLiteRunner\n"
+        f"r = TFLiteRunner({xs_pipeline['models']['int8']!r})\n"
+        "print(r.runtime, r.predict(np.zeros((1, 224, 224, 3), np.float32)).shape)\n"
+    )
+    assert run_python(code).split()[-3:] == ["tensorflow", "(1,", "1000)"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--formats", "float32,int9"], "Unknown format"),
+    (["--input-size", "16"], "at least 32"),
+    (["--input-size", "big"], "is not N or HxW"),
+    (["--images", "EMPTY"], "no images"),
+    (["--checkpoint", "missing.pth"], "No such checkpoint"),
+])
+def test_bad_input_fails_before_any_work(args, message, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    args = [str(empty) if a == "EMPTY" else a for a in args]
+    assert main(args + ["--output-dir", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_format_for_export_and_missing_calibration(tmp_path):
+    model = SwiftFormer("XS", depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="Unknown TFLite format"):
+        tflite.export_tflite(model, tmp_path / "m.tflite", "int4")
+    with pytest.raises(ValueError, match="needs calibration"):
+        tflite.export_tflite(model, tmp_path / "m.tflite", "int8")
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        tflite.export_tflite(SwiftFormer("XS", input_shape=(None, None, 3)), tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_token_sum_as_mean_is_the_same_float_model(golden_model):
+    model = golden_model("original_xs")
+    mean = tflite.with_token_sum(model, "mean")
+    assert mean.get_layer("stages-0-blocks-2-attn").token_sum == "mean"
+    assert tflite.with_token_sum(model, "sum") is model
+    data = golden("original_xs")
+    assert_close_to_golden(mean.predict(data["inputs_odd"], verbose=0), data["logits_odd"])
+
