@@ -1,0 +1,157 @@
+"""``swiftformer-bench``: latency of SwiftFormer models on this host, on Android phones and in
+one table with the phone apps' results.
+
+    swiftformer-bench host MODEL.tflite... [--backends xnnpack cpu] [--threads 1 2]
+    swiftformer-bench adb MODEL.tflite... --benchmark-binary android_aarch64_benchmark_model
+    swiftformer-bench report A.json B.json... --output out/bench/all
+    swiftformer-bench flow --variants XS L1 --formats float32 int8 [--device-json phone.json]
+    swiftformer-bench schema
+
+A model is ``PATH`` (variant and format read from the name, e.g. ``swiftformer_xs_int8.tflite``)
+or ``VARIANT/FORMAT=PATH``. Every command writes ``OUTPUT.json``, ``OUTPUT.md`` and
+``OUTPUT.png`` and prints the table.
+"""
+
+import argparse
+import json
+import sys
+
+
+def _threads(value):
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a thread count: {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"thread counts start at 1, got {count}")
+    return count
+
+
+def _add_timing(parser, threads_default):
+    parser.add_argument("--threads", type=_threads, nargs="+", default=threads_default,
+                        help="CPU thread counts (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="warm-up inferences after the first (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=50,
+                        help="timed inferences per case (default: %(default)s)")
+
+
+def _add_output(parser, default):
+    parser.add_argument("--output", default=default,
+                        help="prefix of the .json/.md/.png written (default: %(default)s)")
+    parser.add_argument("--plot-x", choices=("gmacs", "top1"), default="gmacs",
+                        help="x axis of the plot: the paper's GMACs or top-1 (default: gmacs)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="swiftformer-bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    host = commands.add_parser("host", help="benchmark .tflite models on this machine")
+    host.add_argument("models", nargs="+", help="PATH or VARIANT/FORMAT=PATH")
+    host.add_argument("--backends", nargs="+", choices=("xnnpack", "cpu"), default=["xnnpack"],
+                      help="xnnpack (LiteRT's default CPU delegate) and/or cpu (built-in "
+                           "kernels, XNNPACK off)")
+    host.add_argument("--seed", type=int, default=0, help="input data and run order")
+    _add_timing(host, [1])
+    _add_output(host, "out/bench/host")
+
+    adb = commands.add_parser("adb", help="benchmark on an Android phone with benchmark_model")
+    adb.add_argument("models", nargs="+", help="PATH or VARIANT/FORMAT=PATH")
+    adb.add_argument("--benchmark-binary", required=True,
+                     help="TFLite's native benchmark_model for the phone's ABI (see README)")
+    adb.add_argument("--backends", nargs="+", choices=("cpu", "xnnpack", "gpu", "nnapi"),
+                     default=["xnnpack", "gpu", "nnapi"])
+    adb.add_argument("--adb", help="path of adb (default: $ADB, PATH, $ANDROID_HOME)")
+    adb.add_argument("--serial", help="device serial when several are attached")
+    adb.add_argument("--peak-memory", action="store_true",
+                     help="--report_peak_memory_footprint=true (a monitoring thread)")
+    adb.add_argument("--cooldown", type=float, default=0.0,
+                     help="seconds of rest before each case (thermal throttling)")
+    adb.add_argument("--log-dir", help="keep every raw benchmark_model log there")
+    _add_timing(adb, [4])
+    _add_output(adb, "out/bench/android")
+
+    report = commands.add_parser("report", help="merge benchmark JSON files into one table")
+    report.add_argument("json", nargs="+", help="reports from host, adb, the Android or iOS app")
+    report.add_argument("--title", help="plot title")
+    _add_output(report, "out/bench/report")
+
+    flow = commands.add_parser("flow", help="convert, benchmark on this host, merge phone JSON")
+    flow.add_argument("--variants", nargs="*", default=[], help="XS S L1 L3 to convert")
+    flow.add_argument("--formats", nargs="+", default=["float32"], help="LiteRT formats")
+    flow.add_argument("--checkpoint", help="checkpoint of the (single) variant; default random")
+    flow.add_argument("--models", nargs="*", default=[], help="ready .tflite files as well")
+    flow.add_argument("--device-json", nargs="*", default=[],
+                      help="JSON from adb, the Android app or the iOS app")
+    flow.add_argument("--input-size", default="224", help="224 or HxW")
+    flow.add_argument("--image-dir", help="calibration photos for integer formats")
+    flow.add_argument("--convert-dir", default="converted", help="where models are written")
+    flow.add_argument("--backends", nargs="+", choices=("xnnpack", "cpu"), default=["xnnpack"])
+    _add_timing(flow, [1])
+    _add_output(flow, "out/bench/swiftformer")
+
+    commands.add_parser("schema", help="print the JSON Schema of the benchmark files")
+    return parser
+
+
+def _finish(paths, out):
+    print(paths["table"], file=out)
+    written = [paths["json"], paths["markdown"]] + ([paths["plot"]] if paths["plot"] else [])
+    print("wrote " + ", ".join(written), file=out)
+    if not paths["plot"]:
+        print("no plot: no result names a SwiftFormer variant (name models "
+              "VARIANT/FORMAT=PATH)", file=out)
+
+
+def main(argv=None, out=None):
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 failure)."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        from android_bench.schema import json_schema
+
+        print(json.dumps(json_schema(), indent=2), file=out)
+        return 0
+
+    from android_bench.schema import ReportError, load_reports
+
+    progress = (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        from android_bench.adb import AdbError
+        from android_bench.report import write_outputs
+
+        if args.command == "report":
+            paths = write_outputs(load_reports(args.json), args.output, args.plot_x, args.title)
+        elif args.command == "host":
+            from android_bench.host import benchmark_host
+
+            doc = benchmark_host(args.models, args.backends, args.threads, args.warmup,
+                                 args.runs, args.seed, progress)
+            paths = write_outputs([doc], args.output, args.plot_x)
+        elif args.command == "adb":
+            from android_bench.adb import benchmark_android
+
+            doc = benchmark_android(args.models, args.benchmark_binary, args.backends,
+                                    args.threads, args.warmup, args.runs, args.adb, args.serial,
+                                    peak_memory=args.peak_memory, cooldown=args.cooldown,
+                                    log_dir=args.log_dir, progress=progress)
+            paths = write_outputs([doc], args.output, args.plot_x)
+        else:
+            from android_bench.flow import run_flow
+
+            paths = run_flow(args.variants, args.formats, args.checkpoint, args.models,
+                             args.device_json, args.output, args.input_size, args.image_dir,
+                             args.convert_dir, args.backends, args.threads, args.warmup,
+                             args.runs, args.plot_x, progress)
+    except (ValueError, ReportError, AdbError) as err:
+        print(f"swiftformer-bench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    _finish(paths, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Latency of `.tflite` models on this machine, through the LiteRT interpreter
+(`converters.runtime.TFLiteRunner`), several models compared in one interleaved run.
+
+How one run goes:
+
+1. Cold start, each case (model x backend x threads) in a fresh Python process, as
+   ``benchmark_model`` runs one model per process: the interpreter is built and its tensors
+   allocated (``init_ms``: the file read, the XNNPACK delegate's graph rewrite, the
+   allocation), the input is set once (integer models get integer data, so no quantisation is
+   timed), then the first inference (``first_ms``) and the warm-up inferences run. Memory is read
+   from ``/proc/self/status``: the peak resident set (``VmHWM``, reset through
+   ``/proc/self/clear_refs``) above the resident set before the model was loaded. A fresh
+   process matters: in a process that has loaded and freed models before, the allocator reuses
+   that memory and a new model seems to take almost none.
+2. Every case is then loaded and warmed up again in this process, and the timed inferences are
+   interleaved: ``runs`` rounds, each invoking every case once, in a fresh random order (fixed
+   seed). A slow spell of a shared machine then hits every case alike instead of whichever model
+   happened to run then. Only ``interpreter.invoke()`` is timed (``time.perf_counter_ns``), with
+   Python's garbage collector paused.
+"""
+
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from android_bench.schema import new_report
+
+HOST_BACKENDS = ("xnnpack", "cpu")
+
+
+def latency_summary(samples_ms):
+    """Timed inferences (ms) -> mean, median, p90, min, max, std (population), runs."""
+    x = np.asarray(samples_ms, np.float64)
+    if x.size == 0:
+        raise ValueError("No timed inferences to summarise")
+    return {
+        "mean_ms": float(x.mean()), "median_ms": float(np.median(x)),
+        "p90_ms": float(np.percentile(x, 90)), "min_ms": float(x.min()),
+        "max_ms": float(x.max()), "std_ms": float(x.std()), "runs": int(x.size),
+    }
+
+
+class MemoryProbe:
+    """Resident memory of this process, from ``/proc/self/status`` (Linux).
+
+    `start()` resets the kernel's peak counter when allowed, and `peak_mb()` is then the
+    true peak since `start()`; elsewhere it is the largest of the values `sample()` saw.
+    """
+
+    def __init__(self):
+        self.available = os.path.exists("/proc/self/status")
+        self.base_kb = self._sampled_kb = 0
+        self.resettable = False
+
+    @staticmethod
+    def _status_kb(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise KeyError(key)
+
+    def start(self):
+        if not self.available:
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current VmRSS (Linux >= 4.0)
+            self.resettable = True
+        except OSError:
+            self.resettable = False
+        self.base_kb = self._sampled_kb = self._status_kb("VmRSS")
+
+    def sample(self):
+        """Current resident memory above the start, MB."""
+        if not self.available:
+            return None
+        rss = self._status_kb("VmRSS")
+        self._sampled_kb = max(self._sampled_kb, rss)
+        return (rss - self.base_kb) / 1024.0
+
+    def peak_mb(self):
+        if not self.available:
+            return None
+        self.sample()
+        peak = self._status_kb("VmHWM") if self.resettable else self._sampled_kb
+        return (peak - self.base_kb) / 1024.0
+
+    @property
+    def method(self):
+        if not self.available:
+            return None
+        return ("VmHWM above VmRSS before loading (peak counter reset per model)"
+                if self.resettable else "largest sampled VmRSS above VmRSS before loading")
+
+
+def random_input(shape, dtype, seed=0):
+    """Random data of the model's input type: pixels 0-255 for float inputs (SwiftFormer
+    exports take RGB pixels), the full range for integer ones."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.uniform(0.0, 255.0, size=shape).astype(dtype)
+
+
+class HostCase:
+    """One model under one backend and thread count, loaded and ready to invoke."""
+
+    def __init__(self, entry, backend, threads):
+        if backend not in HOST_BACKENDS:
+            raise ValueError(f"Unknown host backend {backend!r}; known: {HOST_BACKENDS}")
+        self.entry, self.backend, self.threads = entry, backend, threads
+        self.runner = None
+        self.result = {}
+        self.samples = []
+
+    @property
+    def label(self):
+        name = os.path.basename(self.entry["path"])
+        return f"{name} [{self.backend}, {self.threads or 'default'} thread(s)]"
+
+    def load(self, warmup, probe, seed=0):
+        """Builds the interpreter, sets the input once, runs the first and warm-up inferences.
+
+        Returns:
+            The init, first, warm-up and memory fields of the schema, measured here.
+        """
+        from converters.runtime import TFLiteRunner
+
+        probe.start()
+        start = time.perf_counter_ns()
+        self.runner = TFLiteRunner(self.entry["path"], num_threads=self.threads,
+                                   use_xnnpack=self.backend == "xnnpack")
+        init_ms = (time.perf_counter_ns() - start) / 1e6
+        init_memory = probe.sample()
+        interpreter = self.runner.interpreter
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"],
+                               random_input(detail["shape"], detail["dtype"], seed))
+        warm = [self.invoke_ms() for _ in range(1 + warmup)]
+        return {
+            "init_ms": init_ms, "first_ms": warm[0],
+            "warmup_mean_ms": float(np.mean(warm)), "warmup_runs": len(warm),
+            "init_memory_mb": init_memory, "peak_memory_mb": probe.peak_mb(),
+            "memory_method": probe.method,
+            "model_size_mb": os.path.getsize(self.entry["path"]) / 2**20,
+        }
+
+    def cold_start(self, warmup, seed=0, timeout=600):
+        """`load` in a fresh Python process (``python -m android_bench.host SPEC``); stores
+        and returns its fields.
+
+        Raises:
+            ValueError: the model could not be loaded or run; the child's error.
+        """
+        spec = json.dumps({"path": os.path.abspath(self.entry["path"]), "backend": self.backend,
+                           "threads": self.threads, "warmup": warmup, "seed": seed})
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        proc = subprocess.run([sys.executable, "-m", "android_bench.host", spec],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": path})
+        lines = proc.stdout.strip().splitlines()
+        try:
+            reply = json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            reply = {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
+        if proc.returncode != 0 or "error" in reply:
+            raise ValueError(f"{self.label}: {reply.get('error', proc.returncode)}")
+        if reply.get("memory_method"):
+            reply["memory_method"] += ", in a fresh process"
+        self.result = reply
+        return self.result
+
+    def invoke_ms(self):
+        interpreter = self.runner.interpreter
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        return (time.perf_counter_ns() - start) / 1e6
+
+    def record(self):
+        """The schema's result for this case."""
+        return {
+            "model": os.path.basename(self.entry["path"]),
+            "variant": self.entry.get("variant"), "format": self.entry.get("format"),
+            "backend": self.backend, "threads": self.threads, "status": "ok",
+            **self.result, **latency_summary(self.samples),
+            "samples_ms": [round(s, 4) for s in self.samples],
+        }
+
+
+def interleaved_order(count, runs, seed=0):
+    """The case indices in timing order: `runs` rounds, each a fresh random permutation of
+    ``range(count)`` (so every case runs once per round, at varying positions)."""
+    rng = np.random.default_rng(seed)
+    return [int(i) for _ in range(runs) for i in rng.permutation(count)]
+
+
+def host_device():
+    """This machine, for the report's ``device``."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    device = {"name": f"{cpu}, {cores} cores", "os": platform.platform(terse=True), "cpu": cpu,
+              "abi": platform.machine(), "cores": cores}
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        device["memory_gb"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return device
+
+
+def host_runtime():
+    from importlib import metadata
+
+    from converters.runtime import interpreter_class
+
+    _, name, _ = interpreter_class()
+    package = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(
+        name, "tensorflow")
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"name": name, "version": version}
+
+
+def check_options(backends, threads, warmup, runs):
+    """Raises ValueError for options that cannot run, before anything is loaded."""
+    unknown = [b for b in backends if b not in HOST_BACKENDS]
+    if unknown or not backends:
+        raise ValueError(f"Host backends must be among {HOST_BACKENDS}, got {list(backends)}")
+    if not threads or any(t is not None and (not isinstance(t, int) or t < 1) for t in threads):
+        raise ValueError(f"Thread counts must be positive integers, got {list(threads)}")
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"Need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+
+
+def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=50, seed=0,
+                   progress=print):
+    """Benchmarks every model x backend x thread count in one interleaved run.
+
+    Args:
+        models: model entries ``{"path", "variant", "format"}`` (`android_bench.models.
+            parse_model_spec`) or plain paths.
+        backends: "xnnpack" (LiteRT's default CPU delegate) and/or "cpu" (built-in kernels).
+        threads: interpreter thread counts; None: the runtime's default.
+        warmup: warm-up inferences after the first one, per case.
+        runs: timed inferences per case (rounds of the interleaved loop).
+        seed: of the input data and of the per-round order.
+        progress: callable taking one line of text.
+
+    Returns:
+        The report (`android_bench.schema`), source "host".
+    """
+    from android_bench.models import parse_model_spec
+
+    check_options(backends, threads, warmup, runs)
+    entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
+    if not entries:
+        raise ValueError("No models to benchmark")
+    cases = [HostCase(e, b, t) for b in backends for t in threads for e in entries]
+    for i, case in enumerate(cases, 1):
+        progress(f"[{i}/{len(cases)}] cold start of {case.label} in a fresh process")
+        case.cold_start(warmup, seed)
+    progress(f"loading and warming up {len(cases)} cases")
+    for case in cases:
+        case.load(warmup, MemoryProbe(), seed)  # its numbers are the warm process's: unused
+    progress(f"timing {len(cases)} cases x {runs} runs, interleaved")
+    order = interleaved_order(len(cases), runs, seed)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for index in order:
+            cases[index].samples.append(cases[index].invoke_ms())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    settings = {"warmup_runs": warmup, "runs": runs, "interleaved": True, "seed": seed,
+                "backends": list(backends), "threads": list(threads),
+                "timed": "interpreter.invoke() only, input set once before timing"}
+    return new_report("host", host_device(), host_runtime(), [c.record() for c in cases],
+                      settings)
+
+
+def _cold_start_main(spec):
+    """Child of `HostCase.cold_start`: loads one case, prints its fields (or the error) as JSON."""
+    spec = json.loads(spec)
+    case = HostCase({"path": spec["path"]}, spec["backend"], spec["threads"])
+    try:
+        fields = case.load(spec["warmup"], MemoryProbe(), spec["seed"])
+    except Exception as err:  # reported to the parent, which raises it with the case's name
+        print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+        return 1
+    print(json.dumps(fields))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cold_start_main(sys.argv[1]))

@@ -1,0 +1,68 @@
+"""Which model a benchmarked file is: its SwiftFormer variant and export format, and the
+paper's numbers for that variant (the x axis of the plots).
+
+A model is named on the command line either by its path alone, when the file name says it
+(``swiftformer_xs_int8.tflite``, as `converters.pipeline` writes them, or ``l1/float16.tflite``),
+or explicitly as ``VARIANT/FORMAT=PATH`` (``XS/int8=models/a.tflite``).
+"""
+
+import os
+import re
+
+from converters.coreml import COREML_FORMATS
+from converters.tflite import TFLITE_FORMATS
+from keras_swiftformer.model import MODEL_CONFIGS
+
+#: Export formats a name may carry, LiteRT's and Core ML's, longest first so that
+#: ``int8_mixed`` wins over ``int8``.
+KNOWN_FORMATS = tuple(sorted(set(TFLITE_FORMATS) | set(COREML_FORMATS), key=len, reverse=True))
+
+#: Variants in the paper's order (smallest first).
+VARIANT_ORDER = tuple(MODEL_CONFIGS)
+
+
+def guess_variant_and_format(path):
+    """(variant or None, format or None) read from the file name and its folder names.
+
+    >>> guess_variant_and_format("converted/swiftformer_l1_int8_mixed.tflite")
+    ('L1', 'int8_mixed')
+    """
+    parts = [p.lower() for p in os.path.normpath(os.fspath(path)).split(os.sep)[-3:]]
+    name = re.sub(r"\.(tflite|mlpackage|mlmodelc|mlmodel)$", "", "/".join(parts))
+    fmt = next((f for f in KNOWN_FORMATS
+                if re.search(rf"(?<![a-z0-9]){f}(?![a-z0-9])", name)), None)
+    if fmt is not None:
+        name = re.sub(rf"(?<![a-z0-9]){fmt}(?![a-z0-9])", " ", name)
+    tokens = re.split(r"[^a-z0-9]+", name)
+    variants = [v for v in VARIANT_ORDER if v.lower() in tokens]
+    return (variants[0] if len(variants) == 1 else None), fmt
+
+
+def parse_model_spec(spec):
+    """``PATH`` or ``VARIANT/FORMAT=PATH`` -> {"path", "variant", "format"}.
+
+    Raises:
+        ValueError: the file does not exist, or the variant is unknown.
+    """
+    spec = os.fspath(spec)
+    variant = fmt = None
+    if "=" in spec and not os.path.exists(spec):
+        label, spec = spec.split("=", 1)
+        variant, _, fmt = label.partition("/")
+        variant, fmt = variant.strip() or None, fmt.strip() or None
+    if not os.path.isfile(spec):
+        raise ValueError(f"No such model file: {spec}")
+    guessed_variant, guessed_format = guess_variant_and_format(spec)
+    variant = variant or guessed_variant
+    if variant is not None:
+        variant = variant.upper()
+        if variant not in MODEL_CONFIGS:
+            raise ValueError(f"Unknown SwiftFormer variant {variant!r} for {spec}; known: "
+                             f"{', '.join(VARIANT_ORDER)}")
+    return {"path": spec, "variant": variant, "format": fmt or guessed_format}
+
+
+def paper_value(variant, key):
+    """The paper's `key` ("gmacs", "top1", "params_m", "iphone_ms") for `variant`, or None."""
+    config = MODEL_CONFIGS.get(str(variant).upper()) if variant else None
+    return None if config is None else config[key]

@@ -1,0 +1,233 @@
+"""The one JSON format of every benchmark source: this host, ``adb`` + ``benchmark_model``, the
+Android app and the iOS app. The report tool reads any mix of them.
+
+A report is one run on one device::
+
+    {
+      "schema": "swiftformer-bench/1",
+      "source": "host" | "adb" | "android-app" | "ios-app",
+      "created": "2025-01-31T12:00:00Z",
+      "device": {"name": "Pixel 7", "os": "Android 14", "cpu": "...", "abi": "arm64-v8a",
+                 "cores": 8, "soc": "Tensor G2", "memory_gb": 8},
+      "runtime": {"name": "LiteRT", "version": "1.4.0"},
+      "settings": {"warmup_runs": 10, "runs": 50, ...},
+      "results": [ {one model x backend x threads}, ... ]
+    }
+
+Each result holds the fields of `RESULT_FIELDS`; times in milliseconds, memory in MB
+(2**20 bytes). ``backend`` is one of `BACKENDS`: LiteRT's ``cpu`` (built-in kernels, XNNPACK
+off), ``xnnpack``, ``gpu``, ``nnapi``; Core ML's compute units by their Swift names
+``cpuOnly``, ``cpuAndGPU``, ``cpuAndNeuralEngine``, ``all``. A result whose ``status`` is
+``"failed"`` carries ``error`` instead of timings.
+
+The report tool writes several reports as one merged file, ``{"schema": "swiftformer-bench/1",
+"reports": [...]}``, and reads it back like single reports.
+
+`json_schema()` is the same description as a JSON Schema (``swiftformer-bench schema``
+prints it); `validate` is what the tools apply.
+"""
+
+import datetime
+import json
+import math
+import os
+
+SCHEMA = "swiftformer-bench/1"
+SOURCES = ("host", "adb", "android-app", "ios-app")
+LITERT_BACKENDS = ("cpu", "xnnpack", "gpu", "nnapi")
+COREML_BACKENDS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
+BACKENDS = LITERT_BACKENDS + COREML_BACKENDS
+STATUSES = ("ok", "failed")
+
+#: name -> (JSON type, required, description). Optional fields may be absent or null.
+RESULT_FIELDS = {
+    "model": ("string", True, "model file name"),
+    "backend": ("string", True, f"one of {', '.join(BACKENDS)}"),
+    "status": ("string", True, "'ok', or 'failed' with `error`"),
+    "variant": ("string", False, "SwiftFormer variant: XS, S, L1, L3"),
+    "format": ("string", False, "export format: float32, int8, palettize4..."),
+    "threads": ("integer", False, "CPU threads (LiteRT); null: the runtime's default"),
+    "init_ms": ("number", False, "model load + delegate/compute-unit setup + allocation"),
+    "first_ms": ("number", False, "the first inference"),
+    "warmup_mean_ms": ("number", False, "mean of the warm-up inferences (first included)"),
+    "warmup_runs": ("integer", False, "number of warm-up inferences (first included)"),
+    "mean_ms": ("number", False, "mean of the timed inferences; required when status is ok"),
+    "median_ms": ("number", False, "median of the timed inferences"),
+    "p90_ms": ("number", False, "90th percentile of the timed inferences"),
+    "min_ms": ("number", False, "fastest timed inference"),
+    "max_ms": ("number", False, "slowest timed inference"),
+    "std_ms": ("number", False, "population standard deviation of the timed inferences"),
+    "runs": ("integer", False, "number of timed inferences"),
+    "init_memory_mb": ("number", False, "resident memory added by loading the model"),
+    "peak_memory_mb": ("number", False, "peak resident memory added, load to last run"),
+    "memory_method": ("string", False, "how memory was measured"),
+    "model_size_mb": ("number", False, "model file size"),
+    "delegation": ("string", False, "how much of the graph the delegate took"),
+    "samples_ms": ("array", False, "every timed inference, in order"),
+    "error": ("string", False, "why a failed result failed"),
+}
+DEVICE_FIELDS = {
+    "name": ("string", True, "phone model or host CPU"),
+    "os": ("string", False, "operating system and version"),
+    "cpu": ("string", False, "CPU description"),
+    "abi": ("string", False, "Android ABI or machine architecture"),
+    "soc": ("string", False, "system on chip"),
+    "cores": ("integer", False, "CPU cores"),
+    "memory_gb": ("number", False, "RAM"),
+}
+RUNTIME_FIELDS = {
+    "name": ("string", True, "ai_edge_litert, LiteRT (Android), benchmark_model, Core ML"),
+    "version": ("string", False, "its version"),
+}
+
+
+class ReportError(ValueError):
+    """A benchmark JSON does not follow the schema; the message names the file and field."""
+
+
+_PY_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "array": (list,),
+             "object": (dict,)}
+
+
+def _check_fields(obj, fields, where, problems):
+    if not isinstance(obj, dict):
+        problems.append(f"{where} must be an object, got {type(obj).__name__}")
+        return
+    for name, (kind, required, _) in fields.items():
+        value = obj.get(name)
+        if value is None:
+            if required:
+                problems.append(f"{where}.{name} is missing")
+            continue
+        if isinstance(value, bool) or not isinstance(value, _PY_TYPES[kind]):
+            article = "an" if kind[0] in "aeiou" else "a"
+            problems.append(f"{where}.{name} must be {article} {kind}, got {value!r}")
+        elif kind == "number" and not math.isfinite(value):
+            problems.append(f"{where}.{name} must be finite, got {value!r}")
+
+
+def validate(doc, where="report"):
+    """Checks `doc` against the schema; returns it.
+
+    Raises:
+        ReportError: listing every problem, each with its JSON path.
+    """
+    problems = []
+    if not isinstance(doc, dict):
+        raise ReportError(f"{where}: a report must be a JSON object, got {type(doc).__name__}")
+    if doc.get("schema") != SCHEMA:
+        problems.append(f"schema must be {SCHEMA!r}, got {doc.get('schema')!r}")
+    if doc.get("source") not in SOURCES:
+        problems.append(f"source must be one of {SOURCES}, got {doc.get('source')!r}")
+    if not isinstance(doc.get("created"), str):
+        problems.append("created must be an ISO 8601 date string")
+    _check_fields(doc.get("device"), DEVICE_FIELDS, "device", problems)
+    _check_fields(doc.get("runtime"), RUNTIME_FIELDS, "runtime", problems)
+    if not isinstance(doc.get("settings", {}), dict):
+        problems.append("settings must be an object")
+    results = doc.get("results")
+    if not isinstance(results, list):
+        problems.append("results must be a list")
+        results = []
+    for i, result in enumerate(results):
+        where_i = f"results[{i}]"
+        _check_fields(result, RESULT_FIELDS, where_i, problems)
+        if not isinstance(result, dict):
+            continue
+        if result.get("backend") not in BACKENDS:
+            problems.append(f"{where_i}.backend must be one of {BACKENDS}, "
+                            f"got {result.get('backend')!r}")
+        status = result.get("status")
+        if status not in STATUSES:
+            problems.append(f"{where_i}.status must be 'ok' or 'failed', got {status!r}")
+        elif status == "ok" and result.get("mean_ms") is None:
+            problems.append(f"{where_i}.mean_ms is missing (required when status is 'ok')")
+        elif status == "failed" and not result.get("error"):
+            problems.append(f"{where_i}.error is missing (required when status is 'failed')")
+    if problems:
+        raise ReportError(f"{where} does not follow {SCHEMA}:\n  " + "\n  ".join(problems))
+    return doc
+
+
+def new_report(source, device, runtime, results, settings=None):
+    """A report dict stamped with the schema and the current UTC time, validated."""
+    doc = {
+        "schema": SCHEMA,
+        "source": source,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": device,
+        "runtime": runtime,
+        "settings": settings or {},
+        "results": list(results),
+    }
+    return validate(doc, f"{source} report")
+
+
+def load_reports(paths):
+    """Reads benchmark JSON files, each a single report or a merged file
+    (``{"schema": ..., "reports": [...]}``, as the report tool writes). Every file is checked
+    before any is used; errors name the file and the field."""
+    docs = []
+    for path in map(os.fspath, paths):
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except OSError as err:
+            raise ReportError(f"Cannot read benchmark JSON {path}: {err}") from err
+        except json.JSONDecodeError as err:
+            raise ReportError(f"{path} is not valid JSON: {err}") from err
+        if isinstance(raw, dict) and "reports" in raw:
+            if raw.get("schema") != SCHEMA or not isinstance(raw["reports"], list):
+                raise ReportError(f"{path}: a merged file needs schema {SCHEMA!r} and a list "
+                                  "of reports")
+            docs.extend(validate(doc, f"{path}: reports[{i}]")
+                        for i, doc in enumerate(raw["reports"]))
+        else:
+            docs.append(validate(raw, path))
+    return docs
+
+
+def _property(kind, required, description):
+    types = kind if required else [kind, "null"]
+    prop = {"type": types, "description": description}
+    if kind == "array":
+        prop["items"] = {"type": "number"}
+    return prop
+
+
+def _object(fields, extra=None):
+    schema = {
+        "type": "object",
+        "required": [name for name, (_, required, _) in fields.items() if required],
+        "properties": {name: _property(*spec) for name, spec in fields.items()},
+    }
+    for name, values in (extra or {}).items():
+        schema["properties"][name]["enum"] = list(values)
+    return schema
+
+
+def json_schema():
+    """The format as a JSON Schema (draft 2020-12) document."""
+    result = _object(RESULT_FIELDS, {"backend": BACKENDS, "status": STATUSES})
+    result["allOf"] = [
+        {"if": {"properties": {"status": {"const": "ok"}}},
+         "then": {"required": ["mean_ms"], "properties": {"mean_ms": {"type": "number"}}}},
+        {"if": {"properties": {"status": {"const": "failed"}}},
+         "then": {"required": ["error"], "properties": {"error": {"type": "string"}}}},
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA,
+        "title": "SwiftFormer benchmark report (host, adb, Android app, iOS app)",
+        "type": "object",
+        "required": ["schema", "source", "created", "device", "runtime", "results"],
+        "properties": {
+            "schema": {"const": SCHEMA},
+            "source": {"enum": list(SOURCES)},
+            "created": {"type": "string", "description": "ISO 8601 UTC time of the run"},
+            "device": _object(DEVICE_FIELDS),
+            "runtime": _object(RUNTIME_FIELDS),
+            "settings": {"type": "object", "description": "the run's options, free form"},
+            "results": {"type": "array", "items": result},
+        },
+    }

@@ -1,0 +1,77 @@
+"""android_bench.flow and the ``flow`` command: checkpoint (or models) to one table."""
+
+import importlib.util
+import json
+
+import pytest
+
+from android_bench.cli import main
+from android_bench.flow import FlowError, convert_variants, run_flow
+from android_bench.schema import ReportError, load_reports
+from tests.test_bench_host import tiny_models
+from tests.test_bench_report import ANDROID_SAMPLE, IOS_SAMPLE
+
+HAS_PIPELINE = importlib.util.find_spec("converters.pipeline") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_models(tmp_path_factory)
+
+
+def quiet(line):
+    pass
+
+
+def test_models_and_phone_json_make_one_table(tiny, tmp_path):
+    paths = run_flow(models=[f"XS/float32={tiny['float32']}", f"L1/float32={tiny['float16']}"],
+                     device_json=[ANDROID_SAMPLE, IOS_SAMPLE], output=str(tmp_path / "all"),
+                     warmup=1, runs=4, progress=quiet)
+    docs = load_reports([paths["json"]])
+    assert [d["source"] for d in docs] == ["host", "android-app", "ios-app"]
+    assert [d["source"] for d in load_reports([paths["host"]])] == ["host"]
+    for source in ("| host |", "| android-app |", "| ios-app |"):
+        assert source in paths["table"]
+    assert "| xnnpack | 1 | L1 float32 |" in paths["table"]
+    assert (tmp_path / "all.png").stat().st_size > 10_000
+
+
+def test_input_is_checked_before_any_work(tiny, tmp_path):
+    bad = tmp_path / "phone.json"
+    bad.write_text(json.dumps({"schema": "swiftformer-bench/1", "source": "android-app"}))
+    with pytest.raises(ReportError, match="phone.json does not follow"):
+        run_flow(models=[tiny["float32"]], device_json=[bad], output=str(tmp_path / "out"),
+                 progress=quiet)
+    assert not list(tmp_path.glob("out*"))  # nothing benchmarked, nothing written
+    with pytest.raises(FlowError, match="Nothing to benchmark"):
+        run_flow(output=str(tmp_path / "out"), progress=quiet)
+    with pytest.raises(FlowError, match="Unknown LiteRT formats \\['fp8'\\]"):
+        convert_variants(["XS"], ["fp8"])
+    with pytest.raises(FlowError, match="A checkpoint holds one variant"):
+        convert_variants(["XS", "L1"], ["float32"], checkpoint=str(tiny["float32"]))
+    with pytest.raises(FlowError, match="No such checkpoint"):
+        convert_variants(["XS"], ["float32"], checkpoint=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="Unknown SwiftFormer variant 'XL'"):
+        convert_variants(["XL"], ["float32"])
+    with pytest.raises(ValueError, match="Thread counts"):
+        run_flow(models=[tiny["float32"]], threads=(0,), progress=quiet)
+
+
+def test_flow_command_reports_bad_input(tmp_path, capsys):
+    status = main(["flow", "--variants", "XS", "--formats", "fp8",
+                   "--output", str(tmp_path / "x")])
+    assert status == 2
+    assert "Unknown LiteRT formats" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="converters.pipeline not present")
+def test_conversion_through_the_pipeline(tmp_path):
+    """XS at 64x64, random weights, float32: converted by the pipeline, then benchmarked."""
+    paths = run_flow(variants=["XS"], formats=["float32"], input_size=64,
+                     convert_dir=str(tmp_path / "converted"), output=str(tmp_path / "xs"),
+                     warmup=1, runs=3, progress=quiet)
+    [host] = load_reports([paths["host"]])
+    [result] = host["results"]
+    assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
+    assert result["model"] == "swiftformer_xs_float32.tflite"
+    assert (tmp_path / "converted" / "xs" / "swiftformer_xs_float32.tflite").exists()
