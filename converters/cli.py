@@ -15,7 +15,7 @@ SUBCOMMANDS = ("run", "import")
 
 
 def _run_parser(sub):
-    from converters.tflite import TFLITE_FORMATS
+    from converters.pipeline import DEFAULT_FORMATS
 
     p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)")
     p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file; "
@@ -23,7 +23,7 @@ def _run_parser(sub):
     p.add_argument("--variant", default=None, help="XS, S, L1, L3 (default: from the "
                    "checkpoint; XS without one)")
     p.add_argument("--formats", default="all",
-                   help=f"comma-separated, or 'all': {', '.join(TFLITE_FORMATS)}")
+                   help=f"comma-separated, or 'all': {', '.join(DEFAULT_FORMATS)}")
     p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
     p.add_argument("--images", "--calibration-dir", dest="images", default=None,
                    help="folder of photos: even-indexed ones calibrate, odd-indexed ones "

@@ -6,11 +6,18 @@ generated classes that ship with coremltools) and the weights from ``weights/wei
 here, not by coremltools). It implements exactly the MIL operations that the SwiftFormer
 programs of `converters.coreml` use (`OPS`); any other operation is an error naming it.
 
-Each operation is computed in float32 (float64 for reductions of float32 data is not used: the
-sums are numpy's pairwise float32 sums) from its inputs, and its result is rounded to the data
-type the program declares for it: a FLOAT16 program is therefore evaluated with float16
-tensors between operations and float32 arithmetic inside each operation (as GPUs do; the
-Neural Engine may accumulate differently). Results are close to, not bit-equal to, Core ML's.
+Each operation is computed in float32 from its inputs and its result is rounded to the data type
+the program declares for it. A FLOAT16 program is therefore evaluated with float16 tensors
+between operations (weights, activations) and float32 arithmetic inside each operation, as GPUs
+do; the Neural Engine may accumulate differently. Results are close to Core ML's, not
+bit-equal. Compressed weights (``constexpr_affine_dequantize``, ``constexpr_lut_to_dense``) are
+decompressed once when the package is loaded.
+
+Example::
+
+    program = MLProgram("swiftformer_xs_float16.mlpackage")
+    out = program.run({"image": pixels_nchw})  # (1, 3, 224, 224) RGB in [0, 255]
+    out["classLabel"], out["probabilities"]
 """
 
 import json
@@ -112,6 +119,7 @@ class MLProgram:
         block = function.block_specializations[function.opset]
         self.inputs = {v.name: _tensor_type(v.type) for v in function.inputs}
         self.outputs = list(block.outputs)
+        self.overflows = {}
         self._blobs = {}
         self.operations = [Operation(self, op) for op in block.operations]
         self.constants, self.compressed = {}, {}
@@ -146,8 +154,9 @@ class MLProgram:
             return np.frombuffer(tensor.bytes.values, dtype).reshape(shape).copy()
         return np.array(list(getattr(tensor, field).values), dtype).reshape(shape)
 
-    def _argument(self, bindings):
-        """The value of a constant input: inline, or the output of an earlier const op."""
+    def constant(self, op, key):
+        """The value of `op`'s constant input `key`: inline, or a const op's output."""
+        bindings = op.inputs[key]
         if len(bindings) == 1:
             kind, value = bindings[0]
             if kind == "value":
@@ -171,7 +180,9 @@ class MLProgram:
             keep: names of intermediate variables to return as well (e.g. a softmax's input).
 
         Returns:
-            {name: value} of the outputs and of the `keep` variables.
+            {name: value} of the outputs and of the `keep` variables. Afterwards `overflows`
+            is {variable: count} of finite values that exceeded their data type's range (became
+            inf when rounded to float16).
         """
         missing = set(self.inputs) - set(feeds)
         if missing:
@@ -189,6 +200,7 @@ class MLProgram:
                     if kind == "name":
                         last_use[name] = index
         wanted = set(self.outputs) | set(keep)
+        overflows = self.overflows = {}
         for index, op in enumerate(self.operations):
             if op.type == "const" or op.type.startswith("constexpr_"):
                 continue
@@ -205,7 +217,7 @@ class MLProgram:
                 results = (results,)
             for (name, dtype, shape), result in zip(op.outputs, results):
                 if dtype not in ("str", None) and isinstance(result, np.ndarray):
-                    result = result.astype(dtype, copy=False)
+                    result = _round(result, dtype, name, overflows)
                     if shape is not None and result.shape != shape:
                         raise MILError(f"{op.type} {name!r}: computed shape {result.shape}, "
                                        f"the program declares {shape}")
@@ -248,6 +260,18 @@ class Operation:
     def input_names(self, key):
         """Variable names bound to input `key` (empty for an inline value)."""
         return [name for kind, name in self.inputs.get(key, []) if kind == "name"]
+
+
+def _round(result, dtype, name, overflows):
+    """`result` in `dtype`; finite values beyond its range are counted in `overflows`."""
+    if dtype == np.float16 and result.dtype != np.float16:
+        with np.errstate(over="ignore"):
+            rounded = result.astype(np.float16)
+        count = int(np.count_nonzero(np.isinf(rounded) & np.isfinite(result)))
+        if count:
+            overflows[name] = count
+        return rounded
+    return result.astype(dtype, copy=False)
 
 
 # --- compressed weights (iOS16 constexpr ops) -------------------------------------------------
@@ -420,6 +444,8 @@ OPS = {
     "mul": lambda x, y: _f32(x) * _f32(y),
     "minimum": lambda x, y: np.minimum(_f32(x), _f32(y)),
     "maximum": lambda x, y: np.maximum(_f32(x), _f32(y)),
+    "real_div": lambda x, y: _f32(x) / _f32(y),
+    "abs": lambda x: np.abs(_f32(x)),
     "rsqrt": lambda x, epsilon=1e-12: 1.0 / np.sqrt(_f32(x) + np.float32(epsilon)),
     "relu": lambda x: np.maximum(_f32(x), 0),
     "erf": _erf,
@@ -432,6 +458,7 @@ OPS = {
     "transpose": lambda x, perm: np.transpose(x, [int(p) for p in perm]),
     "reduce_sum": _reduce(np.sum),
     "reduce_mean": _reduce(np.mean),
+    "reduce_max": _reduce(np.max),
     "softmax": _softmax,
     "cast": _cast,
     "classify": _classify,

@@ -15,7 +15,13 @@ import numpy as np
 from converters import tflite
 from converters.report import fidelity, write_report
 
-DEFAULT_FORMATS = tflite.TFLITE_FORMATS
+COREML_PREFIX = "coreml_"
+#: Core ML formats in the pipeline: ``coreml_`` + a `converters.coreml.COREML_FORMATS` name.
+COREML_PIPELINE_FORMATS = tuple(COREML_PREFIX + f for f in
+                                ("float32", "float16", "int8", "palettize6", "palettize4"))
+DEFAULT_FORMATS = tflite.TFLITE_FORMATS + COREML_PIPELINE_FORMATS
+#: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
+COREML_EVALUATION_IMAGES = 8
 MIN_INPUT_SIZE = 32  # four stride-2 stages below the stem: smaller inputs leave no pixels
 
 
@@ -111,8 +117,10 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
 
     activation = "softmax" if softmax else None
     if checkpoint is None:
+        # Layer scales of 1 rather than a fresh model's 1e-5, so that the attention and MLP
+        # branches matter as in a trained model (1e-5 branches vanish in float16 subnormals).
         model = SwiftFormer(variant, input_shape=input_shape, classifier_activation=activation,
-                            token_weighting=token_weighting)
+                            token_weighting=token_weighting, layer_scale_init_value=1.0)
         info = {"checkpoint": "none (random weights)", "random_weights": True,
                 "crop_pct": DEFAULT_CROP_PCT}
     else:
@@ -138,6 +146,29 @@ def _versions():
     return f"keras {keras.__version__}, tensorflow {tf.__version__}, runtime {runtime}"
 
 
+def _tflite_row(model, path, fmt, calibration, evaluation, reference):
+    from converters.runtime import TFLiteRunner
+
+    tflite.export_tflite(model, path, fmt, calibration=calibration)
+    actual = TFLiteRunner(path).predict(evaluation)
+    return {"size_bytes": os.path.getsize(path), "evaluation_images": len(evaluation),
+            **fidelity(reference, actual)}
+
+
+def _coreml_row(model, path, fmt, evaluation, info):
+    """Exports one Core ML format and verifies it on Linux (spec, every weight, and the
+    program run by the numpy evaluator) against the Keras model."""
+    from converters.coreml import COREML_FORMATS, export_coreml, verify_coreml
+
+    images = evaluation[:COREML_EVALUATION_IMAGES]
+    export_coreml(model, path, classifier=model.output.shape[-1] == 1000,
+                  metadata={"source_checkpoint": str(info.get("checkpoint"))},
+                  **COREML_FORMATS[fmt])
+    report = verify_coreml(path, model, images)
+    return {"size_bytes": report["size_bytes"], "evaluation_images": len(images),
+            **report["logits"]}
+
+
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
                  num_calibration=32, num_evaluation=64, output_dir="converted",
                  token_weighting=None, softmax=False, progress=print):
@@ -146,7 +177,8 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
     Args:
         checkpoint: any checkpoint `converters.checkpoints` reads; None: random weights.
         variant: "XS", "S", "L1", "L3"; None: read from the checkpoint.
-        formats: "all", "float32,int8", or a list (see `converters.tflite.TFLITE_FORMATS`).
+        formats: "all", "float32,int8", or a list: `converters.tflite.TFLITE_FORMATS` and
+            ``coreml_`` + a `converters.coreml.COREML_FORMATS` name (`COREML_PIPELINE_FORMATS`).
         input_size: 224, "256x320"...: the exported models' fixed input.
         image_dir: a folder of photos; even-indexed files calibrate, odd-indexed ones
             evaluate. None: synthetic images (offline default).
@@ -193,16 +225,16 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
     rows, models = [], {}
     stem = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}")
     for i, fmt in enumerate(formats, start=3):
-        path = f"{stem}_{fmt}.tflite"
+        coreml = fmt.startswith(COREML_PREFIX)
+        path = f"{stem}_{fmt}.mlpackage" if coreml else f"{stem}_{fmt}.tflite"
         step(i, f"{fmt}: converting" + (f" (calibrating on {len(calibration)} images)"
                                         if fmt in tflite.CALIBRATED_FORMATS else ""))
         row = {"format": fmt, "file": os.path.basename(path)}
         try:
-            tflite.export_tflite(model, path, fmt, calibration=calibration)
-            from converters.runtime import TFLiteRunner
-
-            actual = TFLiteRunner(path).predict(evaluation)
-            row.update(size_bytes=os.path.getsize(path), **fidelity(reference, actual))
+            if coreml:
+                row.update(_coreml_row(model, path, fmt[len(COREML_PREFIX):], evaluation, info))
+            else:
+                row.update(_tflite_row(model, path, fmt, calibration, evaluation, reference))
             models[fmt] = path
         except Exception as err:  # one format's failure must not lose the others
             row["error"] = f"{type(err).__name__}: {err}"

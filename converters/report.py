@@ -14,6 +14,17 @@ import numpy as np
 from converters.files import atomic_output
 
 
+def sqnr_db(reference, actual):
+    """Signal-to-quantisation-noise ratio of `actual` against `reference`, in dB (inf when
+    equal)."""
+    reference = np.asarray(reference, np.float64)
+    noise = float(np.sum((np.asarray(actual, np.float64) - reference) ** 2))
+    signal = float(np.sum(reference**2))
+    if noise == 0:
+        return float("inf")
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
 def fidelity(reference, actual):
     """Metrics of `actual` (N, K) against `reference` (N, K) logits.
 
@@ -27,12 +38,10 @@ def fidelity(reference, actual):
     if reference.shape != actual.shape:
         raise ValueError(f"Shapes differ: reference {reference.shape}, actual {actual.shape}")
     error = actual - reference
-    noise = float(np.sum(error**2))
-    signal = float(np.sum(reference**2))
     return {
         "max_abs_error": float(np.max(np.abs(error))),
         "max_rel_error": float(np.max(np.abs(error)) / max(np.max(np.abs(reference)), 1e-30)),
-        "sqnr_db": float("inf") if noise == 0 else float(10 * np.log10(signal / noise)),
+        "sqnr_db": sqnr_db(reference, actual),
         "top1_agreement": float(np.mean(reference.argmax(-1) == actual.argmax(-1))),
     }
 
@@ -44,6 +53,7 @@ COLUMNS = (
     ("max rel err", "max_rel_error", "{:.3g}"),
     ("SQNR (dB)", "sqnr_db", "{:.1f}"),
     ("top-1 agree", "top1_agreement", "{:.3f}"),
+    ("images", "evaluation_images", "{}"),
     ("file", "file", "{}"),
 )
 

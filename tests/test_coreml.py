@@ -1,0 +1,266 @@
+"""converters.coreml and converters.mil_eval: Core ML export of SwiftFormer-XS in every format,
+checked on Linux (spec, every weight, and the program run by the numpy evaluator)."""
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("coremltools")
+
+from converters import coreml  # noqa: E402
+from converters.mil_eval import MILError, MLProgram, unpack_indices  # noqa: E402
+from keras_swiftformer import SwiftFormer  # noqa: E402
+from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
+from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from tests.conftest import GOLDEN_CASES, SAMPLES, golden  # noqa: E402
+
+CASE = "original_xs"
+CLASSIFIER_FORMATS = ("float16", "int8", "palettize6", "palettize4")
+
+
+def to_pixels(normalised):
+    """ImageNet-normalised NHWC -> the RGB [0, 255] values the package's image input takes."""
+    return ((normalised * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255).astype(
+        np.float32)
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory, golden_model):
+    """The golden XS checkpoint exported once: a float32 logits package from a model with its
+    own preprocessing layer, and classifier packages in the float16-based formats."""
+    folder = tmp_path_factory.mktemp("coreml")
+    checkpoint, _, variant = GOLDEN_CASES[CASE]
+    metadata = {"source_checkpoint": os.path.basename(checkpoint), "license": "test licence"}
+    with_preprocessing = SwiftFormer(variant, weights=str(checkpoint),
+                                     classifier_activation="softmax")
+    paths = coreml.export_coreml_formats(golden_model(CASE), folder, CLASSIFIER_FORMATS,
+                                         name="xs", metadata=metadata)
+    paths["float32"] = coreml.export_coreml(with_preprocessing, folder / "xs_logits.mlpackage",
+                                            precision="float32", classifier=False,
+                                            metadata=metadata)
+    return {"paths": paths, "folder": folder, "with_preprocessing": with_preprocessing}
+
+
+@pytest.fixture(scope="session")
+def reports(packages, golden_model):
+    """verify_coreml of every package on the golden inputs (compressed ones: two of them)."""
+    pixels = to_pixels(golden(CASE)["inputs"])
+    out = {"float32": coreml.verify_coreml(packages["paths"]["float32"],
+                                           packages["with_preprocessing"], pixels)}
+    for fmt in CLASSIFIER_FORMATS:
+        images = pixels if fmt == "float16" else pixels[2:]
+        out[fmt] = coreml.verify_coreml(packages["paths"][fmt], golden_model(CASE), images)
+    return out
+
+
+def test_format_table_and_bad_options_fail_before_converting(golden_model):
+    assert list(coreml.COREML_FORMATS) == ["float32", "float16", "int8", "palettize6",
+                                           "palettize4"]
+    model = golden_model(CASE)
+    with pytest.raises(ValueError, match=r"\.mlpackage"):
+        coreml.export_coreml(model, "model.mlmodel")
+    with pytest.raises(ValueError, match="precision"):
+        coreml.export_coreml(model, "m.mlpackage", precision="int8")
+    with pytest.raises(ValueError, match="compression"):
+        coreml.export_coreml(model, "m.mlpackage", compression="palettize3")
+    with pytest.raises(ValueError, match="unique"):
+        coreml.export_coreml(model, "m.mlpackage", class_labels=["a"] * 1000)
+    headless = SwiftFormer("XS", include_top=False, pooling="avg")
+    with pytest.raises(ValueError, match="classifier"):
+        coreml.export_coreml(headless, "m.mlpackage")
+    ten = SwiftFormer("XS", classes=10)
+    with pytest.raises(ValueError, match="class_labels"):
+        coreml.export_coreml(ten, "m.mlpackage")
+    with pytest.raises(ValueError, match="Unknown Core ML formats"):
+        coreml.export_coreml_formats(model, "out", ["float8"])
+
+
+def test_a_preprocessing_layer_other_than_imagenet_normalisation_is_refused():
+    """A folded inference graph's pixel centring must not be replaced by the normalisation."""
+    import keras
+
+    image = keras.Input((224, 224, 3))
+    x = keras.layers.Rescaling(1.0, offset=[-124.0, -116.0, -104.0], name="preprocessing")(image)
+    x = keras.layers.Conv2D(8, 3, strides=4)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    centring = keras.Model(image, keras.layers.Dense(1000)(x))
+    with pytest.raises(ValueError, match="not the ImageNet normalisation"):
+        coreml.export_coreml(centring, "m.mlpackage")
+
+
+def test_imagenet_labels_are_unique():
+    labels = coreml.imagenet_labels()
+    assert len(labels) == len(set(labels)) == 1000
+    assert labels[0] == "tench" and "crane (n02012849)" in labels
+
+
+def test_every_format_passes_spec_and_weight_checks(packages, reports):
+    """verify_coreml raises on any spec or weight difference; here: what it found."""
+    for fmt, report in reports.items():
+        spec, weights = report["spec"], report["weights"]
+        assert spec["specification_version"] == 7 and spec["opset"] == "CoreML6", fmt
+        assert spec["inputs"] == {"image": {"type": "imageType", "width": 224, "height": 224,
+                                            "color_space": "RGB"}}
+        assert "gelu" in spec["ops"] and "erf" not in spec["ops"], fmt  # Erfc fix fused
+        assert set(spec["compute_dtypes"]) == {coreml.COREML_FORMATS[fmt]["precision"]}
+        assert spec["metadata"]["variant"] == "XS"
+        assert spec["metadata"]["token_weighting"] == "l2"
+        assert spec["metadata"]["source_checkpoint"] == "swiftformer_xs_random.pth"
+        assert spec["license"] == "test licence"
+        # every weight tensor of the program was matched: ~180 for XS
+        assert weights["checked"] > 150, fmt
+    assert reports["float32"]["spec"]["outputs"] == {
+        "logits": {"type": "multiArrayType", "shape": [1, 1000]}}
+    classifier = reports["float16"]["spec"]
+    assert set(classifier["outputs"]) == {"classLabel", "probabilities"}
+    assert classifier["labels"] == coreml.imagenet_labels()
+    assert reports["int8"]["spec"]["ops"]["constexpr_affine_dequantize"] > 50
+    assert reports["palettize4"]["weights"]["min_palette_sqnr_db"] > 15
+    sizes = [reports[f]["size_bytes"] for f in coreml.COREML_FORMATS]
+    assert sizes == sorted(sizes, reverse=True), sizes
+    assert sizes[1] < 0.55 * sizes[0] and sizes[2] < 0.6 * sizes[1]
+    assert not [p for p in os.listdir(packages["folder"]) if "partial" in p]
+
+
+def test_float32_program_matches_keras_and_golden_logits(packages, reports):
+    """The float32 program, run by the numpy evaluator from RGB pixels, normalised by the image
+    type's scale/bias and the 1/std multiply, against Keras's own preprocessing layer."""
+    assert reports["float32"]["logits"]["max_rel_error"] < 1e-3
+    assert reports["float32"]["logits"]["top1_agreement"] == 1.0
+    data = golden(CASE)
+    logits, probabilities, _ = coreml.run_coreml(MLProgram(packages["paths"]["float32"]),
+                                                 to_pixels(data["inputs"]))
+    assert probabilities is None
+    err = np.max(np.abs(logits - data["logits"])) / np.max(np.abs(data["logits"]))
+    assert err < 1e-3
+
+
+def test_float32_program_on_photos_matches_keras_preprocessing(packages):
+    photos = load_images(list_images(SAMPLES)[:2])
+    report = coreml.verify_coreml(packages["paths"]["float32"], packages["with_preprocessing"],
+                                  photos, rtol=1e-3)
+    assert report["logits"]["top1_agreement"] == 1.0
+
+
+def test_float16_and_compressed_programs_stay_close(reports):
+    for fmt in CLASSIFIER_FORMATS:  # every L2 normalisation made float16-safe, none overflowed
+        ops = reports[fmt]["spec"]["ops"]
+        assert ops["reduce_max"] == ops["rsqrt"] == 12, fmt
+        assert reports[fmt]["float16_overflows"] == {}, fmt
+    assert reports["float16"]["logits"]["max_rel_error"] < 5e-3
+    assert reports["float16"]["probabilities"]["max_abs"] < 5e-3
+    assert reports["int8"]["logits"]["sqnr_db"] > 25
+    assert reports["palettize6"]["logits"]["sqnr_db"] > 15
+    for fmt in CLASSIFIER_FORMATS:
+        assert np.isfinite(reports[fmt]["logits"]["max_abs_error"])
+
+
+def test_classifier_evaluation_returns_label_dictionary(packages):
+    program = MLProgram(packages["paths"]["float16"])
+    image = to_pixels(golden(CASE)["inputs"][:1])[0].transpose(2, 0, 1)[None]
+    out = program.run({"image": image})
+    label, probabilities = out["classLabel"], out["probabilities"]
+    assert len(probabilities) == 1000 and label == max(probabilities, key=probabilities.get)
+    assert abs(sum(probabilities.values()) - 1) < 1e-2
+    with pytest.raises(MILError, match="shape"):
+        program.run({"image": image[:, :, :100]})
+
+
+def test_weight_check_finds_a_changed_keras_weight(packages, golden_model):
+    checkpoint, _, variant = GOLDEN_CASES[CASE]
+    changed = SwiftFormer(variant, weights=str(checkpoint), input_shape=(None, None, 3),
+                          include_preprocessing=False, classifier_activation=None)
+    layer = changed.get_layer("stages-2-blocks-5-attn-to_key")
+    layer.kernel.assign(layer.kernel.numpy() * 1.01)
+    program = MLProgram(packages["paths"]["float16"])
+    with pytest.raises(coreml.CoreMLVerificationError, match="to_key"):
+        coreml.check_weights(program, changed, precision="float16", compression=None)
+    # and the unchanged model passes on the same package
+    coreml.check_weights(program, golden_model(CASE), precision="float16", compression=None)
+
+
+def test_unused_token_weights_are_not_expected_in_the_package(golden_model):
+    """Hugging Face's all-ones token weighting never reads w_g, so no program holds it."""
+    def labels(case):
+        return [label for label, *_ in coreml.expected_weights(golden_model(case))]
+
+    assert sum("w_g" in label for label in labels("original_xs")) == 4
+    assert not any("w_g" in label for label in labels("hf_xs"))
+
+
+def test_spec_check_reports_differences(reports):
+    with pytest.raises(coreml.CoreMLVerificationError, match="compute dtypes.*compressed"):
+        coreml.check_spec(reports["float16"]["spec"], precision="float32", compression="int8",
+                          classifier=True)
+    with pytest.raises(coreml.CoreMLVerificationError, match="outputs"):
+        coreml.check_spec(reports["float16"]["spec"], precision="float16", compression=None,
+                          classifier=False)
+
+
+@pytest.mark.parametrize("precision, pipeline", [("float16", "ours"), ("float32", "ours"),
+                                                ("float16", "coremltools default")])
+def test_l2_normalisation_of_large_vectors_is_float16_safe(precision, pipeline, tmp_path):
+    """||x|| > 256: the sum of squares overflows float16 unless `coreml.pass_pipeline`'s pass
+    rescales x first. A four-op MIL program, converted and run by the evaluator."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 8, 300))], opset_version=ct.target.iOS16)
+    def l2_normalize(x):
+        square_sum = mb.reduce_sum(x=mb.mul(x=x, y=x), axes=[-1], keep_dims=True)
+        return mb.mul(x=x, y=mb.rsqrt(x=mb.maximum(x=square_sum, y=np.float32(1e-24))))
+
+    passes = coreml.pass_pipeline(precision) if pipeline == "ours" else ct.PassPipeline.DEFAULT
+    mlmodel = ct.convert(l2_normalize, convert_to="mlprogram", skip_model_load=True,
+                         compute_precision=getattr(ct.precision, precision.upper()),
+                         minimum_deployment_target=ct.target.iOS16, pass_pipeline=passes)
+    mlmodel.save(str(tmp_path / "l2.mlpackage"))
+    program = MLProgram(tmp_path / "l2.mlpackage")
+    x = np.random.default_rng(0).normal(0, 100, (1, 8, 300)).astype(np.float32)
+    y = program.run({next(iter(program.inputs)): x})[program.outputs[0]]
+    expected = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    if pipeline == "ours":
+        np.testing.assert_allclose(y, expected, atol=2e-3)
+        assert program.overflows == {}
+    else:  # what float16 Core ML computes without the pass: every vector zeroed
+        assert program.overflows and np.all(y == 0)
+
+
+def realistic_weights(model, seed=0):
+    """Random weights at the fixtures' scale (BatchNorm statistics, layer scales of 0.5-1), so
+    that every fold changes the numbers."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        name, shape = w.path.rsplit("/", 1)[-1], w.shape
+        if name in ("gamma", "moving_variance"):
+            w.assign(rng.uniform(0.5, 1.5, shape))
+        elif name in ("beta", "bias", "moving_mean"):
+            w.assign(rng.normal(0, 0.05, shape))
+        elif name == "kernel":
+            w.assign(rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape))
+    return model
+
+
+@pytest.mark.skipif(not os.environ.get("SWIFTFORMER_SLOW_TESTS"),
+                    reason="2-5 minutes per variant on 2 cores; set SWIFTFORMER_SLOW_TESTS=1")
+@pytest.mark.parametrize("variant", ["S", "L1", "L3"])
+def test_every_variant_exports_and_verifies_in_every_format(variant, tmp_path):
+    model = realistic_weights(SwiftFormer(variant, include_preprocessing=False,
+                                          classifier_activation=None))
+    paths = coreml.export_coreml_formats(model, tmp_path, name=variant.lower())
+    image = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3))
+    for fmt, path in paths.items():
+        report = coreml.verify_coreml(path, model, image,
+                                      rtol=1e-3 if fmt == "float32" else None)
+        assert report["weights"]["checked"] > 150
+
+
+def test_palette_indices_unpack_as_coremltools_packs():
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    rng = np.random.default_rng(0)
+    for nbits in (4, 6):
+        values = rng.integers(0, 2**nbits, 101).astype(np.uint8)
+        packed = pack_elements_into_bits(values, nbits)
+        np.testing.assert_array_equal(unpack_indices(packed, nbits, values.size), values)
