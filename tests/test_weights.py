@@ -3,12 +3,11 @@
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from keras_swiftformer import SwiftFormerXS
 from keras_swiftformer import weights as weights_lib
-from tests.conftest import FIXTURES, golden
+from tests.conftest import FIXTURES, assert_close_to_golden, golden
 
 
 @pytest.fixture
@@ -27,6 +26,14 @@ def _place(cache, source, variant, src):
     return folder / spec["file"]
 
 
+def _assert_source_matches_golden(source, case, token_weighting):
+    data = golden(case)
+    model = SwiftFormerXS(weights=source, include_preprocessing=False,
+                          classifier_activation=None)
+    assert model.get_layer("stages-0-blocks-2-attn").token_weighting == token_weighting
+    assert_close_to_golden(model.predict(data["inputs"], verbose=0), data["logits"])
+
+
 def test_offline_without_cache_gives_a_clear_error(cache):
     with pytest.raises(weights_lib.WeightsDownloadError, match=r"Offline\?.*place it at"):
         SwiftFormerXS(weights="imagenet")
@@ -35,12 +42,7 @@ def test_offline_without_cache_gives_a_clear_error(cache):
 
 def test_imagenet_from_cached_timm_file(cache):
     path = _place(cache, "imagenet", "XS", FIXTURES / "timm/swiftformer_xs_random/model.safetensors")
-    data = golden("timm_xs")
-    model = SwiftFormerXS(weights="imagenet", include_preprocessing=False,
-                          classifier_activation=None)
-    assert model.get_layer("stages-3-blocks-3-attn").token_weighting == "l2"
-    np.testing.assert_allclose(model.predict(data["inputs"], verbose=0), data["logits"],
-                               atol=1e-4 * np.abs(data["logits"]).max())
+    _assert_source_matches_golden("imagenet", "timm_xs", "l2")
     assert os.path.exists(str(path) + ".canonical.safetensors")
     assert os.path.exists(str(path) + ".sha256")
 
@@ -55,12 +57,7 @@ def test_imagenet_hf_source_uses_all_ones_weighting(cache):
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, tmp)
     _place(cache, "imagenet-hf", "XS", tmp)
-    data = golden("hf_xs")
-    model = SwiftFormerXS(weights="imagenet-hf", include_preprocessing=False,
-                          classifier_activation=None)
-    assert model.get_layer("stages-0-blocks-2-attn").token_weighting == "ones"
-    np.testing.assert_allclose(model.predict(data["inputs"], verbose=0), data["logits"],
-                               atol=1e-4 * np.abs(data["logits"]).max())
+    _assert_source_matches_golden("imagenet-hf", "hf_xs", "ones")
 
 
 def test_changed_cached_file_fails_its_recorded_hash(cache):
