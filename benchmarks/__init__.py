@@ -1,0 +1,1 @@
+"""Benchmark scripts (not installed with the package): run as ``python -m benchmarks.<name>``."""

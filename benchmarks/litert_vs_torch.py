@@ -1,0 +1,310 @@
+"""LiteRT latency: our folded SwiftFormer exports against the PyTorch model through litert-torch.
+
+For each variant, one set of weights (the fixture checkpoints for XS and L1, realistic random
+weights drawn like them otherwise) goes into:
+
+- ``litert-torch``: `benchmarks.reference_torch.SwiftFormer` (the official/timm network)
+  converted with ``litert_torch.convert`` -- "the PyTorch model converted directly"
+  (NCHW, normalised input);
+- ``keras naive``: the unfolded Keras model exported by `converters.tflite` (float32);
+- ``ours float32`` / ``ours int8`` / ``ours int8 mixed``: `converters.inference_graph.for_inference`
+  exported as float32, full-integer int8 (int8 input and output), and int8 with
+  `converters.inference_graph.MIXED_FLOAT_OPS` kept in float (float input and output).
+
+All models of a variant are timed in one process, interleaved as `android_bench.host` does (each
+round invokes every model once, in a fresh random order), through the LiteRT interpreter with
+XNNPACK, batch 1, 224x224, after a warm-up; the table gives medians and ratios, and the ratio
+of median CPU times, which a busy machine does not skew. Fidelity (SQNR, top-1 agreement) is
+measured against the Keras float model on sample photos. Our models take raw RGB and normalise
+inside (one mean-pixel subtraction); litert-torch's takes normalised input, so it does less work.
+
+    python -m benchmarks.litert_vs_torch --variants XS S L1 L3 --threads 1 2 \\
+        --runs 100 --markdown benchmarks/results.md
+
+litert-torch is optional (``pip install litert-torch==0.10.0``): without it the litert-torch
+column is left out and the unfolded Keras export is the baseline.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from android_bench.host import interleaved_order, random_input
+from benchmarks.op_profile import delegation, make_interpreter
+from converters.fold import swiftformer_geometry
+from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
+from converters.report import fidelity
+from converters.tflite import convert
+from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("SWIFTFORMER_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+CHECKPOINTS = {"XS": "fixtures/original/swiftformer_xs_random.pth",
+               "L1": "fixtures/original/swiftformer_l1_random.pth"}
+SAMPLES = os.path.join(SHARED, "images", "imagenet_samples")
+SIZE = 224
+
+#: Model keys in table order; the reference of the float ratio comes first.
+MODELS = ("litert_torch", "keras_naive", "ours_float32", "ours_int8", "ours_int8_mixed")
+
+
+def realistic_weights(model, seed=0):
+    """Draws weights as the fixture checkpoints were drawn (fixtures/README.md): conv and dense
+    kernels N(0, 1/fan_in), biases N(0, 0.05^2), BatchNorm gamma U(0.5, 1.5), beta N(0, 0.05^2),
+    mean N(0, 0.1^2), variance U(0.5, 2), layer scales U(0.5, 1), w_g N(0, 1); in place."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        kind = type(layer).__name__
+        values = []
+        for variable in layer.weights:
+            name, shape = variable.path.rsplit("/", 1)[-1], tuple(variable.shape)
+            if name == "kernel":
+                fan_in = int(np.prod(shape[:-1])) if kind != "DepthwiseConv2D" else int(
+                    np.prod(shape[:2]))
+                values.append(rng.normal(0, fan_in**-0.5, shape))
+            elif name in ("bias", "beta"):
+                values.append(rng.normal(0, 0.05, shape))
+            elif name == "gamma":
+                values.append(rng.uniform(0.5, 1.0 if kind == "LayerScale" else 1.5, shape))
+            elif name == "moving_mean":
+                values.append(rng.normal(0, 0.1, shape))
+            elif name == "moving_variance":
+                values.append(rng.uniform(0.5, 2.0, shape))
+            elif name == "w_g":
+                values.append(rng.normal(0, 1.0, shape))
+            else:
+                raise ValueError(f"No rule for weight {variable.path}")
+        if values:
+            layer.set_weights([v.astype(np.float32) for v in values])
+    return model
+
+
+def keras_model(variant):
+    """(The Keras SwiftFormer of `variant` with logits out, where its weights came from)."""
+    from keras_swiftformer import SwiftFormer
+
+    checkpoint = os.path.join(SHARED, CHECKPOINTS[variant]) if variant in CHECKPOINTS else None
+    if checkpoint and os.path.exists(checkpoint):
+        model = SwiftFormer(variant, weights=checkpoint, classifier_activation=None,
+                            input_shape=(SIZE, SIZE, 3))
+        return model, os.path.relpath(checkpoint, SHARED)
+    model = SwiftFormer(variant, classifier_activation=None, input_shape=(SIZE, SIZE, 3))
+    return realistic_weights(model), "random (fixture distribution)"
+
+
+def normalise_nchw(images):
+    """Raw RGB (N, H, W, 3) -> ImageNet-normalised (N, 3, H, W), litert-torch's input."""
+    x = (np.asarray(images, np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / (
+        np.array(IMAGENET_STD, np.float32))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def litert_torch_model(model, variant):
+    """The same weights through the PyTorch reference and litert-torch -> (bytes, None), or
+    (None, why not)."""
+    try:
+        import litert_torch
+        import torch
+
+        from benchmarks.reference_torch import from_keras
+    except ImportError as err:
+        return None, f"litert-torch not installed ({err.name})"
+    module = from_keras(model, variant, swiftformer_geometry(model).token_weighting)
+    edge = litert_torch.convert(module, (torch.zeros(1, 3, SIZE, SIZE),))
+    return bytes(edge.model_content()), None
+
+
+def export_models(model, variant, calibration, log=print):
+    """{model key: .tflite bytes} for `MODELS` (litert-torch left out when unavailable), and a
+    note on litert-torch."""
+    folded = for_inference(model)
+    steps = {
+        "keras_naive": lambda: convert(model, "float32"),
+        "ours_float32": lambda: convert(folded, "float32"),
+        "ours_int8": lambda: convert(folded, "int8", calibration),
+        "ours_int8_mixed": lambda: convert(folded, "int8_mixed", calibration,
+                                           float_ops=MIXED_FLOAT_OPS),
+    }
+    contents, note = {}, None
+    start = time.perf_counter()
+    contents["litert_torch"], note = litert_torch_model(model, variant)
+    log(f"  litert_torch: {note or f'{time.perf_counter() - start:.0f} s'}")
+    for key, step in steps.items():
+        start = time.perf_counter()
+        contents[key] = step()
+        log(f"  {key}: {time.perf_counter() - start:.0f} s")
+    return {k: v for k, v in contents.items() if v is not None}, note
+
+
+def time_interleaved(contents, threads, runs, warmup=10, seed=0):
+    """Times every model of `contents` through LiteRT (XNNPACK, `threads` threads), interleaved
+    as `android_bench.host` does: `runs` rounds, each invoking every model once in a fresh
+    random order; only ``invoke()`` is timed, the garbage collector paused.
+
+    Returns:
+        {key: {"median_ms", "p10_ms", "cpu_median_ms"}}: wall-clock median and 10th percentile,
+        and the median process CPU time of an invocation (other processes on the machine do not
+        inflate it; with several threads it counts their spinning too).
+    """
+    keys = list(contents)
+    interpreters = []
+    for index, key in enumerate(keys):
+        interpreter = make_interpreter(contents[key], threads)
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"],
+                               random_input(detail["shape"], detail["dtype"], seed + index))
+        for _ in range(warmup):
+            interpreter.invoke()
+        interpreters.append(interpreter)
+    wall, cpu = [[] for _ in keys], [[] for _ in keys]
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for index in interleaved_order(len(keys), runs, seed):
+            cpu_start, start = time.process_time(), time.perf_counter()
+            interpreters[index].invoke()
+            wall[index].append(time.perf_counter() - start)
+            cpu[index].append(time.process_time() - cpu_start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {key: {"median_ms": 1e3 * float(np.median(wall[i])),
+                  "p10_ms": 1e3 * float(np.percentile(wall[i], 10)),
+                  "cpu_median_ms": 1e3 * float(np.median(cpu[i]))} for i, key in enumerate(keys)}
+
+
+def measure_fidelity(contents, model, images):
+    """{key: `converters.report.fidelity` of the model against Keras float logits on `images`}."""
+    from converters.runtime import TFLiteRunner
+
+    reference = model.predict(images, verbose=0)
+    result = {}
+    for key, content in contents.items():
+        runner = TFLiteRunner(content=content, num_threads=2)
+        x = normalise_nchw(images) if key == "litert_torch" else images
+        result[key] = fidelity(reference, runner.predict(x))
+    return result
+
+
+def _ratio(row, key, base, stat="median_ms"):
+    times = row["times"]
+    if key not in times or base not in times:
+        return "–"
+    return f"{times[key][stat] / times[base][stat]:.2f}"
+
+
+def _ms(row, key):
+    value = row["times"].get(key)
+    return f"{value['median_ms']:.2f}" if value else "–"
+
+
+def markdown(results, info):
+    """The results as Markdown: latency table, fidelity and graph tables, how it was measured."""
+    lines = [
+        "| variant | threads | litert-torch f32 | Keras naive f32 | ours f32 | ours int8 | "
+        "ours int8 mixed | ours f32 / litert-torch | (CPU time) | ours f32 / naive | "
+        "int8 / ours f32 | mixed / ours f32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['variant']} | {row['threads']} | "
+            + " | ".join(_ms(row, key) for key in MODELS) + " | "
+            + " | ".join([_ratio(row, "ours_float32", "litert_torch"),
+                          _ratio(row, "ours_float32", "litert_torch", "cpu_median_ms"),
+                          _ratio(row, "ours_float32", "keras_naive"),
+                          _ratio(row, "ours_int8", "ours_float32"),
+                          _ratio(row, "ours_int8_mixed", "ours_float32")]) + " |")
+    lines += ["", "Times: median wall-clock ms per inference. (CPU time): the same ratio of the "
+              "median process CPU time per inference, which other processes on the machine do "
+              "not inflate (with 2 threads it counts the threads' spinning too).", "",
+              "Fidelity against the Keras float model (sample photos) and the graphs as LiteRT "
+              "runs them:", "",
+              "| variant | model | SQNR (dB) | top-1 agreement | ops | XNNPACK partitions | "
+              "ops left to LiteRT's own kernels | size (MB) |",
+              "|---|---|---:|---:|---:|---:|---|---:|"]
+    seen = set()
+    for row in results:
+        if row["variant"] in seen:
+            continue
+        seen.add(row["variant"])
+        for key in MODELS:
+            if key not in row["fidelity"]:
+                continue
+            fid, graph = row["fidelity"][key], row["graphs"][key]
+            left = ", ".join(f"{op} x{n}" for op, n in sorted(graph["undelegated"].items()))
+            lines.append(f"| {row['variant']} | {key} | {fid['sqnr_db']:.1f} | "
+                         f"{fid['top1_agreement']:.3f} | {graph['ops']} | {graph['partitions']} | "
+                         f"{left or 'none'} | {graph['size_mb']:.1f} |")
+    lines += ["", info]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=sorted(MODEL_CONFIGS),
+                        choices=sorted(MODEL_CONFIGS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--runs", type=int, default=100, help="timed invocations per model")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--calibration", type=int, default=32, help="calibration photos")
+    parser.add_argument("--evaluation", type=int, default=32, help="photos for the SQNR")
+    parser.add_argument("--markdown", help="write the tables here (Markdown)")
+    parser.add_argument("--json", help="write all numbers here")
+    parser.add_argument("--save-models", help="folder to keep the .tflite files in")
+    args = parser.parse_args(argv)
+
+    from keras_swiftformer.imagenet import list_images, load_images
+
+    paths = list_images(SAMPLES)
+    if len(paths) < args.calibration + args.evaluation:
+        raise SystemExit(f"{SAMPLES} has {len(paths)} photos; fewer needed")
+    # Calibration and evaluation photos are disjoint: every other photo.
+    images = load_images(paths[: 2 * max(args.calibration, args.evaluation)], size=SIZE)
+    calibration, evaluation = images[0::2][: args.calibration], images[1::2][: args.evaluation]
+    results, notes = [], set()
+    for variant in args.variants:
+        print(f"{variant}: converting", flush=True)
+        model, source = keras_model(variant)
+        contents, note = export_models(model, variant, calibration)
+        if note:
+            notes.add(note)
+        if args.save_models:
+            os.makedirs(args.save_models, exist_ok=True)
+            for key, content in contents.items():
+                with open(os.path.join(args.save_models, f"{variant}_{key}.tflite"), "wb") as f:
+                    f.write(content)
+        fid = measure_fidelity(contents, model, evaluation)
+        graphs = {key: {**delegation(content), "size_mb": len(content) / 2**20}
+                  for key, content in contents.items()}
+        for threads in args.threads:
+            print(f"{variant}: timing, {threads} thread(s)", flush=True)
+            times = time_interleaved(contents, threads, args.runs, args.warmup)
+            results.append({"variant": variant, "threads": threads, "weights": source,
+                            "times": times, "fidelity": fid, "graphs": graphs})
+            print(markdown(results[-1:], ""), flush=True)
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    info = (f"Measured with `python -m benchmarks.litert_vs_torch {command}` "
+            f"on {platform.machine()} ({os.cpu_count()} CPUs visible), LiteRT interpreter with "
+            f"XNNPACK, batch 1, {SIZE}x{SIZE}, {args.warmup} warm-up and {args.runs} timed "
+            "invocations per model, interleaved; medians. Weights: "
+            + "; ".join(sorted({f"{r['variant']}: {r['weights']}" for r in results}))
+            + (". " + "; ".join(sorted(notes)) if notes else "."))
+    text = markdown(results, info)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

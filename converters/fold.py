@@ -1,0 +1,287 @@
+"""Inference-time folding of SwiftFormer weights: small pure functions on NumPy arrays.
+
+Each fold rewrites the weights of a linear layer so that it absorbs a neighbouring per-channel
+affine map (BatchNorm in inference mode, a layer scale, the input normalisation), or merges two
+linear maps into one. All are exact up to float rounding; ``tests/test_fold.py`` checks each on
+its own. `fold_swiftformer` applies them to a whole `keras_swiftformer.SwiftFormer` and returns
+the folded arrays by layer name; `converters.inference_graph` builds the model that uses them.
+
+Kernel layouts are Keras's: Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, C, 1), Dense
+(in, out). Computation is in float64, results are float32.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from keras_swiftformer.model import module_path
+
+
+def _f64(*arrays):
+    return [np.asarray(a, np.float64) for a in arrays]
+
+
+def batch_norm_affine(gamma, beta, mean, variance, epsilon):
+    """BatchNorm in inference mode as ``scale * x + shift``; all (C,) -> (scale, shift)."""
+    gamma, beta, mean, variance = _f64(gamma, beta, mean, variance)
+    scale = gamma / np.sqrt(variance + epsilon)
+    return scale, beta - mean * scale
+
+
+def fold_affine_after(kernel, bias, scale, shift=None, depthwise=False):
+    """``scale * layer(x) + shift`` as one layer: returns (kernel, bias).
+
+    Args:
+        kernel: Conv2D / Dense kernel (..., in, out), or with ``depthwise`` a (kh, kw, C, 1)
+            depthwise kernel.
+        bias: (out,) or None (no bias).
+        scale, shift: (out,) per-output-channel affine map; shift None means 0 (a layer scale).
+    """
+    kernel, scale = _f64(kernel, scale)
+    out = kernel.shape[-2] if depthwise else kernel.shape[-1]
+    bias = np.zeros(out) if bias is None else np.asarray(bias, np.float64)
+    shift = np.zeros(out) if shift is None else np.asarray(shift, np.float64)
+    if scale.shape != (out,) or shift.shape != (out,) or bias.shape != (out,):
+        raise ValueError(f"scale {scale.shape}, shift {shift.shape} and bias {bias.shape} must "
+                         f"all be ({out},), the layer's output channels")
+    folded = kernel * (scale[:, None] if depthwise else scale)
+    return folded.astype(np.float32), (bias * scale + shift).astype(np.float32)
+
+
+def fold_affine_before(kernel, bias, scale, shift=None):
+    """``layer(scale * x + shift)`` as one layer: returns (kernel, bias).
+
+    Exact for a Dense layer or a 1x1 convolution. For a larger zero-padded convolution it is only
+    exact without `shift` (the padding would be shifted too), so a shift is refused there.
+
+    Args:
+        kernel: (in, out) or (kh, kw, in, out); bias: (out,) or None.
+        scale, shift: (in,) per-input-channel affine map; shift None means 0.
+    """
+    kernel, scale = _f64(kernel, scale)
+    if kernel.ndim == 4 and kernel.shape[:2] != (1, 1) and shift is not None and np.any(shift):
+        raise ValueError(
+            f"A shift cannot be folded into a {kernel.shape[0]}x{kernel.shape[1]} convolution: "
+            "its zero padding would be shifted too. Subtract it before the padding instead."
+        )
+    channels, out = kernel.shape[-2], kernel.shape[-1]
+    bias = np.zeros(out) if bias is None else np.asarray(bias, np.float64)
+    if scale.shape != (channels,) or (shift is not None and np.shape(shift) != (channels,)):
+        raise ValueError(f"scale {scale.shape} and shift must be ({channels},), the layer's "
+                         "input channels")
+    folded = kernel * scale[:, None]
+    if shift is not None:
+        bias = bias + np.tensordot(np.asarray(shift, np.float64),
+                                   kernel.reshape(-1, channels, out).sum(0), axes=1)
+    return folded.astype(np.float32), bias.astype(np.float32)
+
+
+def average_linear(kernels, biases):
+    """The mean of several Dense layers on the same input as one: (kernel, bias)."""
+    if len({np.shape(k) for k in kernels}) != 1 or len({np.shape(b) for b in biases}) != 1:
+        raise ValueError("The layers to average must have the same shapes")
+    return (np.mean(_f64(*kernels), axis=0).astype(np.float32),
+            np.mean(_f64(*biases), axis=0).astype(np.float32))
+
+
+def concat_linear(kernels, biases):
+    """Several Dense layers (or 1x1 convolutions) on the same input as one whose output is
+    their outputs concatenated on the last axis: (kernel, bias)."""
+    if len({np.shape(k)[:-1] for k in kernels}) != 1:
+        raise ValueError("The layers to concatenate must take the same input")
+    return (np.concatenate(kernels, axis=-1).astype(np.float32),
+            np.concatenate(biases, axis=-1).astype(np.float32))
+
+
+def scale_token_weights(w_g):
+    """Folds the attention's ``D ** -0.5`` into ``w_g`` (D, 1)."""
+    w_g = np.asarray(w_g, np.float64)
+    return (w_g * w_g.shape[0] ** -0.5).astype(np.float32)
+
+
+def fold_rms_normalization(proj, final):
+    """Lets the attention run on RMS-normalised q and k instead of unit-norm ones.
+
+    ``x * rsqrt(mean(x^2))`` is ``sqrt(D)`` times ``x / ||x||``: with such q and k the global
+    query is ``sqrt(D)`` times larger, ``G * k`` D times, ``proj(G * k) + q`` ``sqrt(D)`` times
+    (its bias too). Dividing proj's kernel and final's kernel by ``sqrt(D)`` and multiplying
+    proj's bias by ``sqrt(D)`` gives the same output, without the two per-token rescalings.
+
+    Args:
+        proj, final: (kernel (D, D), bias (D,)) of the two Dense layers.
+
+    Returns:
+        (proj, final) folded.
+    """
+    (proj_kernel, proj_bias), (final_kernel, final_bias) = proj, final
+    proj_kernel, proj_bias, final_kernel = _f64(proj_kernel, proj_bias, final_kernel)
+    root = np.sqrt(proj_kernel.shape[0])
+    folded_proj = ((proj_kernel / root).astype(np.float32), (proj_bias * root).astype(np.float32))
+    folded_final = ((final_kernel / root).astype(np.float32), np.asarray(final_bias, np.float32))
+    return folded_proj, folded_final
+
+
+def rescaling_as_centering(scale, offset, channels):
+    """A Rescaling ``scale * x + offset`` as ``scale * (x - pixel)``: returns (pixel, scale),
+    each (channels,). ``pixel`` is the input value that normalises to 0 (the mean pixel for
+    the ImageNet normalisation): subtracting it before the zero padding and folding `scale`
+    into the first convolution is exact, borders included."""
+    scale = np.broadcast_to(np.asarray(scale, np.float64), (channels,))
+    offset = np.broadcast_to(np.asarray(offset, np.float64), (channels,))
+    if np.any(scale == 0):
+        raise ValueError("A rescaling with a zero scale cannot be folded into a convolution")
+    return (-offset / scale).astype(np.float32), scale
+
+
+@dataclasses.dataclass
+class SwiftFormerGeometry:
+    """What `converters.inference_graph` needs to rebuild a folded SwiftFormer.
+
+    Attributes:
+        input_shape: (H, W, 3), None for any size.
+        depths, widths: per stage.
+        token_weighting: "l2" or "ones".
+        preprocessing: the model normalises raw RGB itself (the mean pixel is subtracted first).
+        top: "logits" (heads merged), "pool", "none" (feature map after the final norm).
+        classifier_activation: activation after the heads (None for logits).
+        name: the original model's name.
+    """
+
+    input_shape: tuple
+    depths: tuple
+    widths: tuple
+    token_weighting: str
+    preprocessing: bool
+    top: str
+    classifier_activation: object
+    name: str
+
+
+def _layers(model):
+    """{timm module path: layer} (Keras names write the path's dots as dashes)."""
+    return {module_path(layer.name): layer for layer in model.layers}
+
+
+def _weights(layers, name):
+    if name not in layers:
+        raise ValueError(f"Not a keras_swiftformer.SwiftFormer model: no layer {name!r}")
+    return [np.asarray(w) for w in layers[name].get_weights()]
+
+
+def _bn(layers, name):
+    layer = layers[name]
+    gamma, beta, mean, variance = _weights(layers, name)
+    return batch_norm_affine(gamma, beta, mean, variance, layer.epsilon)
+
+
+def swiftformer_geometry(model):
+    """Reads the `SwiftFormerGeometry` of a `keras_swiftformer.SwiftFormer` model from its
+    layer names and configurations; raises ValueError for other models."""
+    layers = _layers(model)
+    if len(model.inputs) != 1 or isinstance(model.output, dict):
+        raise ValueError(f"{model.name}: only single-input, single-output SwiftFormer "
+                         "classifiers and feature extractors can be folded")
+    blocks = {}
+    for name in layers:
+        match = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", name)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    if not blocks or sorted(blocks) != list(range(len(blocks))) or "stem.0" not in layers:
+        raise ValueError(f"{model.name} is not a keras_swiftformer.SwiftFormer model")
+    depths = tuple(blocks[i] for i in range(len(blocks)))
+    try:
+        widths = tuple(int(layers[f"stages.{i}.blocks.{d - 1}.layer_scale_2"].gamma.shape[0])
+                       for i, d in enumerate(depths))
+        weightings = {layers[f"stages.{i}.blocks.{d - 1}.attn"].token_weighting
+                      for i, d in enumerate(depths)}
+    except (KeyError, AttributeError) as err:
+        raise ValueError(f"{model.name} is not a keras_swiftformer.SwiftFormer model: the last "
+                         f"block of a stage has no attention ({err})") from None
+    if len(weightings) != 1:
+        raise ValueError(f"Mixed token weightings {weightings} are not supported")
+    if "head" in layers:
+        top = "logits"
+        activation = layers["predictions"].get_config()["activation"]
+        activation = None if activation == "linear" else activation
+    else:
+        top, activation = ("pool" if "pool" in layers else "none"), None
+        if "pool" in layers and type(layers["pool"]).__name__ != "GlobalAveragePooling2D":
+            raise ValueError("Only average pooling can absorb the final norm; "
+                             "fold a pooling='avg' or pooling=None model")
+    return SwiftFormerGeometry(
+        input_shape=tuple(model.input_shape[1:]), depths=depths, widths=widths,
+        token_weighting=weightings.pop(), preprocessing="preprocessing" in layers, top=top,
+        classifier_activation=activation, name=model.name)
+
+
+def _fold_conv_block(layers, name, folded):
+    """dwconv + norm; pwconv2 + layer scale."""
+    kernel, bias = _weights(layers, f"{name}.dwconv")
+    folded[f"{name}.dwconv"] = fold_affine_after(kernel, bias, *_bn(layers, f"{name}.norm"),
+                                                 depthwise=True)
+    folded[f"{name}.pwconv1"] = _weights(layers, f"{name}.pwconv1")
+    kernel, bias = _weights(layers, f"{name}.pwconv2")
+    (gamma,) = _weights(layers, f"{name}.layer_scale")
+    folded[f"{name}.pwconv2"] = fold_affine_after(kernel, bias, gamma)
+
+
+def _fold_attention_block(layers, name, folded):
+    _fold_conv_block(layers, f"{name}.local_representation", folded)
+    attn = f"{name}.attn"
+    folded[f"{attn}.to_query"] = _weights(layers, f"{attn}.to_query")
+    folded[f"{attn}.to_key"] = _weights(layers, f"{attn}.to_key")
+    (w_g,) = _weights(layers, attn)
+    folded[attn] = [scale_token_weights(w_g)]
+    folded[f"{attn}.proj"] = _weights(layers, f"{attn}.proj")
+    kernel, bias = _weights(layers, f"{attn}.final")
+    (gamma,) = _weights(layers, f"{name}.layer_scale_1")
+    folded[f"{attn}.final"] = fold_affine_after(kernel, bias, gamma)
+    kernel, bias = _weights(layers, f"{name}.linear.fc1")
+    folded[f"{name}.linear.fc1"] = fold_affine_before(kernel, bias,
+                                                      *_bn(layers, f"{name}.linear.norm1"))
+    kernel, bias = _weights(layers, f"{name}.linear.fc2")
+    (gamma,) = _weights(layers, f"{name}.layer_scale_2")
+    folded[f"{name}.linear.fc2"] = fold_affine_after(kernel, bias, gamma)
+
+
+def fold_swiftformer(model):
+    """Folds a `keras_swiftformer.SwiftFormer` model's weights for inference.
+
+    Returns:
+        (`SwiftFormerGeometry`, {module path: [arrays]}). A surviving layer keeps its name and
+        absorbs its neighbours: ``stem.0`` holds ``stem.1``; ``...dwconv`` its ``norm``;
+        ``...pwconv2`` its layer scale; ``...linear.fc1`` the ``linear.norm1`` before it;
+        ``...attn.final`` ``layer_scale_1``; ``...linear.fc2`` ``layer_scale_2``; ``...attn``
+        holds the scaled ``w_g``; ``head`` both heads and the final ``norm`` before them.
+        ``preprocessing`` is the mean pixel to subtract (the scale is in ``stem.0``); without
+        heads, ``norm`` stays as a (scale, shift) pair.
+    """
+    geometry = swiftformer_geometry(model)
+    layers = _layers(model)
+    folded = {}
+    kernel, bias = _weights(layers, "stem.0")
+    if geometry.preprocessing:
+        config = layers["preprocessing"].get_config()
+        pixel, scale = rescaling_as_centering(config["scale"], config["offset"], kernel.shape[2])
+        folded["preprocessing"] = [pixel]
+        kernel, bias = fold_affine_before(kernel, bias, scale)
+    folded["stem.0"] = fold_affine_after(kernel, bias, *_bn(layers, "stem.1"))
+    kernel, bias = _weights(layers, "stem.3")
+    folded["stem.3"] = fold_affine_after(kernel, bias, *_bn(layers, "stem.4"))
+    for i, depth in enumerate(geometry.depths):
+        if i > 0:
+            name = f"stages.{i}.downsample"
+            kernel, bias = _weights(layers, f"{name}.proj")
+            folded[f"{name}.proj"] = fold_affine_after(kernel, bias, *_bn(layers, f"{name}.norm"))
+        for j in range(depth - 1):
+            _fold_conv_block(layers, f"stages.{i}.blocks.{j}", folded)
+        _fold_attention_block(layers, f"stages.{i}.blocks.{depth - 1}", folded)
+    norm = _bn(layers, "norm")
+    if geometry.top == "logits":
+        kernels, biases = zip(_weights(layers, "head"), _weights(layers, "head_dist"))
+        folded["head"] = fold_affine_before(*average_linear(kernels, biases), *norm)
+    else:
+        folded["norm"] = [a.astype(np.float32) for a in norm]
+    return geometry, folded

@@ -1,0 +1,278 @@
+"""The SwiftFormer inference graph: folded weights in a graph shaped for LiteRT and XNNPACK.
+
+`for_inference(model)` folds a `keras_swiftformer.SwiftFormer` (`converters.fold`) and rebuilds
+it as a plain Keras model with the same outputs and fewer layers: no BatchNorm, no layer scale,
+one head, the input normalisation reduced to a mean-pixel subtraction in front of the first
+convolution, the attention's scale inside ``w_g``. Layers keep the name of the original layer
+that absorbed the others.
+
+Options shape the exported graph (see `for_inference`); the defaults are the ones measured
+fastest under XNNPACK (benchmarks/litert_vs_torch.py).
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from converters.fold import concat_linear, fold_rms_normalization, fold_swiftformer
+from keras_swiftformer.layers import L2_EPSILON, check_token_weighting, l2_normalize
+from keras_swiftformer.model import MLP_RATIO, layer_name
+
+#: How the attention's L2 normalisations are written.
+#: "rsqrt": RMS normalisation ``x * rsqrt(max(mean(x * x), eps^2 / D))``, i.e. ``sqrt(D)`` times
+#: the unit-norm vector, with the ``sqrt(D)`` folded into proj and final
+#: (`converters.fold.fold_rms_normalization`): MUL/MEAN/MAXIMUM/RSQRT ops that XNNPACK takes,
+#: so a float graph is one delegate partition.
+#: "l2_normalization": the pattern the TFLite converter fuses into one L2_NORMALIZATION op,
+#: which XNNPACK does not take (each one splits the delegated graph) and whose int8 kernel
+#: is slow; kept for comparison.
+L2_FORMS = ("rsqrt", "l2_normalization")
+PROJECTIONS = ("dense", "conv")
+
+#: The ops `converters.tflite`'s ``int8_mixed`` should keep in float for the folded graph.
+#: XNNPACK has no int8 GELU, RSQRT or MAXIMUM: in a full-integer model they run in LiteRT's own
+#: kernels (int8 RSQRT slowly) and split the delegated graph into 29 partitions (XS). Kept in
+#: float between DEQUANTIZE/QUANTIZE, the graph is one XNNPACK partition, with the full-integer
+#: model's numerics (LiteRT's int8 GELU is a table of dequantize -> GELU -> quantize; measured
+#: SQNR within 0.1 dB of the full-integer model's on XS and S).
+MIXED_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM")
+
+
+def _check(value, allowed, what):
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def inverse_rms(x):
+    """(..., D) -> (..., 1): ``rsqrt(max(mean(x * x), eps^2 / D))`` over the last axis, so that
+    ``x * inverse_rms(x)`` is ``sqrt(D) * x / max(||x||, eps)`` exactly (eps = 1e-12 as
+    ``torch.nn.functional.normalize``).
+
+    Written with ``x * x`` and MEAN, which the converter does not turn into L2_NORMALIZATION.
+    """
+    dim = x.shape[-1]
+    return ops.rsqrt(ops.maximum(ops.mean(x * x, axis=-1, keepdims=True), L2_EPSILON**2 / dim))
+
+
+@keras.saving.register_keras_serializable(package="keras_swiftformer_inference")
+class FoldedTokenMixing(keras.layers.Layer):
+    """Efficient additive attention's core for folded weights.
+
+    Inputs: ``[query, key]`` (B, H, W, D) each, or one (B, H, W, 2D) tensor holding both (the
+    merged projection). Outputs: ``[G * k, q]`` as `keras_swiftformer.layers.AdditiveTokenMixing`
+    (q, k the normalised query and key, ``G = sum_tokens(alpha * q)``, ``alpha =
+    normalize_tokens(q @ w_g)`` for "l2", 1 for "ones"), except that:
+
+    - ``w_g`` holds the ``D ** -0.5`` factor (`converters.fold.scale_token_weights`);
+    - with ``l2_form="rsqrt"`` q and k are RMS-normalised, so the outputs are ``D * G * k`` and
+      ``sqrt(D) * q``; the following proj and final carry the compensation
+      (`converters.fold.fold_rms_normalization`);
+    - the token normalisation is applied to the sum, not to every weight:
+      ``sum(a * q) / max(||a||, eps)`` equals ``sum(normalize(a) * q)`` and needs no reshape.
+    """
+
+    def __init__(self, token_weighting="l2", l2_form="rsqrt", **kwargs):
+        super().__init__(**kwargs)
+        self.token_weighting = check_token_weighting(token_weighting)
+        self.l2_form = _check(l2_form, L2_FORMS, "l2_form")
+
+    def build(self, input_shape):
+        merged = not isinstance(input_shape[0], (list, tuple))
+        self.dim = input_shape[-1] // 2 if merged else input_shape[0][-1]
+        self.w_g = self.add_weight(name="w_g", shape=(self.dim, 1), initializer="zeros")
+
+    def call(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            query, key = inputs
+        else:
+            query, key = ops.split(inputs, 2, axis=-1)
+        rms = self.l2_form == "rsqrt"
+        q = query * inverse_rms(query) if rms else l2_normalize(query)
+        if self.token_weighting == "l2":
+            # RMS-normalised q makes a sqrt(D) times larger: so must be the epsilon.
+            epsilon = L2_EPSILON * (self.dim**0.5 if self.l2_form == "rsqrt" else 1.0)
+            a = ops.matmul(q, self.w_g)  # (B, H, W, 1)
+            square_sum = ops.sum(a * a, axis=(1, 2), keepdims=True)
+            g = ops.sum(a * q, axis=(1, 2), keepdims=True)
+            g = g * ops.rsqrt(ops.maximum(square_sum, epsilon**2))
+        else:
+            g = ops.sum(q, axis=(1, 2), keepdims=True)
+        if rms:
+            # key * (1/rms(key) * g), not (key / rms(key)) * g: in the latter the converter
+            # gives the normalised key the int8 scale of the product (-8 dB SQNR on XS).
+            return [key * (inverse_rms(key) * g), q]
+        return [g * l2_normalize(key), q]
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape[0], (list, tuple)):
+            shape = tuple(input_shape[0])
+        else:
+            shape = tuple(input_shape[:-1]) + (input_shape[-1] // 2,)
+        return [shape, shape]
+
+    def get_config(self):
+        return {**super().get_config(), "token_weighting": self.token_weighting,
+                "l2_form": self.l2_form}
+
+
+class _Builder:
+    """Creates the folded layers and assigns their weights as it goes."""
+
+    def __init__(self, weights, projections):
+        self.weights = weights
+        self.projections = projections
+        self.assigned = []
+
+    def _set(self, layer, path):
+        """Records that `layer` takes the folded weights of module `path`."""
+        self.assigned.append((layer, path))
+        return layer
+
+    def token_mixing(self, inputs, token_weighting, l2_form, path):
+        layer = FoldedTokenMixing(token_weighting, l2_form, name=layer_name(path))
+        return self._set(layer, path)(inputs)
+
+    def conv(self, x, filters, kernel_size, path, **kwargs):
+        layer = layers.Conv2D(filters, kernel_size, name=layer_name(path), **kwargs)
+        return self._set(layer, path)(x)
+
+    def dwconv(self, x, path):
+        layer = layers.DepthwiseConv2D(3, padding="same", name=layer_name(path))
+        return self._set(layer, path)(x)
+
+    def dense(self, x, units, path):
+        return self._set(layers.Dense(units, name=layer_name(path)), path)(x)
+
+    def projection(self, x, units, path):
+        """A channel projection of (B, H, W, C): Dense or 1x1 convolution."""
+        if self.projections == "conv":
+            return self.conv(x, units, 1, path)
+        return self.dense(x, units, path)
+
+    def assign(self):
+        for layer, path in self.assigned:
+            values = self.weights[path]
+            if isinstance(layer, layers.Conv2D) and values[0].ndim == 2:
+                values = [values[0][None, None], values[1]]  # a Dense kernel in a 1x1 conv
+            layer.set_weights(values)
+
+
+def _conv_block(b, x, dim, hidden, name):
+    y = b.dwconv(x, f"{name}.dwconv")
+    y = b.conv(y, hidden, 1, f"{name}.pwconv1")
+    y = layers.Activation("gelu", name=layer_name(f"{name}.act"))(y)
+    y = b.conv(y, dim, 1, f"{name}.pwconv2")
+    return layers.Add(name=layer_name(f"{name}.add"))([x, y])
+
+
+def _attention_block(b, x, dim, name, token_weighting, l2_form, merge_query_key):
+    x = _conv_block(b, x, dim, dim, f"{name}.local_representation")
+    attn = f"{name}.attn"
+    if merge_query_key:
+        inputs = b.projection(x, 2 * dim, f"{attn}.to_query_key")
+    else:
+        inputs = [b.projection(x, dim, f"{attn}.to_query"), b.projection(x, dim, f"{attn}.to_key")]
+    mixed, q = b.token_mixing(inputs, token_weighting, l2_form, attn)
+    y = b.projection(mixed, dim, f"{attn}.proj")
+    y = layers.Add(name=layer_name(f"{attn}.add"))([y, q])
+    y = b.projection(y, dim, f"{attn}.final")
+    x = layers.Add(name=layer_name(f"{name}.layer_scale_1.add"))([x, y])
+    y = b.conv(x, MLP_RATIO * dim, 1, f"{name}.linear.fc1")
+    y = layers.Activation("gelu", name=layer_name(f"{name}.linear.act"))(y)
+    y = b.conv(y, dim, 1, f"{name}.linear.fc2")
+    return layers.Add(name=layer_name(f"{name}.layer_scale_2.add"))([x, y])
+
+
+def subtract_pixel(x, pixel, name="preprocessing"):
+    """(B, H, W, C) - `pixel` (C,): the input normalisation left after folding.
+
+    With a known width it runs on the (B, H, W * C) view against `pixel` tiled W times: the
+    same numbers, but XNNPACK's broadcast over a 3-long innermost axis is slow (measured on XS:
+    0.18 -> 0.06 ms in float, 0.25 -> 0.04 ms in int8).
+    """
+    _, height, width, channels = x.shape
+    offset = -np.asarray(pixel, np.float64)
+    if height is None or width is None:
+        return layers.Rescaling(1.0, offset=offset.tolist(), name=name)(x)
+    x = layers.Reshape((height, width * channels), name=f"{name}-rows")(x)
+    x = layers.Rescaling(1.0, offset=np.tile(offset, width).tolist(), name=name)(x)
+    return layers.Reshape((height, width, channels), name=f"{name}-image")(x)
+
+
+def attention_weights(geometry, weights, l2_form, merge_query_key):
+    """`weights` with the attention's projections refolded for `l2_form` and, with
+    `merge_query_key`, ``to_query`` and ``to_key`` concatenated into ``to_query_key``."""
+    weights = dict(weights)
+    for i, depth in enumerate(geometry.depths):
+        attn = f"stages.{i}.blocks.{depth - 1}.attn"
+        if l2_form == "rsqrt":
+            proj, final = fold_rms_normalization(weights[f"{attn}.proj"], weights[f"{attn}.final"])
+            weights[f"{attn}.proj"], weights[f"{attn}.final"] = list(proj), list(final)
+        if merge_query_key:
+            kernels, biases = zip(weights.pop(f"{attn}.to_query"), weights.pop(f"{attn}.to_key"))
+            weights[f"{attn}.to_query_key"] = list(concat_linear(kernels, biases))
+    return weights
+
+
+def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense",
+                          merge_query_key=False, name=None):
+    """The folded SwiftFormer graph of `geometry` carrying `weights` (`fold_swiftformer`)."""
+    _check(l2_form, L2_FORMS, "l2_form")
+    _check(projections, PROJECTIONS, "projections")
+    b = _Builder(attention_weights(geometry, weights, l2_form, merge_query_key), projections)
+    image = keras.Input(shape=geometry.input_shape, name="image")
+    x = image
+    if geometry.preprocessing:
+        x = subtract_pixel(x, weights["preprocessing"][0])
+    widths = geometry.widths
+    x = layers.ZeroPadding2D(1, name=layer_name("stem.0.pad"))(x)
+    x = b.conv(x, widths[0] // 2, 3, "stem.0", strides=2, activation="relu")
+    x = layers.ZeroPadding2D(1, name=layer_name("stem.3.pad"))(x)
+    x = b.conv(x, widths[0], 3, "stem.3", strides=2, activation="relu")
+    for i, (depth, width) in enumerate(zip(geometry.depths, widths)):
+        if i > 0:
+            name = f"stages.{i}.downsample.proj"
+            x = layers.ZeroPadding2D(1, name=layer_name(f"{name}.pad"))(x)
+            x = b.conv(x, width, 3, name, strides=2)
+        for j in range(depth - 1):
+            x = _conv_block(b, x, width, MLP_RATIO * width, f"stages.{i}.blocks.{j}")
+        x = _attention_block(b, x, width, f"stages.{i}.blocks.{depth - 1}",
+                             geometry.token_weighting, l2_form, merge_query_key)
+    if geometry.top == "logits":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = b.dense(x, weights["head"][0].shape[-1], "head")
+        if geometry.classifier_activation is not None:
+            x = layers.Activation(geometry.classifier_activation, name="predictions")(x)
+    else:
+        scale, shift = weights["norm"]
+        if geometry.top == "pool":
+            x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.Rescaling(scale.tolist(), offset=shift.tolist(), name="norm")(x)
+    model = keras.Model(image, x, name=name or f"{geometry.name}_inference")
+    b.assign()
+    return model
+
+
+def for_inference(model, l2_form="rsqrt", projections="dense", merge_query_key=False):
+    """A folded copy of a `keras_swiftformer.SwiftFormer` model for export and inference.
+
+    Same input and outputs as `model` (logits or probabilities, pooled features, or the final
+    feature map), within float rounding; `model` is left unchanged.
+
+    Args:
+        model: a SwiftFormer classifier (``include_top=True``) or feature extractor
+            (``pooling="avg"`` or None), with or without built-in preprocessing.
+        l2_form: how the attention's L2 normalisations are written (`L2_FORMS`):
+            "rsqrt" keeps a float graph in one XNNPACK partition; "l2_normalization" gives
+            TFLite's int8-capable L2_NORMALIZATION op.
+        projections: the attention's channel projections as "dense" (FULLY_CONNECTED) or
+            "conv" (1x1 CONV_2D); XNNPACK runs both as the same GEMM (measured equal on XS).
+        merge_query_key: compute the query and key projections as one matmul and split it
+            (one FULLY_CONNECTED and a SPLIT; measured no faster on XS, hence off).
+
+    Raises:
+        ValueError: `model` is not a single-output SwiftFormer model, or an unknown option.
+    """
+    geometry, weights = fold_swiftformer(model)
+    return build_inference_model(geometry, weights, l2_form, projections, merge_query_key)
