@@ -1,6 +1,7 @@
 """``swiftformer-convert``: the conversion pipeline and checkpoint import on the command line.
 
     swiftformer-convert [run] [--checkpoint PATH] [--variant XS] [--formats all] ...
+        [--qat [--qat-steps N]] [--prune 2:4 50%] [--cluster 16]
     swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
 
 ``run`` is the default subcommand: with no checkpoint it converts random XS weights (offline)
@@ -34,6 +35,17 @@ def _run_parser(sub):
     p.add_argument("--token-weighting", choices=("l2", "ones"), default=None,
                    help="override the checkpoint format's default")
     p.add_argument("--softmax", action="store_true", help="export probabilities, not logits")
+    g = p.add_argument_group("compression (tensorflow-model-optimization, the [tfmot] extra); "
+                             "fine-tunes on the calibration images by distillation")
+    g.add_argument("--qat", action="store_true",
+                   help="quantisation-aware-trained int8 (and pruning- / cluster-preserving "
+                   "QAT of --prune / --cluster)")
+    g.add_argument("--qat-steps", type=int, default=100,
+                   help="fine-tuning steps of each method (default 100)")
+    g.add_argument("--prune", nargs="+", default=[], metavar="SPEC",
+                   help="magnitude pruning: '2:4' and/or a sparsity such as 50%%")
+    g.add_argument("--cluster", nargs="+", default=[], metavar="K",
+                   help="weight clustering to K values per kernel, e.g. 16")
 
 
 def _import_parser(sub):
@@ -87,12 +99,13 @@ def main(argv=None):
             formats=args.formats, input_size=args.input_size, image_dir=args.images,
             num_calibration=args.num_calibration, num_evaluation=args.num_evaluation,
             output_dir=args.output_dir, token_weighting=args.token_weighting,
-            softmax=args.softmax)
+            softmax=args.softmax, qat=args.qat, prune=args.prune, cluster=args.cluster,
+            compress_steps=args.qat_steps)
         with open(result["report"]["markdown"]) as f:
             print(f.read())
         failed = [r["format"] for r in result["rows"] if r.get("error")]
         return 1 if failed else 0
-    except (CheckpointError, PipelineError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, PipelineError, ValueError, FileNotFoundError, ImportError) as err:
         print(f"swiftformer-convert: error: {err}", file=sys.stderr)
         return 2
 

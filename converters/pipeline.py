@@ -4,7 +4,9 @@
     metrics against the Keras float model -> report.md / report.json / report.png
 
 Everything the user asked for is checked before any work starts (formats, input size, image
-folder). A format that fails is reported and the others go on; files appear whole or not at all.
+folder, compression specs). A format that fails is reported and the others go on; files appear
+whole or not at all. With ``qat`` / ``prune`` / ``cluster``, the compressed formats of
+`converters.compress` (fine-tuned on the calibration images) add their rows to the same report.
 """
 
 import os
@@ -59,6 +61,30 @@ def parse_formats(formats, known=DEFAULT_FORMATS):
             f"Unknown format(s) {unknown or formats}; known: {', '.join(known)} (or 'all')"
         )
     return list(dict.fromkeys(formats))
+
+
+def check_compression(qat, prune, cluster, steps, softmax):
+    """Validates the compression options (`converters.compress`) before any work; PipelineError
+    naming the problem, or ImportError naming the extra to install."""
+    from converters.compress import parse_prune
+
+    if not (qat or prune or cluster):
+        return
+    try:
+        for spec in prune:
+            parse_prune(spec)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    for k in cluster:
+        if isinstance(k, bool) or not str(k).isdigit() or int(k) < 2:
+            raise PipelineError(f"Cluster count {k!r}: give an integer of at least 2 "
+                                "(values per kernel)")
+    if int(steps) < 1:
+        raise PipelineError(f"Fine-tuning steps must be at least 1, got {steps}")
+    if softmax:
+        raise PipelineError("QAT, pruning and clustering distil the float model's logits; "
+                            "drop --softmax")
+    import converters.tfmot  # noqa: F401 -- ImportError naming the extra if it is missing
 
 
 def synthetic_images(count, size, seed):
@@ -171,7 +197,8 @@ def _coreml_row(model, path, fmt, evaluation, info):
 
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
                  num_calibration=32, num_evaluation=64, output_dir="converted",
-                 token_weighting=None, softmax=False, progress=print):
+                 token_weighting=None, softmax=False, qat=False, prune=(), cluster=(),
+                 compress_steps=100, progress=print):
     """Converts a checkpoint to every requested format and writes the fidelity report.
 
     Args:
@@ -186,6 +213,12 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         output_dir: where the models and report go.
         token_weighting: override the checkpoint format's default ("l2" or "ones").
         softmax: export probabilities instead of logits.
+        qat: add quantisation-aware-trained int8 (and, with `prune` / `cluster`, their
+            pruning- / cluster-preserving QAT) rows.
+        prune: pruning specs, e.g. ``["2:4", "50%"]`` (`converters.compress.parse_prune`).
+        cluster: values per kernel, e.g. ``[16]``.
+        compress_steps: fine-tuning steps of each compression method, on the calibration
+            images.
         progress: callable taking one line of text.
 
     Returns:
@@ -196,6 +229,9 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
 
     formats = parse_formats(formats)
     size = parse_input_size(input_size)
+    prune, cluster = list(prune or ()), list(cluster or ())
+    compress = bool(qat or prune or cluster)
+    check_compression(qat, prune, cluster, compress_steps, softmax)
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise PipelineError(f"No such checkpoint: {checkpoint}")
     if image_dir is not None:
@@ -203,7 +239,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
 
         list_images(image_dir)  # raises before any work if the folder has no images
     os.makedirs(output_dir, exist_ok=True)
-    steps = len(formats) + 2
+    steps = len(formats) + 2 + compress
     start = time.time()
 
     def step(i, text):
@@ -240,6 +276,17 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
             row["error"] = f"{type(err).__name__}: {err}"
             progress(f"    {fmt} FAILED: {row['error'][:300]}")
         rows.append(row)
+    if compress:
+        from converters.compress import compress_formats
+
+        step(steps, f"compression (QAT, pruning, clustering): fine-tuning on "
+             f"{len(calibration)} images, {compress_steps} steps per method")
+        for row in compress_formats(model, calibration, evaluation, reference, output_dir,
+                                    compress_steps, qat=qat, prune=prune, cluster=cluster,
+                                    progress=progress):
+            if not row.get("error"):
+                models[row["format"]] = os.path.join(output_dir, row["file"])
+            rows.append(row)
     paths = write_report(output_dir, info, rows)
     progress(f"done in {time.time() - start:.0f} s: report in {paths['markdown']}")
     return {"models": models, "rows": rows, "report": paths, "keras": keras_path, "info": info}

@@ -141,6 +141,13 @@ class StochasticDepth(keras.layers.Layer):
 class AdditiveTokenMixingMath:
     """The parameter-light core of efficient additive attention (see `AdditiveTokenMixing`)."""
 
+    def _set_options(self, token_weighting, token_sum):
+        """Validates and stores the two options of `AdditiveTokenMixing`."""
+        self.token_weighting = check_token_weighting(token_weighting)
+        if token_sum not in TOKEN_SUMS:
+            raise ValueError(f"token_sum must be one of {TOKEN_SUMS}, got {token_sum!r}")
+        self.token_sum = token_sum
+
     def _mix(self, query, key, w_g, token_weighting, token_sum="sum"):
         q = l2_normalize(query)
         k = l2_normalize(key)
@@ -174,10 +181,7 @@ class AdditiveTokenMixing(AdditiveTokenMixingMath, keras.layers.Layer):
 
     def __init__(self, token_weighting="l2", token_sum="sum", **kwargs):
         super().__init__(**kwargs)
-        self.token_weighting = check_token_weighting(token_weighting)
-        if token_sum not in TOKEN_SUMS:
-            raise ValueError(f"token_sum must be one of {TOKEN_SUMS}, got {token_sum!r}")
-        self.token_sum = token_sum
+        self._set_options(token_weighting, token_sum)
 
     def build(self, input_shape):
         dim = input_shape[0][-1]

@@ -1,0 +1,152 @@
+"""The README's compression numbers: post-training int8 against QAT, pruning and clustering.
+
+For each checkpoint: the sample photos are split (even-indexed files fine-tune and calibrate,
+odd-indexed ones evaluate, as the conversion pipeline splits them); the float32 and the
+post-training int8 files (`converters.tflite`, calibrated on the fine-tuning photos) are the
+baselines; `converters.compress.compress_formats` makes the compressed ones from the same photos.
+Every file is run through the LiteRT helper against the Keras float model's logits on the
+evaluation photos, deflated for its download size, read back for its kernels' sparsity and
+distinct values, and timed with `android_bench.host.benchmark_host` (interleaved runs, XNNPACK).
+
+    python -m benchmarks.compress_report --variants xs l1 --size 224 --steps 100 \\
+        --prune 2:4 50% --cluster 16 --output compress_report
+
+writes ``compress_report/compress_report.json`` and ``.md`` (the table the README shows).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("SWIFTFORMER_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+CHECKPOINTS = {
+    "xs": os.path.join(SHARED, "fixtures", "original", "swiftformer_xs_random.pth"),
+    "l1": os.path.join(SHARED, "fixtures", "original", "swiftformer_l1_random.pth"),
+}
+IMAGES = os.path.join(SHARED, "images", "imagenet_samples")
+
+COLUMNS = (
+    ("format", "format", "{}"),
+    ("size (MB)", "size_bytes", "{:.2f}"),
+    ("zipped (MB)", "zip_bytes", "{:.2f}"),
+    ("SQNR (dB)", "sqnr_db", "{:.1f}"),
+    ("top-1 agree", "top1_agreement", "{:.3f}"),
+    ("kernel sparsity", "kernel_sparsity", "{:.1%}"),
+    ("model sparsity", "overall_sparsity", "{:.1%}"),
+    ("values/channel", "max_unique_per_channel", "{:d}"),
+    ("latency (ms)", "latency_ms", "{:.1f}"),
+    ("steps", "steps", "{:d}"),
+)
+
+
+def baseline_rows(model, images, evaluation, reference, output_dir):
+    """float32 and post-training int8 (calibrated on `images`), measured as the compressed
+    formats are."""
+    from converters import tflite
+    from converters.compress import measure_format
+
+    return [measure_format(fmt, tflite.convert(model, fmt, calibration=images), {"steps": 0},
+                           model.name, evaluation, reference, output_dir)
+            for fmt in ("float32", "int8")]
+
+
+def add_latency(rows, output_dir, runs, threads, progress):
+    """Adds ``latency_ms`` (median of `runs` interleaved XNNPACK inferences) to each row."""
+    from android_bench.host import benchmark_host
+
+    ok = [r for r in rows if not r.get("error")]
+    report = benchmark_host([os.path.join(output_dir, r["file"]) for r in ok],
+                            threads=(threads,), warmup=5, runs=runs, progress=progress)
+    by_file = {result["model"]: result for result in report["results"]}
+    for row in ok:
+        row["latency_ms"] = by_file[row["file"]]["median_ms"]
+
+
+def markdown(results, settings):
+    lines = [f"Settings: {json.dumps(settings)}", ""]
+    for variant, rows in results.items():
+        lines += [f"### SwiftFormer-{variant.upper()}", "",
+                  "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
+                  "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        for row in rows:
+            if row.get("error"):
+                lines.append(f"| {row['format']} | FAILED: {row['error'][:120]} |")
+                continue
+            cells = []
+            for _, key, fmt in COLUMNS:
+                value = row.get(key)
+                if value is None:
+                    cells.append("-")
+                else:
+                    cells.append(fmt.format(value / 1e6 if key.endswith("bytes") else value))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run(variant, args, progress):
+    from converters.compress import compress_formats
+    from keras_swiftformer import SwiftFormer
+    from keras_swiftformer.imagenet import list_images, load_images
+
+    output_dir = os.path.join(args.output, variant)
+    os.makedirs(output_dir, exist_ok=True)
+    model = SwiftFormer(variant.upper(), weights=CHECKPOINTS[variant],
+                        input_shape=(args.size, args.size, 3), classifier_activation=None)
+    paths = list_images(args.images)
+    images = load_images(paths[0::2][:args.finetune_images], args.size)
+    evaluation = load_images(paths[1::2][:args.evaluation_images], args.size)
+    reference = model.predict(evaluation, verbose=0, batch_size=16)
+    progress(f"{variant}: {len(images)} fine-tuning / {len(evaluation)} evaluation photos, "
+             f"{args.size} px")
+    rows = baseline_rows(model, images, evaluation, reference, output_dir)
+    rows += compress_formats(model, images, evaluation, reference, output_dir, args.steps,
+                             qat=True, prune=args.prune, cluster=args.cluster,
+                             batch_size=args.batch_size, learning_rate=args.learning_rate,
+                             progress=progress)
+    if args.latency_runs:
+        add_latency(rows, output_dir, args.latency_runs, args.threads, progress)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", default=["xs", "l1"], choices=sorted(CHECKPOINTS))
+    parser.add_argument("--images", default=IMAGES)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--finetune-images", type=int, default=100)
+    parser.add_argument("--evaluation-images", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--prune", nargs="*", default=[], help="e.g. 2:4 50%%")
+    parser.add_argument("--cluster", nargs="*", type=int, default=[], help="e.g. 16")
+    parser.add_argument("--latency-runs", type=int, default=30, help="0: no timing")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default="compress_report")
+    args = parser.parse_args(argv)
+
+    def progress(line):
+        print(line, flush=True)
+
+    start = time.time()
+    results = {}
+    for variant in args.variants:
+        results[variant] = run(variant, args, progress)
+    settings = {k: v for k, v in vars(args).items() if k not in ("output", "images")}
+    settings["seconds"] = round(time.time() - start)
+    with open(os.path.join(args.output, "compress_report.json"), "w") as f:
+        json.dump({"settings": settings, "results": results}, f, indent=2, default=float)
+    text = markdown(results, settings)
+    with open(os.path.join(args.output, "compress_report.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

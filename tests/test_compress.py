@@ -1,0 +1,260 @@
+"""Compression through TFMOT on the tf_keras twin: twin parity, range calibration, pruning,
+clustering, and the pipeline's --qat / --prune / --cluster (tiny configuration;
+`test_compress_qat.py` runs XS)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_python
+
+pytest.importorskip("tf_keras")
+pytest.importorskip("tensorflow_model_optimization")
+
+TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3),
+            classifier_activation=None)
+ATTENTIONS = 4  # attention blocks of TINY, each with a (1, D) w_g kernel left dense
+
+
+def tiny_model(token_weighting="l2", token_sum="sum", seed=0, classes=10):
+    """The tiny model with every weight drawn (BatchNorm statistics, layer scales, w_g), so
+    that no branch is an identity."""
+    from keras_swiftformer import SwiftFormer
+
+    model = SwiftFormer(**TINY, token_weighting=token_weighting, classes=classes)
+    for layer in model.layers:
+        if hasattr(layer, "token_sum"):
+            layer.token_sum = token_sum
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if "variance" in v.path:
+            value = rng.uniform(0.5, 2.0, v.shape)
+        elif "gamma" in v.path and "layer_scale" in v.path:
+            value = rng.uniform(0.5, 1.0, v.shape)
+        else:
+            fan_in = int(np.prod(v.shape[:-1])) if len(v.shape) > 1 else 20
+            value = rng.normal(0, 1 / np.sqrt(fan_in), v.shape)
+        v.assign(value.astype("float32"))
+    return model
+
+
+def images(count, seed=0, size=64):
+    from converters.pipeline import synthetic_images
+
+    return synthetic_images(count, (size, size), seed).astype("float32")
+
+
+def relative_error(reference, actual):
+    reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
+    return float(np.max(np.abs(actual - reference)) / np.max(np.abs(reference)))
+
+
+@pytest.mark.parametrize("token_weighting,token_sum", [("l2", "sum"), ("ones", "mean")])
+def test_twin_round_trip(token_weighting, token_sum):
+    """Same outputs from the twin (1e-6 relative); weights back into a fresh Keras 3 model give
+    the same outputs exactly."""
+    import keras
+
+    from converters.tfmot.twin import build_twin, copy_weights
+
+    model = tiny_model(token_weighting, token_sum)
+    twin = build_twin(model)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    assert [tuple(w.shape) for w in twin.get_layer("stem-1").weights] == \
+        [tuple(w.shape) for w in model.get_layer("stem-1").weights]
+    x = images(4)
+    reference = model.predict(x, verbose=0)
+    assert relative_error(reference, twin.predict(x, verbose=0)) < 1e-6
+    fresh = keras.models.clone_model(model)
+    assert copy_weights(twin, fresh) == len(model.weights)
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), reference)
+
+
+def test_copy_weights_checks_every_layer():
+    from keras_swiftformer import SwiftFormer
+
+    from converters.tfmot.twin import TwinError, build_twin, copy_weights
+
+    twin = build_twin(tiny_model())
+    other = SwiftFormer(**{**TINY, "widths": (16, 16, 32, 48)}, classes=10)
+    with pytest.raises(TwinError, match=r"stages-3.* does not match"):
+        copy_weights(twin, other)
+    headless = SwiftFormer(**TINY, include_top=False)
+    with pytest.raises(TwinError, match="only in .*head"):
+        copy_weights(twin, headless)
+
+
+@pytest.mark.parametrize("token_weighting,token_sum", [("l2", "sum"), ("l2", "mean"),
+                                                        ("ones", "sum")])
+def test_observed_mix_is_the_mixins_math(token_weighting, token_sum):
+    """The formula with observation points (QAT) equals the mixin's `_mix` in float."""
+    from converters.tfmot.twin import AdditiveTokenMixing
+
+    rng = np.random.default_rng(1)
+    layer = AdditiveTokenMixing(token_weighting, token_sum)
+    query, key = (rng.normal(size=(2, 8, 8, 16)).astype("float32") for _ in range(2))
+    layer([query, key])
+    layer.w_g.assign(rng.normal(size=(16, 1)).astype("float32"))
+    plain = layer._mix(query, key, layer.w_g, token_weighting, token_sum)
+    seen = []
+    observed = layer._observed_mix(query, key, layer.w_g, token_weighting, token_sum,
+                                   lambda name, x: seen.append(name) or x)
+    assert seen == list(layer.points())  # every point, in computation order
+    for a, b in zip(plain, observed):
+        assert relative_error(a, b) < 1e-6
+
+
+def test_missing_extra_names_it():
+    """Without TFMOT, the import and the pipeline's --qat both name the extra to install."""
+    out = run_python(
+        "import sys\n"
+        "sys.modules['tensorflow_model_optimization'] = None\n"
+        "try:\n"
+        "    import converters.tfmot\n"
+        "except ImportError as err:\n"
+        "    print('import:', err)\n"
+        "from converters.cli import main\n"
+        "sys.stderr = sys.stdout\n"
+        "print('rc', main(['--qat', '--formats', 'float32', '--output-dir', 'unused']))\n")
+    assert "import: " in out and "pip install 'keras-swiftformer[tfmot]'" in out.split("rc")[0]
+    assert out.count("pip install 'keras-swiftformer[tfmot]'") == 2 and "rc 2" in out
+
+
+def test_calibration_sets_the_batch_range():
+    """After `calibrate_ranges`, a moving-average range is the batch range (of the quantised
+    graph: 1 % off the float one), not TFMOT's initial [-6, 6] nudged by an EMA of decay
+    0.999."""
+    import tf_keras
+
+    from converters.tfmot import quantize
+
+    inputs = tf_keras.Input((8,))
+    dense = tf_keras.layers.Dense(4, name="dense")
+    model = tf_keras.Model(inputs, dense(inputs))
+    x = np.random.default_rng(2).normal(0, 1, (64, 8)).astype("float32")
+    qat = quantize.quantize_twin(model)
+    assert quantize.calibrate_ranges(qat, x, batch_size=64) >= 2
+    y = dense(x).numpy()
+    (low, high), = [(a.numpy(), b.numpy()) for a, b in quantize.moving_average_ranges(qat)
+                    if "dense" in a.name]
+    assert low == pytest.approx(min(y.min(), 0), rel=1e-2)
+    assert high == pytest.approx(max(y.max(), 0), rel=1e-2)
+
+
+def test_unstructured_pruning_reaches_its_target():
+    """50 % of every Conv2D / Dense kernel but the first; depthwise kernels stay dense."""
+    from converters.tfmot import finetune, sparsity
+    from converters.tfmot.twin import build_twin
+
+    model = tiny_model()
+    pruned = sparsity.prune_twin(build_twin(model), target=0.5, steps=4)
+    finetune.distill(pruned, model, images(8), steps=4, batch_size=8,
+                     callbacks=sparsity.callbacks())
+    stripped = sparsity.strip(pruned)
+    summary = sparsity.sparsity_summary(stripped)
+    assert summary["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert 0.8 < summary["prunable_fraction"] < 1
+    assert summary["overall_sparsity"] == pytest.approx(0.5 * summary["prunable_fraction"],
+                                                        abs=0.01)
+    dwconv = stripped.get_layer("stages-0-blocks-0-local_representation-dwconv")
+    assert np.all(dwconv.depthwise_kernel.numpy() != 0)
+    assert np.all(stripped.get_layer("stem-0").kernel.numpy() != 0)
+
+
+def check_rows(rows, directory, formats):
+    """Rows of `formats`, in order, error-free, in the pipeline report's shape, their files
+    written; returns them by format."""
+    by_format = {row["format"]: row for row in rows}
+    assert list(by_format) == formats
+    for row in rows:
+        assert "error" not in row, row
+        assert (directory / row["file"]).stat().st_size == row["size_bytes"]
+        assert {"max_abs_error", "max_rel_error", "sqnr_db", "top1_agreement", "zip_bytes",
+                "kernel_sparsity", "max_unique_per_channel", "steps"} <= set(row)
+    return by_format
+
+
+def count_kernels(content):
+    """CONV_2D and FULLY_CONNECTED kernels in a `.tflite` file."""
+    from converters.tfmot.tflite_stats import kernels
+
+    return sum(op != "DEPTHWISE_CONV_2D" for op, _, _ in kernels(content))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prune", "3:8"], "Pruning spec '3:8'"),
+    (["--prune", "150%"], "must be in (0, 1)"),
+    (["--cluster", "1"], "Cluster count '1'"),
+    (["--cluster", "many"], "Cluster count 'many'"),
+    (["--qat", "--qat-steps", "0"], "steps must be at least 1"),
+    (["--qat", "--softmax"], "drop --softmax"),
+])
+def test_bad_compression_specs_fail_before_any_work(args, message, tmp_path, capsys):
+    from converters.cli import main
+
+    out = tmp_path / "out"
+    assert main(args + ["--formats", "float32", "--output-dir", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("qat", [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(
+        not os.environ.get("SWIFTFORMER_SLOW_TESTS"),
+        reason="5 minutes on 2 cores; set SWIFTFORMER_SLOW_TESTS=1")),
+])
+def test_pipeline_flags_add_rows(qat, tmp_path, monkeypatch, capsys):
+    """``swiftformer-convert run [--qat] --prune 2:4 --cluster 8`` (on the tiny model):
+    compressed rows in the same report as the post-training formats; the files hold what each
+    method promises (every pruned kernel 2:4, <= 8 values per output channel of every clustered
+    kernel, zipped smaller); with --qat, the int8 files are integer end to end and the
+    preserving QATs keep the 2:4 pattern and the clusters through quantisation."""
+    import json
+
+    from converters import pipeline
+    from converters.cli import main
+    from converters.compress import zip_size
+    from converters.tfmot.tflite_stats import float_ops, kernel_stats
+
+    model = tiny_model()
+
+    def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=False):
+        return model, {"checkpoint": "tiny", "random_weights": True, "crop_pct": 0.875,
+                       "variant": "TINY", "token_weighting": "l2",
+                       "input_shape": list(input_shape)}
+
+    monkeypatch.setattr(pipeline, "build_model", build_model)
+    out = tmp_path / "out"
+    assert main(["--formats", "float32", "--input-size", "64", "--num-calibration", "8",
+                 "--num-evaluation", "4", "--qat-steps", "2", "--prune", "2:4",
+                 "--cluster", "8", "--output-dir", str(out)] + ["--qat"] * qat) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "report.json").read_text())["formats"]
+    compressed = ["pruned2of4_float32", "clustered8_float32"]
+    if qat:
+        compressed = ["qat_int8", "pruned2of4_float32", "pruned2of4_pqat_int8",
+                      "clustered8_float32", "clustered8_cqat_int8"]
+    assert rows[0]["format"] == "float32"
+    by_format = check_rows(rows[1:], out, compressed)
+    assert all(f"| {fmt} |" in printed for fmt in ["float32"] + compressed)  # report table
+    content = {fmt: (out / row["file"]).read_bytes() for fmt, row in by_format.items()}
+    pruned = [fmt for fmt in compressed if fmt.startswith("pruned")]
+    for fmt in pruned:
+        row = by_format[fmt]
+        assert row["kernels"] == count_kernels(content[fmt]) - 1 - ATTENTIONS, fmt
+        assert row["m_by_n_kernels"] == row["kernels"], fmt
+        assert row["kernel_sparsity"] == pytest.approx(0.5, abs=0.005), fmt
+    assert by_format["pruned2of4_float32"]["depthwise_sparsity"] == 0
+    assert 0.4 < by_format["pruned2of4_float32"]["overall_sparsity"] < 0.5
+    for fmt in compressed:
+        if fmt.startswith("clustered"):
+            assert by_format[fmt]["max_unique_per_channel"] <= 8, fmt
+        if fmt.endswith("int8"):
+            assert float_ops(content[fmt]) == [], fmt
+    if qat:
+        assert kernel_stats(content["qat_int8"])["max_unique_per_channel"] > 8
+    dense = zip_size((out / rows[0]["file"]).read_bytes())  # the float32 row's file
+    assert by_format["pruned2of4_float32"]["zip_bytes"] < 0.8 * dense
+    assert by_format["clustered8_float32"]["zip_bytes"] < 0.6 * dense
