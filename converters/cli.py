@@ -3,20 +3,22 @@
     swiftformer-convert [run] [--checkpoint PATH] [--variant XS] [--formats all] ...
         [--qat [--qat-steps N]] [--prune 2:4 50%] [--cluster 16]
     swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
+    swiftformer-convert report OUTPUT_DIR --accuracy ACCURACY.json
 
 ``run`` is the default subcommand: with no checkpoint it converts random XS weights (offline)
-and says so in its output and report.
+and says so in its output and report. ``report`` adds labelled top-1/top-5 accuracy, measured
+by ``swiftformer-eval --json`` on the converted files, to the report in OUTPUT_DIR.
 """
 
 import argparse
 import os
 import sys
 
-SUBCOMMANDS = ("run", "import")
+SUBCOMMANDS = ("run", "import", "report")
 
 
 def _run_parser(sub):
-    from converters.pipeline import DEFAULT_FORMATS
+    from converters.pipeline import DEFAULT_FORMATS, GRAPHS
 
     p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)")
     p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file; "
@@ -35,6 +37,9 @@ def _run_parser(sub):
     p.add_argument("--token-weighting", choices=("l2", "ones"), default=None,
                    help="override the checkpoint format's default")
     p.add_argument("--softmax", action="store_true", help="export probabilities, not logits")
+    p.add_argument("--graph", choices=GRAPHS, default="folded",
+                   help="convert LiteRT formats from the folded inference graph (default, "
+                   "faster) or from the Keras model as built")
     g = p.add_argument_group("compression (tensorflow-model-optimization, the [tfmot] extra); "
                              "fine-tunes on the calibration images by distillation")
     g.add_argument("--qat", action="store_true",
@@ -61,12 +66,41 @@ def _import_parser(sub):
                    help="model takes ImageNet-normalised input instead of RGB 0-255")
 
 
+def _report_parser(sub):
+    p = sub.add_parser("report", help="add swiftformer-eval accuracy to a pipeline report")
+    p.add_argument("output_dir", help="the pipeline's output folder (with report.json)")
+    p.add_argument("--accuracy", required=True,
+                   help="swiftformer-eval --json output for models of that folder")
+
+
+def _add_accuracy(args):
+    import json
+
+    from converters.report import add_accuracy, write_report
+
+    report_path = os.path.join(args.output_dir, "report.json")
+    if not os.path.isfile(report_path):
+        raise FileNotFoundError(f"{report_path} not found: give the folder a pipeline run wrote")
+    with open(report_path) as f:
+        report = json.load(f)
+    with open(args.accuracy) as f:
+        evaluation = json.load(f)
+    if not isinstance(evaluation, dict) or "results" not in evaluation:
+        raise ValueError(f"{args.accuracy} is not swiftformer-eval --json output")
+    info, rows = add_accuracy(report["info"], report["formats"], evaluation)
+    paths = write_report(args.output_dir, info, rows)
+    with open(paths["markdown"]) as f:
+        print(f.read())
+    return 0
+
+
 def parser():
     p = argparse.ArgumentParser(prog="swiftformer-convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command")
     _run_parser(sub)
     _import_parser(sub)
+    _report_parser(sub)
     return p
 
 
@@ -91,6 +125,8 @@ def main(argv=None):
             model = import_checkpoint(args.checkpoint, args.output, args.variant, **kwargs)
             print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
             return 0
+        if args.command == "report":
+            return _add_accuracy(args)
         from converters.pipeline import run_pipeline
 
         result = run_pipeline(
@@ -99,8 +135,8 @@ def main(argv=None):
             formats=args.formats, input_size=args.input_size, image_dir=args.images,
             num_calibration=args.num_calibration, num_evaluation=args.num_evaluation,
             output_dir=args.output_dir, token_weighting=args.token_weighting,
-            softmax=args.softmax, qat=args.qat, prune=args.prune, cluster=args.cluster,
-            compress_steps=args.qat_steps)
+            softmax=args.softmax, graph=args.graph, qat=args.qat, prune=args.prune,
+            cluster=args.cluster, compress_steps=args.qat_steps)
         with open(result["report"]["markdown"]) as f:
             print(f.read())
         failed = [r["format"] for r in result["rows"] if r.get("error")]

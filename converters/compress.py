@@ -129,7 +129,7 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
     from converters.tfmot.tflite_stats import kernel_stats
 
     path = os.path.join(output_dir, f"{name}_{fmt}.tflite")
-    row = {"format": fmt, "file": os.path.basename(path)}
+    row = {"format": fmt, "graph": "keras", "file": os.path.basename(path)}  # twin of it
     try:
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
             f.write(content)

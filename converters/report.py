@@ -48,6 +48,7 @@ def fidelity(reference, actual):
 
 COLUMNS = (
     ("format", "format", "{}"),
+    ("graph", "graph", "{}"),
     ("size (MB)", "size_bytes", "{:.2f}"),
     ("max abs err", "max_abs_error", "{:.3g}"),
     ("max rel err", "max_rel_error", "{:.3g}"),
@@ -56,6 +57,8 @@ COLUMNS = (
     ("images", "evaluation_images", "{}"),
     ("file", "file", "{}"),
 )
+#: Columns shown once `add_accuracy` has put labelled accuracy into the rows.
+ACCURACY_COLUMNS = (("top-1 %", "top1", "{:.2f}"), ("top-5 %", "top5", "{:.2f}"))
 
 
 def _cell(row, key, fmt):
@@ -64,18 +67,22 @@ def _cell(row, key, fmt):
         return "-"
     if key == "size_bytes":
         value = value / 1e6
+    elif key in ("top1", "top5"):
+        value = 100 * value
     return fmt.format(value)
 
 
 def markdown_table(rows):
     """The per-format rows as a Markdown table; failed formats show their error."""
-    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    columns = COLUMNS[:-1] + (ACCURACY_COLUMNS if any("top1" in r for r in rows) else ()) \
+        + COLUMNS[-1:]
+    lines = ["| " + " | ".join(title for title, _, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         if row.get("error"):
-            cells = [row["format"], f"FAILED: {row['error'][:160]}"] + [""] * (len(COLUMNS) - 2)
+            cells = [row["format"], f"FAILED: {row['error'][:160]}"] + [""] * (len(columns) - 2)
         else:
-            cells = [_cell(row, key, fmt) for _, key, fmt in COLUMNS]
+            cells = [_cell(row, key, fmt) for _, key, fmt in columns]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -91,8 +98,8 @@ def markdown_report(info, rows):
                   "evaluation used generated images, so integer-format fidelity is not "
                   "representative of real photos.", ""]
     for key in ("checkpoint", "format_in", "variant", "token_weighting", "input_shape",
-                "calibration_images", "evaluation_images", "image_source", "created",
-                "versions"):
+                "tflite_graph", "calibration_images", "evaluation_images", "image_source",
+                "accuracy", "created", "versions"):
         if key in info:
             lines.append(f"- **{key.replace('_', ' ')}**: {info[key]}")
     lines += ["", "Metrics compare each model's logits with the Keras float32 model on the "
@@ -129,6 +136,39 @@ def plot(rows, path, title="Fidelity and size per format"):
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def add_accuracy(info, rows, evaluation):
+    """Puts labelled accuracy from ``swiftformer-eval --json`` output (`evaluation`: its dict)
+    into the report: ``top1`` / ``top5`` of the rows whose file it evaluated (matched by file
+    name), and the Keras reference model's under ``info["accuracy"]``.
+
+    Returns:
+        (info, rows) updated copies.
+
+    Raises:
+        ValueError: `evaluation` matches no model of the report.
+    """
+    results = {os.path.basename(r["model"]): r for r in evaluation.get("results", [])}
+    rows = [dict(row) for row in rows]
+    matched = 0
+    for row in rows:
+        result = results.get(row.get("file"))
+        if result is not None:
+            row.update(top1=result["top1"], top5=result["top5"])
+            matched += 1
+    info = dict(info)
+    reference = [r for name, r in results.items() if name.endswith(".keras")]
+    if reference:
+        r = reference[0]
+        info["accuracy"] = (f"Keras float model: top-1 {100 * r['top1']:.2f} %, top-5 "
+                            f"{100 * r['top5']:.2f} % on {r['images']} labelled images of "
+                            f"{evaluation.get('dataset')}")
+        matched += 1
+    if not matched:
+        raise ValueError(f"None of the evaluated models ({sorted(results)[:4]}) is in this "
+                         "report (matched by file name)")
+    return info, rows
 
 
 def write_report(output_dir, info, rows, name="report"):

@@ -62,6 +62,56 @@ def test_every_format_meets_its_fidelity_floor(xs_pipeline):
     assert rows["int8"]["size_bytes"] < 0.35 * rows["float32"]["size_bytes"]
 
 
+def test_litert_formats_come_from_the_folded_graph_but_int16x8(xs_pipeline):
+    rows = {row["format"]: row for row in xs_pipeline["rows"]}
+    graphs = {fmt: rows[fmt]["graph"] for fmt in tflite.TFLITE_FORMATS}
+    assert graphs == {fmt: "keras" if fmt == "int16x8" else "folded"
+                      for fmt in tflite.TFLITE_FORMATS}
+    ops = TFLiteRunner(xs_pipeline["models"]["float32"]).op_types()
+    assert "L2_NORMALIZATION" not in ops and "MEAN" in ops  # folded: RMS normalisations
+    assert xs_pipeline["info"]["tflite_graph"] == "folded"
+
+
+def test_keras_graph_on_request(tmp_path):
+    result = run_pipeline(formats="float32", input_size=64, num_calibration=2,
+                          num_evaluation=2, output_dir=str(tmp_path), graph="keras",
+                          progress=lambda line: None)
+    (row,) = result["rows"]
+    assert row["graph"] == "keras" and row["sqnr_db"] > 100
+    assert "L2_NORMALIZATION" in TFLiteRunner(result["models"]["float32"]).op_types()
+    with pytest.raises(ValueError, match="graph must be one of"):
+        run_pipeline(formats="float32", output_dir=str(tmp_path / "x"), graph="fast")
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_accuracy_joins_the_report(xs_pipeline, tmp_path, capsys):
+    """swiftformer-eval's JSON on the pipeline's files -> top-1/top-5 columns in the report."""
+    import shutil
+
+    from converters.evaluate import main as evaluate_main
+
+    out = tmp_path / "converted"
+    out.mkdir()
+    shutil.copy(xs_pipeline["report"]["json"], out / "report.json")
+    models = [xs_pipeline["keras"], xs_pipeline["models"]["float32"],
+              xs_pipeline["models"]["int8"]]
+    accuracy = tmp_path / "accuracy.json"
+    assert evaluate_main([*models, "--data", str(SAMPLES), "--limit", "12",
+                          "--json", str(accuracy)]) == 0
+    assert main(["report", str(out), "--accuracy", str(accuracy)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["format"]: row for row in report["formats"]}
+    results = {os.path.basename(r["model"]): r for r in json.loads(accuracy.read_text())["results"]}
+    assert rows["int8"]["top1"] == results[rows["int8"]["file"]]["top1"]
+    assert "top1" not in rows["float16"]
+    assert "top-1 %" in (out / "report.md").read_text()
+    assert "Keras float model: top-1" in report["info"]["accuracy"]
+    capsys.readouterr()
+    (tmp_path / "other.json").write_text(json.dumps({"results": [{"model": "x.tflite"}]}))
+    assert main(["report", str(out), "--accuracy", str(tmp_path / "other.json")]) == 2
+    assert "None of the evaluated models" in capsys.readouterr().err
+
+
 def test_report_files_agree_with_rows(xs_pipeline):
     paths = xs_pipeline["report"]
     with open(paths["json"]) as f:
