@@ -326,6 +326,21 @@ def _model_metadata(model):
     return {"variant": variant, "token_weighting": ",".join(weightings)}
 
 
+def _check_tf_keras_is_keras_3():
+    """coremltools takes a Keras model only if it is a ``tf.keras.Model``; raises a clear error
+    when this process resolved ``tf.keras`` to tf_keras (``TF_USE_LEGACY_KERAS=1``, e.g. set by
+    importing tensorflow-model-optimization directly, before `converters.tfmot`)."""
+    import keras
+    import tensorflow as tf
+
+    if tf.keras.Model is not keras.Model:
+        raise RuntimeError(
+            "tf.keras is tf_keras (Keras 2) in this process (TF_USE_LEGACY_KERAS="
+            f"{os.environ.get('TF_USE_LEGACY_KERAS')!r}), so coremltools cannot take a Keras 3 "
+            "model: unset TF_USE_LEGACY_KERAS, and import tensorflow-model-optimization only "
+            "through converters.tfmot")
+
+
 def convert_to_coreml(model, *, precision="float16", classifier=True, class_labels=None,
                       image_size=None, metadata=None):
     """Converts a Keras SwiftFormer classifier to an uncompressed in-memory ``MLModel``.
@@ -339,6 +354,7 @@ def convert_to_coreml(model, *, precision="float16", classifier=True, class_labe
     from keras_swiftformer.model import IMAGENET_MEAN
 
     _register_erfc()
+    _check_tf_keras_is_keras_3()
     keras_model = conversion_model(model, image_size, classifier)
     height, width = keras_model.inputs[0].shape[1:3]
     labels = None

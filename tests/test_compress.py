@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import run_python
 
-pytest.importorskip("tf_keras")
-pytest.importorskip("tensorflow_model_optimization")
+# Through our guard, which keeps tf.keras meaning Keras 3 for the rest of the session.
+pytest.importorskip("converters.tfmot", exc_type=ImportError)
 
 TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3),
             classifier_activation=None)
@@ -119,6 +119,16 @@ def test_missing_extra_names_it():
         "print('rc', main(['--qat', '--formats', 'float32', '--output-dir', 'unused']))\n")
     assert "import: " in out and "pip install 'keras-swiftformer[tfmot]'" in out.split("rc")[0]
     assert out.count("pip install 'keras-swiftformer[tfmot]'") == 2 and "rc 2" in out
+
+
+def test_importing_tfmot_leaves_tf_keras_to_keras_3():
+    """After `converters.tfmot` is imported, ``tf.keras`` still means Keras 3 (coremltools
+    refuses Keras 3 models once it means tf_keras) and Keras 3 models still build."""
+    out = run_python(
+        "import os, keras, tensorflow as tf\n"
+        "import converters.tfmot\n"
+        "print(tf.keras.Model is keras.Model, os.environ.get('TF_USE_LEGACY_KERAS'))\n")
+    assert out.split()[-2:] == ["True", "None"]
 
 
 def test_calibration_sets_the_batch_range():

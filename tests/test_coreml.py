@@ -54,6 +54,24 @@ def reports(packages, golden_model):
     return out
 
 
+def test_legacy_tf_keras_in_the_process_is_named(tmp_path):
+    """With tf.keras resolved to tf_keras (TF_USE_LEGACY_KERAS=1), coremltools would refuse
+    the Keras 3 model with an unrelated message; the export says why, and writes nothing."""
+    from tests.conftest import run_python
+
+    out = run_python(
+        "from converters.coreml import export_coreml\n"
+        "from keras_swiftformer import SwiftFormer\n"
+        "m = SwiftFormer('XS', depths=(1, 1, 1, 1), widths=(16, 16, 32, 32),"
+        " input_shape=(64, 64, 3), classes=10)\n"
+        "try:\n"
+        f"    export_coreml(m, {str(tmp_path / 'm.mlpackage')!r}, classifier=False)\n"
+        "except RuntimeError as err:\n"
+        "    print('error:', err)\n", env={"TF_USE_LEGACY_KERAS": "1"})
+    assert "error: tf.keras is tf_keras" in out and "TF_USE_LEGACY_KERAS" in out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_format_table_and_bad_options_fail_before_converting(golden_model):
     assert list(coreml.COREML_FORMATS) == ["float32", "float16", "int8", "palettize6",
                                            "palettize4"]

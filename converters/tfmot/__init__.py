@@ -28,10 +28,15 @@ INSTALL_HINT = "pip install 'keras-swiftformer[tfmot]'"
 def _import_tfmot():
     """Imports tf_keras and TFMOT, or raises ImportError naming the extra to install.
 
-    TFMOT sets ``TF_USE_LEGACY_KERAS=1`` when it is imported (so that ``tf.keras`` means
-    tf_keras); the previous value is restored, so that the rest of the process and its
-    subprocesses keep Keras 3.
+    TFMOT sets ``TF_USE_LEGACY_KERAS=1`` when it is imported; the previous value is restored,
+    so that the rest of the process and its subprocesses keep Keras 3. ``tf.keras`` is resolved
+    first: resolved under TFMOT's setting it would mean tf_keras for the whole process, and
+    libraries that test ``isinstance(model, tf.keras.Model)`` (coremltools) would then refuse
+    Keras 3 models. TFMOT itself takes tf_keras when ``tf.keras`` is Keras 3.
     """
+    import tensorflow as tf
+
+    tf.keras.Model  # noqa: B018 -- resolves the lazy tf.keras now, to the process's Keras
     previous = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
         import tensorflow_model_optimization  # noqa: F401
