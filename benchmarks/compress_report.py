@@ -67,24 +67,11 @@ def add_latency(rows, output_dir, runs, threads, progress):
 
 
 def markdown(results, settings):
+    from converters.report import markdown_table
+
     lines = [f"Settings: {json.dumps(settings)}", ""]
     for variant, rows in results.items():
-        lines += [f"### SwiftFormer-{variant.upper()}", "",
-                  "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-                  "|" + "|".join("---" for _ in COLUMNS) + "|"]
-        for row in rows:
-            if row.get("error"):
-                lines.append(f"| {row['format']} | FAILED: {row['error'][:120]} |")
-                continue
-            cells = []
-            for _, key, fmt in COLUMNS:
-                value = row.get(key)
-                if value is None:
-                    cells.append("-")
-                else:
-                    cells.append(fmt.format(value / 1e6 if key.endswith("bytes") else value))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"### SwiftFormer-{variant.upper()}", "", markdown_table(rows, COLUMNS), ""]
     return "\n".join(lines)
 
 

@@ -65,17 +65,22 @@ def _cell(row, key, fmt):
     value = row.get(key)
     if value is None:
         return "-"
-    if key == "size_bytes":
+    if key.endswith("bytes"):
         value = value / 1e6
     elif key in ("top1", "top5"):
         value = 100 * value
     return fmt.format(value)
 
 
-def markdown_table(rows):
-    """The per-format rows as a Markdown table; failed formats show their error."""
-    columns = COLUMNS[:-1] + (ACCURACY_COLUMNS if any("top1" in r for r in rows) else ()) \
-        + COLUMNS[-1:]
+def markdown_table(rows, columns=None):
+    """The per-format rows as a Markdown table; failed formats show their error.
+
+    `columns`: (title, row key, format) triples; default `COLUMNS`, with `ACCURACY_COLUMNS`
+    when the rows have accuracy. Keys ending in ``bytes`` are shown in MB.
+    """
+    if columns is None:
+        columns = COLUMNS[:-1] + (ACCURACY_COLUMNS if any("top1" in r for r in rows) else ()) \
+            + COLUMNS[-1:]
     lines = ["| " + " | ".join(title for title, _, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
