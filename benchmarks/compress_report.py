@@ -2,8 +2,9 @@
 
 For each checkpoint: the sample photos are split (even-indexed files fine-tune and calibrate,
 odd-indexed ones evaluate, as the conversion pipeline splits them); the float32 and the
-post-training int8 files (`converters.tflite`, calibrated on the fine-tuning photos) are the
-baselines; `converters.compress.compress_formats` makes the compressed ones from the same photos.
+post-training int8 and int8_mixed files (`converters.tflite`, from the folded graph as the
+pipeline makes them, calibrated on the fine-tuning photos) are the baselines;
+`converters.compress.compress_formats` makes the compressed ones from the same photos.
 Every file is run through the LiteRT helper against the Keras float model's logits on the
 evaluation photos, deflated for its download size, read back for its kernels' sparsity and
 distinct values, and timed with `android_bench.host.benchmark_host` (interleaved runs, XNNPACK).
@@ -31,6 +32,7 @@ IMAGES = os.path.join(SHARED, "images", "imagenet_samples")
 
 COLUMNS = (
     ("format", "format", "{}"),
+    ("graph", "graph", "{}"),
     ("size (MB)", "size_bytes", "{:.2f}"),
     ("zipped (MB)", "zip_bytes", "{:.2f}"),
     ("SQNR (dB)", "sqnr_db", "{:.1f}"),
@@ -43,15 +45,24 @@ COLUMNS = (
 )
 
 
+#: The post-training formats every compressed one is compared with.
+BASELINES = ("float32", "int8", "int8_mixed")
+
+
 def baseline_rows(model, images, evaluation, reference, output_dir):
-    """float32 and post-training int8 (calibrated on `images`), measured as the compressed
-    formats are."""
+    """The post-training formats (`BASELINES`) as the conversion pipeline makes them by default
+    (from the folded inference graph, calibrated on `images`), measured as the compressed ones
+    are."""
     from converters import tflite
     from converters.compress import measure_format
+    from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
 
-    return [measure_format(fmt, tflite.convert(model, fmt, calibration=images), {"steps": 0},
-                           model.name, evaluation, reference, output_dir)
-            for fmt in ("float32", "int8")]
+    folded = for_inference(model)
+    return [measure_format(fmt, tflite.convert(folded, fmt, calibration=images,
+                                               float_ops=MIXED_FLOAT_OPS),
+                           {"steps": 0, "graph": "folded"}, model.name, evaluation, reference,
+                           output_dir)
+            for fmt in BASELINES]
 
 
 def add_latency(rows, output_dir, runs, threads, progress):
@@ -109,7 +120,8 @@ def main(argv=None):
     parser.add_argument("--evaluation-images", type=int, default=100)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="peak, relative to each tensor's RMS (default: distill's)")
     parser.add_argument("--prune", nargs="*", default=[], help="e.g. 2:4 50%%")
     parser.add_argument("--cluster", nargs="*", type=int, default=[], help="e.g. 16")
     parser.add_argument("--latency-runs", type=int, default=30, help="0: no timing")

@@ -44,19 +44,109 @@ def _check(value, allowed, what):
     return value
 
 
-def inverse_rms(x):
+def _unobserved(name, x):
+    return x
+
+
+def inverse_rms(x, prefix="x", observe=_unobserved):
     """(..., D) -> (..., 1): ``rsqrt(max(mean(x * x), eps^2 / D))`` over the last axis, so that
     ``x * inverse_rms(x)`` is ``sqrt(D) * x / max(||x||, eps)`` exactly (eps = 1e-12 as
     ``torch.nn.functional.normalize``).
 
     Written with ``x * x`` and MEAN, which the converter does not turn into L2_NORMALIZATION.
+    ``observe(name, tensor)`` sees the intermediates (`FoldedTokenMixingMath`), named
+    ``{prefix}_squares``, ``_mean``, ``_floor`` and ``_inv_rms``.
     """
-    dim = x.shape[-1]
-    return ops.rsqrt(ops.maximum(ops.mean(x * x, axis=-1, keepdims=True), L2_EPSILON**2 / dim))
+    squares = observe(f"{prefix}_squares", x * x)
+    mean = observe(f"{prefix}_mean", ops.mean(squares, axis=-1, keepdims=True))
+    floor = observe(f"{prefix}_floor", ops.convert_to_tensor(L2_EPSILON**2 / x.shape[-1], x.dtype))
+    return observe(f"{prefix}_inv_rms", ops.rsqrt(ops.maximum(mean, floor)))
+
+
+class FoldedTokenMixingMath:
+    """The math of `FoldedTokenMixing`, written once for it and for the tf_keras twin that
+    quantisation-aware training observes (`converters.tfmot.twin`).
+
+    ``_folded_mix(inputs, w_g, observe)`` passes every intermediate tensor through
+    ``observe(name, tensor)`` (identity here); `points` names them in computation order, each
+    with its kind: "range" (an activation), "constant" (a constant or weight), "unit" (the
+    output of an L2 normalisation) or "statistic" (inside an RMS normalisation's ``x * x``,
+    MEAN, MAXIMUM, RSQRT chain).
+    """
+
+    def _set_options(self, token_weighting, l2_form):
+        self.token_weighting = check_token_weighting(token_weighting)
+        self.l2_form = _check(l2_form, L2_FORMS, "l2_form")
+
+    @staticmethod
+    def _token_shape(input_shape):
+        """(B, H, W, D) of q and k from the inputs' shapes: [(B, H, W, D)] * 2, or one merged
+        (B, H, W, 2D)."""
+        if isinstance(input_shape[0], (int, type(None))):  # one shape: merged
+            return tuple(input_shape[:-1]) + (input_shape[-1] // 2,)
+        return tuple(input_shape[0])
+
+    def compute_output_shape(self, input_shape):
+        shape = self._token_shape(input_shape)
+        return [shape, shape]
+
+    def get_config(self):
+        return {**super().get_config(), "token_weighting": self.token_weighting,
+                "l2_form": self.l2_form}
+
+    def points(self):
+        """{name: kind} of the tensors `_folded_mix` passes to ``observe``."""
+        def normalized(prefix):
+            if self.l2_form == "l2_normalization":
+                return {prefix: "unit"}
+            return {f"{prefix}_squares": "statistic", f"{prefix}_mean": "statistic",
+                    f"{prefix}_floor": "statistic", f"{prefix}_inv_rms": "statistic"}
+
+        found = {**normalized("query"), "q": "range"}
+        if self.token_weighting == "l2":
+            found.update(w_g="constant", scores="range", squares="range", energy="range",
+                         energy_floor="constant", inv_norm="range", weighted="range",
+                         summed="range", global_query="range")
+        else:
+            found.update(global_query="range")
+        if self.l2_form == "rsqrt":
+            return {**found, **normalized("key"), "key_scale": "range", "mixed": "range"}
+        return {**found, **normalized("key"), "mixed": "range"}
+
+    def _folded_mix(self, inputs, w_g, observe=_unobserved):
+        if isinstance(inputs, (list, tuple)):
+            query, key = inputs
+        else:
+            query, key = ops.split(inputs, 2, axis=-1)
+        rms = self.l2_form == "rsqrt"
+        if rms:
+            q = observe("q", query * inverse_rms(query, "query", observe))
+        else:
+            q = observe("q", observe("query", l2_normalize(query)))
+        if self.token_weighting == "l2":
+            # RMS-normalised q makes a sqrt(D) times larger: so must be the epsilon.
+            epsilon = L2_EPSILON * (q.shape[-1] ** 0.5 if rms else 1.0)
+            w_g = observe("w_g", ops.cast(w_g, q.dtype))
+            a = observe("scores", ops.matmul(q, w_g))  # (B, H, W, 1)
+            square_sum = observe("energy", ops.sum(observe("squares", a * a), axis=(1, 2),
+                                                   keepdims=True))
+            floor = observe("energy_floor", ops.convert_to_tensor(epsilon**2, q.dtype))
+            inv_norm = observe("inv_norm", ops.rsqrt(ops.maximum(square_sum, floor)))
+            g = observe("summed", ops.sum(observe("weighted", a * q), axis=(1, 2),
+                                          keepdims=True))
+            g = observe("global_query", g * inv_norm)
+        else:
+            g = observe("global_query", ops.sum(q, axis=(1, 2), keepdims=True))
+        if rms:
+            # key * (1/rms(key) * g), not (key / rms(key)) * g: in the latter the converter
+            # gives the normalised key the int8 scale of the product (-8 dB SQNR on XS).
+            scale = observe("key_scale", inverse_rms(key, "key", observe) * g)
+            return [observe("mixed", key * scale), q]
+        return [observe("mixed", g * observe("key", l2_normalize(key))), q]
 
 
 @keras.saving.register_keras_serializable(package="keras_swiftformer_inference")
-class FoldedTokenMixing(keras.layers.Layer):
+class FoldedTokenMixing(FoldedTokenMixingMath, keras.layers.Layer):
     """Efficient additive attention's core for folded weights.
 
     Inputs: ``[query, key]`` (B, H, W, D) each, or one (B, H, W, 2D) tensor holding both (the
@@ -74,46 +164,14 @@ class FoldedTokenMixing(keras.layers.Layer):
 
     def __init__(self, token_weighting="l2", l2_form="rsqrt", **kwargs):
         super().__init__(**kwargs)
-        self.token_weighting = check_token_weighting(token_weighting)
-        self.l2_form = _check(l2_form, L2_FORMS, "l2_form")
+        self._set_options(token_weighting, l2_form)
 
     def build(self, input_shape):
-        merged = not isinstance(input_shape[0], (list, tuple))
-        self.dim = input_shape[-1] // 2 if merged else input_shape[0][-1]
+        self.dim = self._token_shape(input_shape)[-1]
         self.w_g = self.add_weight(name="w_g", shape=(self.dim, 1), initializer="zeros")
 
     def call(self, inputs):
-        if isinstance(inputs, (list, tuple)):
-            query, key = inputs
-        else:
-            query, key = ops.split(inputs, 2, axis=-1)
-        rms = self.l2_form == "rsqrt"
-        q = query * inverse_rms(query) if rms else l2_normalize(query)
-        if self.token_weighting == "l2":
-            # RMS-normalised q makes a sqrt(D) times larger: so must be the epsilon.
-            epsilon = L2_EPSILON * (self.dim**0.5 if self.l2_form == "rsqrt" else 1.0)
-            a = ops.matmul(q, self.w_g)  # (B, H, W, 1)
-            square_sum = ops.sum(a * a, axis=(1, 2), keepdims=True)
-            g = ops.sum(a * q, axis=(1, 2), keepdims=True)
-            g = g * ops.rsqrt(ops.maximum(square_sum, epsilon**2))
-        else:
-            g = ops.sum(q, axis=(1, 2), keepdims=True)
-        if rms:
-            # key * (1/rms(key) * g), not (key / rms(key)) * g: in the latter the converter
-            # gives the normalised key the int8 scale of the product (-8 dB SQNR on XS).
-            return [key * (inverse_rms(key) * g), q]
-        return [g * l2_normalize(key), q]
-
-    def compute_output_shape(self, input_shape):
-        if isinstance(input_shape[0], (list, tuple)):
-            shape = tuple(input_shape[0])
-        else:
-            shape = tuple(input_shape[:-1]) + (input_shape[-1] // 2,)
-        return [shape, shape]
-
-    def get_config(self):
-        return {**super().get_config(), "token_weighting": self.token_weighting,
-                "l2_form": self.l2_form}
+        return self._folded_mix(inputs, self.w_g)
 
 
 class _Builder:
@@ -240,8 +298,14 @@ def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense
         x = _attention_block(b, x, width, f"stages.{i}.blocks.{depth - 1}",
                              geometry.token_weighting, l2_form, merge_query_key)
     if geometry.top == "logits":
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
-        x = b.dense(x, weights["head"][0].shape[-1], "head")
+        classes = weights["head"][0].shape[-1]
+        if projections == "conv":  # per-channel int8 weights in QAT (converters.tfmot)
+            x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
+            x = b.conv(x, classes, 1, "head")
+            x = layers.Reshape((classes,), name="head-flatten")(x)
+        else:
+            x = layers.GlobalAveragePooling2D(name="pool")(x)
+            x = b.dense(x, classes, "head")
         if geometry.classifier_activation is not None:
             x = layers.Activation(geometry.classifier_activation, name="predictions")(x)
     else:
@@ -266,8 +330,11 @@ def for_inference(model, l2_form="rsqrt", projections="dense", merge_query_key=F
         l2_form: how the attention's L2 normalisations are written (`L2_FORMS`):
             "rsqrt" keeps a float graph in one XNNPACK partition; "l2_normalization" gives
             TFLite's int8-capable L2_NORMALIZATION op.
-        projections: the attention's channel projections as "dense" (FULLY_CONNECTED) or
-            "conv" (1x1 CONV_2D); XNNPACK runs both as the same GEMM (measured equal on XS).
+        projections: the attention's channel projections and the classifier as "dense"
+            (FULLY_CONNECTED) or "conv" (1x1 CONV_2D; the classifier on the (B, 1, 1, C) pooled
+            map, then reshaped); XNNPACK runs both as the same GEMM (measured equal on XS).
+            Quantisation-aware training uses "conv": TFMOT quantises convolution kernels per
+            output channel, Dense kernels only per tensor.
         merge_query_key: compute the query and key projections as one matmul and split it
             (one FULLY_CONNECTED and a SPLIT; measured no faster on XS, hence off).
 

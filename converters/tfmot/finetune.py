@@ -6,10 +6,11 @@ unlabeled images, randomly flipped and cropped, so a folder of photos is all it 
 
 ====  ======================================================================================
 mse   ``mean((s - t)^2) / mean(t^2)``: the inverse signal-to-noise ratio of the logits, i.e.
-      what the fidelity report's SQNR measures
+      what the fidelity report's SQNR measures (the default: QAT of the folded XS at 128 px,
+      100 steps, against post-training int8: MSE +1.4 dB, MSE + KL +0.5 dB, KL -6.5 dB)
 kl    DeiT's soft distillation at temperature `tau` (`keras_swiftformer.training.losses`),
       times the class count (so that it does not shrink with it)
-mse+kl  the sum (the default): MSE follows the logits' values, KL their ranking
+mse+kl  the sum: MSE follows the logits' values, KL their ranking
 ====  ======================================================================================
 """
 
@@ -23,6 +24,13 @@ from converters.tfmot.twin import freeze_batch_norm
 from keras_swiftformer.training.losses import soft_distillation
 
 LOSSES = ("mse", "kl", "mse+kl")
+#: "relative": `RelativeAdam` (steps relative to each tensor's scale); "adam": plain Adam.
+OPTIMIZERS = ("relative", "adam")
+#: Peak learning rate of the "relative" optimizer. QAT of the folded XS (128 px, 100 steps, 64
+#: photos) from its calibrated start: 6e-4 gained 1.2 dB, 2e-3 lost 1.5 dB.
+DEFAULT_LEARNING_RATE = 6e-4
+#: Fraction of the steps spent warming the learning rate up from zero.
+WARMUP = 0.1
 
 
 def augment(images, seed, min_area=0.5):
@@ -59,11 +67,56 @@ def distillation_loss(student_logits, teacher_logits, loss="mse+kl", tau=1.0):
     return total
 
 
-def distill(student, teacher, images, steps, batch_size=16, learning_rate=3e-5, loss="mse+kl",
-            tau=1.0, seed=0, callbacks=(), progress=None):
+#: The smallest scale `RelativeAdam` gives a variable.
+MIN_SCALE = 1e-3
+
+
+class RelativeAdam:
+    """Adam whose step size for each variable is `learning_rate` times that variable's RMS at
+    the start (a per-tensor trust ratio, as LAMB's, fixed at the start).
+
+    Folding makes tensor scales differ by orders of magnitude (the first convolution carries
+    the ImageNet normalisation, ``1 / (255 std)``: kernels around 1e-5), and plain Adam moves
+    every element by about the learning rate, whatever its scale: a step that is harmless to
+    one tensor rewrites another. (Measured on the folded XS QAT model at 128 px, before the RMS
+    statistics were kept in float: 60 plain Adam steps at 3e-5 took it from 23 to 1 dB; this
+    optimizer at 1e-4 relative gained 1 dB in 40 steps.) The RMS is floored at `MIN_SCALE`, so
+    that a tensor that is zero (or nearly) can still move.
+    """
+
+    def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.variables = list(variables)
+        self.learning_rate = learning_rate  # float, or a callable of the step (a schedule)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.scales = [tf.constant(max(float(tf.sqrt(tf.reduce_mean(tf.square(v)))), MIN_SCALE),
+                                   v.dtype) for v in self.variables]
+        self.moments = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.squares = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def apply_gradients(self, gradients):
+        """One step; `gradients` in the order of the variables (None: no gradient)."""
+        lr = self.learning_rate
+        lr = lr(self.iterations) if callable(lr) else lr
+        step = tf.cast(self.iterations + 1, tf.float32)
+        correction = tf.sqrt(1.0 - self.beta_2**step) / (1.0 - self.beta_1**step)
+        for g, v, m, s, scale in zip(gradients, self.variables, self.moments, self.squares,
+                                     self.scales):
+            if g is None:
+                continue
+            g = tf.convert_to_tensor(g)  # clustering's centroids get IndexedSlices
+            m.assign(self.beta_1 * m + (1.0 - self.beta_1) * g)
+            s.assign(self.beta_2 * s + (1.0 - self.beta_2) * g * g)
+            v.assign_sub(lr * scale * correction * m / (tf.sqrt(s) + self.epsilon))
+        self.iterations.assign_add(1)
+
+
+def distill(student, teacher, images, steps, batch_size=16, learning_rate=DEFAULT_LEARNING_RATE,
+            loss="mse", tau=1.0, seed=0, callbacks=(), progress=None, optimizer="relative"):
     """Fine-tunes `student` so that its logits follow `teacher`'s on augmented `images`.
 
-    Adam with a cosine decay of the learning rate to zero over `steps`; BatchNorm frozen
+    `RelativeAdam` (or plain Adam), the learning rate warmed up linearly over the first
+    `WARMUP` of the steps, then a cosine decay to zero; BatchNorm frozen
     (`converters.tfmot.twin.freeze_batch_norm`). TFMOT's pruning
     callback (`tfmot.sparsity.keras.UpdatePruningStep`) and other Keras callbacks get their
     ``on_train_begin`` / ``on_train_batch_begin`` / ``on_train_batch_end`` / ``on_epoch_end``
@@ -75,12 +128,13 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=3e-5, 
         images: (N, H, W, C) float32 in the models' input domain.
         steps: optimiser steps.
         batch_size: images per step (drawn without replacement, reshuffled every epoch).
-        learning_rate: peak learning rate.
+        learning_rate: peak learning rate (relative to each tensor's RMS with "relative").
         loss: one of `LOSSES`.
         tau: temperature of "kl".
         seed: of the shuffling and the augmentation.
         callbacks: Keras callbacks for the student.
         progress: callable taking one line of text, called about ten times; or None.
+        optimizer: one of `OPTIMIZERS`.
 
     Returns:
         The loss of each step (list of float).
@@ -91,9 +145,19 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=3e-5, 
         raise ValueError(f"Need steps >= 1 and images, got steps={steps}, {len(images)} images")
     batch_size = min(batch_size, len(images))
     freeze_batch_norm(student)
-    schedule = tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    optimizer = tf_keras.optimizers.Adam(schedule)
+    warmup = int(WARMUP * steps)
+    schedule = tf_keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate, max(steps - warmup, 1), warmup_target=learning_rate
+        if warmup else None, warmup_steps=warmup)
     variables = student.trainable_variables
+    if optimizer == "relative":
+        optimizer = RelativeAdam(variables, schedule)
+        apply = optimizer.apply_gradients
+    elif optimizer == "adam":
+        optimizer = tf_keras.optimizers.Adam(schedule)
+        apply = lambda grads: optimizer.apply_gradients(zip(grads, variables))  # noqa: E731
+    else:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
     @tf.function
     def train_step(x, step_seed):
@@ -101,7 +165,7 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=3e-5, 
         target = tf.stop_gradient(tf.convert_to_tensor(teacher(x, training=False)))
         with tf.GradientTape() as tape:
             value = distillation_loss(student(x, training=True), target, loss, tau)
-        optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+        apply(tape.gradient(value, variables))
         return value
 
     rng = np.random.default_rng(seed)

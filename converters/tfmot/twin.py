@@ -15,6 +15,7 @@ import tensorflow as tf
 import tf_keras
 from keras import ops
 
+from converters.inference_graph import FoldedTokenMixingMath
 from keras_swiftformer.layers import (
     L2_EPSILON,
     AdditiveTokenMixingMath,
@@ -39,8 +40,10 @@ _identity.__name__ = "linear"  # what TFMOT's QuantizeAwareActivation recognises
 
 #: Kinds of observation point (see `Observed`): what range a fake-quantiser there takes.
 #: "range": a moving-average range from the data; "unit": the output of an L2 normalisation,
-#: TFLite's fixed int8 range for it; "constant": a constant or weight, its own range.
-POINT_KINDS = ("range", "unit", "constant")
+#: TFLite's fixed int8 range for it; "constant": a constant or weight, its own range;
+#: "statistic": a tensor inside an RMS normalisation (`converters.tfmot.quantize` keeps these
+#: in float).
+POINT_KINDS = ("range", "unit", "constant", "statistic")
 
 
 class Observed:
@@ -147,6 +150,26 @@ class AdditiveTokenMixing(Observed, AdditiveTokenMixingMath, tf_keras.layers.Lay
                 "token_sum": self.token_sum}
 
 
+class FoldedTokenMixing(Observed, FoldedTokenMixingMath, tf_keras.layers.Layer):
+    """tf_keras twin of `converters.inference_graph.FoldedTokenMixing` (the folded graph's
+    attention): the same math, with every intermediate observed once quantised."""
+
+    def __init__(self, token_weighting="l2", l2_form="rsqrt", **kwargs):
+        super().__init__(**kwargs)
+        self._set_options(token_weighting, l2_form)
+        self._init_observers()
+
+    def build(self, input_shape):
+        self.w_g = self.add_weight(name="w_g", shape=(self._token_shape(input_shape)[-1], 1),
+                                   initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        if not self.observed:
+            return self._folded_mix(inputs, self.w_g)
+        return self._folded_mix(inputs, self.w_g, self._observe)
+
+
 class Rescaling(Observed, tf_keras.layers.Rescaling):
     """tf_keras's Rescaling with its constants and intermediate observed, so that the
     preprocessing's MUL and ADD convert to int8 (TFLite leaves an op with a constant operand
@@ -217,6 +240,7 @@ class BatchNormalization(Observed, tf_keras.layers.BatchNormalization):
 #: The twin classes that replace tf_keras's own, by Keras 3 class name (also the custom
 #: objects that tf_keras needs to clone or deserialise a twin).
 CUSTOM_LAYERS = {"LayerScale": LayerScale, "AdditiveTokenMixing": AdditiveTokenMixing,
+                 "FoldedTokenMixing": FoldedTokenMixing,
                  "Rescaling": Rescaling, "Average": Average,
                  "BatchNormalization": BatchNormalization}
 
