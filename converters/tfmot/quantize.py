@@ -6,6 +6,10 @@ configs (Conv2D/DepthwiseConv2D + BatchNorm are fused as the converter fuses the
 the `QuantizeConfig`s here:
 
 ==========================  ===============================================================
+FoldedTokenMixing           (the folded graph's attention, what the pipeline quantises) every
+                            internal tensor observed (`twin.Observed`) with a moving-average
+                            range, ``w_g`` and the epsilon constants with their own, except the
+                            query's and key's RMS statistics, left float (`FLOAT_POINT_KINDS`)
 AdditiveTokenMixing,        every internal tensor observed (`twin.Observed`): the
 Rescaling, Average          L2-normalised query, key and token weights with the fixed range of
                             TFLite's int8 L2_NORMALIZATION output (scale 1/128, zero point 0),
@@ -17,8 +21,8 @@ BatchNormalization          after a convolution: folded into it (TFMOT's transfo
 LayerScale                  ``gamma`` fake-quantised (per tensor), output range
 ==========================  ===============================================================
 
-so that every tensor of the converted graph has a range learnt in training and the converter
-needs no representative dataset. TFMOT starts every moving-average range at [-6, 6] and moves it
+so that every tensor of the converted graph has a range learnt in training (the float ones
+excepted) and the converter needs no representative dataset. TFMOT starts every moving-average range at [-6, 6] and moves it
 with an EMA of decay 0.999, too slowly for a short fine-tuning: `calibrate_ranges` sets them
 from calibration images first.
 """

@@ -3,8 +3,9 @@
 `build_twin(model)` walks the Keras 3 functional graph layer by layer (`model.layers` is in
 topological order) and calls, for each layer, its tf_keras equivalent on the twin tensors of the
 layer's inputs: stock layers are rebuilt by class name from their config, the custom ones are the
-tf_keras subclasses below, which reuse the math mixins of `keras_swiftformer.layers` (written with
-`keras.ops`, which act on the tf tensors of tf_keras on the TensorFlow backend). So the twin has
+tf_keras subclasses below, which reuse the math mixins of `keras_swiftformer.layers` and
+`converters.inference_graph` (written with `keras.ops`, which act on the tf tensors of tf_keras
+on the TensorFlow backend). It works on the Keras model and on its folded inference graph. So the twin has
 the same topology, layer names and weight order as the model, and there is no second copy of the
 architecture. `copy_weights` moves the weights across (either way) layer by layer, by order, with
 every count, name and shape checked.
