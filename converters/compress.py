@@ -168,8 +168,8 @@ def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=N
     student = quantize.quantize_twin(twin, scheme)
     quantize.calibrate_ranges(student, images, batch_size)
     if steps:
-        finetune.distill(student, model, images, steps, batch_size,
-                         learning_rate or finetune.DEFAULT_LEARNING_RATE, loss, progress=progress)
+        finetune.distill(student, model, images, steps, batch_size, learning_rate, loss,
+                         progress=progress)
         # Training moves the ranges by an EMA of augmented batches, which narrows them towards
         # a typical batch's; set them again from the images for the trained weights (measured,
         # XS at 224 px: 28.5 -> 29.4 dB, top-1 agreement 0.94 -> 0.98).
@@ -206,11 +206,10 @@ def _back_to_keras(model, twin):
 
 
 def _fine_tune(model, student, images, tune, callbacks=()):
-    from converters.tfmot.finetune import DEFAULT_LEARNING_RATE, distill
+    from converters.tfmot.finetune import distill
 
-    distill(student, model, images, tune["steps"], tune["batch_size"],
-            tune["learning_rate"] or DEFAULT_LEARNING_RATE, tune["loss"], callbacks=callbacks,
-            progress=tune["progress"])
+    distill(student, model, images, tune["steps"], tune["batch_size"], tune["learning_rate"],
+            tune["loss"], callbacks=callbacks, progress=tune["progress"])
 
 
 def _prune(model, images, tune, qat, pattern, target, label):

@@ -111,8 +111,8 @@ class RelativeAdam:
         self.iterations.assign_add(1)
 
 
-def distill(student, teacher, images, steps, batch_size=16, learning_rate=DEFAULT_LEARNING_RATE,
-            loss="mse", tau=1.0, seed=0, callbacks=(), progress=None, optimizer="relative"):
+def distill(student, teacher, images, steps, batch_size=16, learning_rate=None, loss="mse",
+            tau=1.0, seed=0, callbacks=(), progress=None, optimizer="relative"):
     """Fine-tunes `student` so that its logits follow `teacher`'s on augmented `images`.
 
     `RelativeAdam` (or plain Adam), the learning rate warmed up linearly over the first
@@ -128,7 +128,8 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=DEFAUL
         images: (N, H, W, C) float32 in the models' input domain.
         steps: optimiser steps.
         batch_size: images per step (drawn without replacement, reshuffled every epoch).
-        learning_rate: peak learning rate (relative to each tensor's RMS with "relative").
+        learning_rate: peak learning rate (relative to each tensor's RMS with "relative");
+            None: `DEFAULT_LEARNING_RATE`.
         loss: one of `LOSSES`.
         tau: temperature of "kl".
         seed: of the shuffling and the augmentation.
@@ -145,6 +146,7 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=DEFAUL
         raise ValueError(f"Need steps >= 1 and images, got steps={steps}, {len(images)} images")
     batch_size = min(batch_size, len(images))
     freeze_batch_norm(student)
+    learning_rate = learning_rate or DEFAULT_LEARNING_RATE
     warmup = int(WARMUP * steps)
     schedule = tf_keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else learning_rate, max(steps - warmup, 1), warmup_target=learning_rate
