@@ -19,7 +19,6 @@ How one run goes:
    Python's garbage collector paused.
 """
 
-import gc
 import json
 import os
 import platform
@@ -30,20 +29,17 @@ import time
 import numpy as np
 
 from android_bench.schema import new_report
+# The timing core lives in converters (the pipeline's report times files too); the names other
+# modules import from here stay importable.
+from converters.litert_inspect import (  # noqa: F401
+    interleaved_order,
+    invoke_ms,
+    latency_summary,
+    random_input,
+    time_interleaved,
+)
 
 HOST_BACKENDS = ("xnnpack", "cpu")
-
-
-def latency_summary(samples_ms):
-    """Timed inferences (ms) -> mean, median, p90, min, max, std (population), runs."""
-    x = np.asarray(samples_ms, np.float64)
-    if x.size == 0:
-        raise ValueError("No timed inferences to summarise")
-    return {
-        "mean_ms": float(x.mean()), "median_ms": float(np.median(x)),
-        "p90_ms": float(np.percentile(x, 90)), "min_ms": float(x.min()),
-        "max_ms": float(x.max()), "std_ms": float(x.std()), "runs": int(x.size),
-    }
 
 
 class MemoryProbe:
@@ -98,17 +94,6 @@ class MemoryProbe:
             return None
         return ("VmHWM above VmRSS before loading (peak counter reset per model)"
                 if self.resettable else "largest sampled VmRSS above VmRSS before loading")
-
-
-def random_input(shape, dtype, seed=0):
-    """Random data of the model's input type: pixels 0-255 for float inputs (SwiftFormer
-    exports take RGB pixels), the full range for integer ones."""
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
-    return rng.uniform(0.0, 255.0, size=shape).astype(dtype)
 
 
 class HostCase:
@@ -181,10 +166,7 @@ class HostCase:
         return self.result
 
     def invoke_ms(self):
-        interpreter = self.runner.interpreter
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        return (time.perf_counter_ns() - start) / 1e6
+        return invoke_ms(self.runner.interpreter)
 
     def record(self):
         """The schema's result for this case."""
@@ -195,13 +177,6 @@ class HostCase:
             **self.result, **latency_summary(self.samples),
             "samples_ms": [round(s, 4) for s in self.samples],
         }
-
-
-def interleaved_order(count, runs, seed=0):
-    """The case indices in timing order: `runs` rounds, each a fresh random permutation of
-    ``range(count)`` (so every case runs once per round, at varying positions)."""
-    rng = np.random.default_rng(seed)
-    return [int(i) for _ in range(runs) for i in rng.permutation(count)]
 
 
 def host_device():
@@ -281,15 +256,9 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
     for case in cases:
         case.load(warmup, MemoryProbe(), seed)  # its numbers are the warm process's: unused
     progress(f"timing {len(cases)} cases x {runs} runs, interleaved")
-    order = interleaved_order(len(cases), runs, seed)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for index in order:
-            cases[index].samples.append(cases[index].invoke_ms())
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    samples = time_interleaved([case.runner.interpreter for case in cases], runs, seed=seed)
+    for case, times in zip(cases, samples):
+        case.samples = times
     settings = {"warmup_runs": warmup, "runs": runs, "interleaved": True, "seed": seed,
                 "backends": list(backends), "threads": list(threads),
                 "timed": "interpreter.invoke() only, input set once before timing"}

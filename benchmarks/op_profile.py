@@ -18,16 +18,10 @@ import time
 
 import numpy as np
 
-from android_bench.host import random_input
+from converters.litert_inspect import delegation  # noqa: F401 -- litert_vs_torch imports it here
+from converters.litert_inspect import flatbuffer_utils as _flatbuffer_utils
+from converters.litert_inspect import set_random_input
 from converters.runtime import interpreter_class
-
-
-def _flatbuffer_utils():
-    try:
-        from ai_edge_litert.tools import flatbuffer_utils
-    except ImportError:  # the same module in TensorFlow's tree
-        from tensorflow.lite.tools import flatbuffer_utils
-    return flatbuffer_utils
 
 
 def _is_constant(model, tensor):
@@ -109,12 +103,6 @@ def single_op_models(content):
         yield indices, label, sub_model(model, indices)
 
 
-def _random_inputs(interpreter, seed):
-    for i, detail in enumerate(interpreter.get_input_details()):
-        interpreter.set_tensor(detail["index"],
-                               random_input(detail["shape"], detail["dtype"], seed + i))
-
-
 def time_invoke(interpreter, runs, warmup=3):
     """Median seconds of `runs` invocations after `warmup`."""
     for _ in range(warmup):
@@ -139,27 +127,6 @@ def make_interpreter(content, num_threads=1, use_xnnpack=True):
     return interpreter
 
 
-def delegation(content, num_threads=1):
-    """What XNNPACK takes of `content`: ``{"ops": count, "partitions": delegate partitions,
-    "undelegated": {op type: count}}`` (ops run by LiteRT's own kernels)."""
-    Interpreter, _, _ = interpreter_class()
-    details = {}
-    for fusion_off in (False, True):
-        interpreter = Interpreter(model_content=content, num_threads=num_threads,
-                                  experimental_disable_delegate_node_fusion=fusion_off)
-        interpreter.allocate_tensors()
-        details[fusion_off] = interpreter._get_ops_details()  # noqa
-    # With node fusion off every delegated op gets its own DELEGATE node, which takes over
-    # the op's outputs; an op whose outputs no DELEGATE node produces was not delegated.
-    delegated_outputs = {int(t) for op in details[True] if op["op_name"] == "DELEGATE"
-                         for t in op["outputs"]}
-    ops = [op for op in details[True] if op["op_name"] != "DELEGATE"]
-    undelegated = collections.Counter(
-        op["op_name"] for op in ops if not {int(t) for t in op["outputs"]} & delegated_outputs)
-    partitions = sum(op["op_name"] == "DELEGATE" for op in details[False])
-    return {"ops": len(ops), "partitions": partitions, "undelegated": dict(undelegated)}
-
-
 def _is_delegated(interpreter):
     return any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # noqa
 
@@ -174,14 +141,14 @@ def profile(content, num_threads=1, runs=30, use_xnnpack=True, seed=0):
     rows = []
     for indices, name, single in single_op_models(content):
         interpreter = make_interpreter(single, num_threads, use_xnnpack)
-        _random_inputs(interpreter, seed)
+        set_random_input(interpreter, seed)
         ms = 1e3 * time_invoke(interpreter, runs)
         output = interpreter.get_output_details()[0]
         rows.append({"index": indices[-1], "op": name, "ms": ms,
                      "delegated": _is_delegated(interpreter),
                      "shape": tuple(int(d) for d in output["shape"])})
     whole = make_interpreter(content, num_threads, use_xnnpack)
-    _random_inputs(whole, seed)
+    set_random_input(whole, seed)
     return rows, 1e3 * time_invoke(whole, runs, warmup=5)
 
 

@@ -1,6 +1,7 @@
 """``swiftformer-convert``: the conversion pipeline and checkpoint import on the command line.
 
     swiftformer-convert [run] [--checkpoint PATH] [--variant XS] [--formats all] ...
+        [--images DIR [--on-bad-image skip]] [--latency-runs 30] [--license TEXT]
         [--qat [--qat-steps N]] [--prune 2:4 50%] [--cluster 16]
     swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
     swiftformer-convert report OUTPUT_DIR --accuracy ACCURACY.json
@@ -18,7 +19,7 @@ SUBCOMMANDS = ("run", "import", "report")
 
 
 def _run_parser(sub):
-    from converters.pipeline import DEFAULT_FORMATS, GRAPHS
+    from converters.pipeline import BAD_IMAGE_POLICIES, DEFAULT_FORMATS, GRAPHS
 
     p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)")
     p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file; "
@@ -40,6 +41,15 @@ def _run_parser(sub):
     p.add_argument("--graph", choices=GRAPHS, default="folded",
                    help="convert LiteRT formats from the folded inference graph (default, "
                    "faster) or from the Keras model as built")
+    p.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
+                   help="a corrupt or non-image file in --images: 'error' stops before any "
+                   "work, 'skip' warns and leaves it out (default: error)")
+    p.add_argument("--latency-runs", type=int, default=30,
+                   help="interleaved timed runs of each LiteRT file for the report's host "
+                   "latency (XNNPACK, 1 thread); 0: off (default 30)")
+    p.add_argument("--license", default=None,
+                   help="licence text written into each LiteRT file's metadata (default: "
+                   "code Apache-2.0, weights under the source checkpoint's licence)")
     g = p.add_argument_group("compression (tensorflow-model-optimization, the [tfmot] extra); "
                              "fine-tunes on the calibration images by distillation")
     g.add_argument("--qat", action="store_true",
@@ -136,13 +146,16 @@ def main(argv=None):
             num_calibration=args.num_calibration, num_evaluation=args.num_evaluation,
             output_dir=args.output_dir, token_weighting=args.token_weighting,
             softmax=args.softmax, graph=args.graph, qat=args.qat, prune=args.prune,
-            cluster=args.cluster, compress_steps=args.qat_steps)
+            cluster=args.cluster, compress_steps=args.qat_steps,
+            on_bad_image=args.on_bad_image, latency_runs=args.latency_runs,
+            license=args.license)
         with open(result["report"]["markdown"]) as f:
             print(f.read())
         failed = [r["format"] for r in result["rows"] if r.get("error")]
         return 1 if failed else 0
     except (CheckpointError, PipelineError, ValueError, FileNotFoundError, ImportError) as err:
-        print(f"swiftformer-convert: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the cause printed
+        print(f"swiftformer-convert: error: {message}", file=sys.stderr)
         return 2
 
 

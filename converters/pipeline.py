@@ -16,6 +16,7 @@ whole or not at all. With ``qat`` / ``prune`` / ``cluster``, the compressed form
 
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -120,9 +121,63 @@ def synthetic_images(count, size, seed):
     return np.stack(images)
 
 
-def split_images(image_dir, size, num_calibration, num_evaluation, crop_pct):
+#: What `--on-bad-image` may say: "error" stops before any work, "skip" warns and leaves the
+#: file out (the training command's choice, `keras_swiftformer.training.config`).
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def image_paths(image_dir, num_calibration, num_evaluation, on_bad_image="error"):
+    """The files of `image_dir` the pipeline will read, each fully decoded once to check it
+    (`keras_swiftformer.training.data.check_images`), before any work.
+
+    The split takes even-indexed files to calibrate and odd-indexed ones to evaluate, so the
+    first ``2 * max(num_calibration, num_evaluation)`` readable files are enough.
+
+    Returns:
+        (paths, skipped): readable files in order, and for the bad ones left out ("skip") the
+        check's messages, which name each file and what is wrong with it.
+
+    Raises:
+        PipelineError: a bad file with ``on_bad_image="error"`` (naming every bad file), or
+        fewer than two readable images.
+    """
+    from keras_swiftformer.imagenet import list_images
+    from keras_swiftformer.training.data import ImageSet, check_images
+
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise PipelineError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got "
+                            f"{on_bad_image!r}")
+    try:
+        candidates = [os.path.relpath(p, image_dir) for p in list_images(image_dir)]
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    needed = 2 * max(num_calibration, num_evaluation, 1)
+    good, skipped, start = [], [], 0
+    while len(good) < needed and start < len(candidates):
+        window = candidates[start:start + needed - len(good)]
+        start += len(window)
+        images = ImageSet(keys=window, labels=np.zeros(len(window), np.int32), classes=[],
+                          root=image_dir)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                kept = check_images(images, check="decode", on_bad=on_bad_image).keys
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
+        skipped += [str(w.message) for w in caught]
+        good += kept
+    if len(good) < 2:
+        raise PipelineError(f"{image_dir} has {len(good)} readable image(s): at least 2 are "
+                            "needed (one to calibrate, one to evaluate)")
+    return [os.path.join(image_dir, key) for key in good], skipped
+
+
+def split_images(image_dir, size, num_calibration, num_evaluation, crop_pct, paths=None):
     """Calibration and evaluation images from a folder (disjoint: even-indexed files calibrate,
     odd-indexed ones evaluate), or synthetic ones without a folder.
+
+    Args:
+        paths: the folder's files to use (`image_paths`); default: all its images.
 
     Returns:
         (calibration (N, H, W, 3), evaluation (M, H, W, 3), description, synthetic?)
@@ -132,7 +187,7 @@ def split_images(image_dir, size, num_calibration, num_evaluation, crop_pct):
     if image_dir is None:
         return (synthetic_images(num_calibration, size, seed=0),
                 synthetic_images(num_evaluation, size, seed=1), "synthetic", True)
-    paths = list_images(image_dir)
+    paths = list_images(image_dir) if paths is None else paths
     if len(paths) < 2:
         raise PipelineError(f"{image_dir} has {len(paths)} image(s): at least 2 are needed "
                             "(one to calibrate, one to evaluate)")
@@ -202,14 +257,45 @@ class _Graphs:
         return "folded", self._folded, MIXED_FLOAT_OPS
 
 
-def _tflite_row(graphs, path, fmt, calibration, evaluation, reference):
+def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):
+    from converters.files import atomic_output
     from converters.runtime import TFLiteRunner
 
     graph, model, float_ops = graphs.for_format(fmt)
-    tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops)
+    with atomic_output(path) as tmp:  # the file appears with its metadata, or not at all
+        tflite.export_tflite(model, tmp, fmt, calibration=calibration, float_ops=float_ops)
+        labeller(tmp, fmt, os.path.basename(path))
     actual = TFLiteRunner(path).predict(evaluation)
     return {"graph": graph, "size_bytes": os.path.getsize(path),
             "evaluation_images": len(evaluation), **fidelity(reference, actual)}
+
+
+class _Labeller:
+    """Adds classifier metadata (`converters.metadata`) to `.tflite` files in place: ImageNet
+    labels when the model has 1000 outputs, and the run's facts. ``verdicts``: file name ->
+    why MediaPipe cannot open it (None: it can)."""
+
+    def __init__(self, model, info, softmax, license):
+        from keras_swiftformer.imagenet import class_names
+
+        self.info, self.softmax, self.license = info, softmax, license
+        self.labels = class_names() if model.output.shape[-1] == 1000 else None
+        self.verdicts = {}
+
+    def __call__(self, path, fmt, name=None):
+        """Rewrites `path` (the file `name`, default its base name) with metadata."""
+        from converters.files import atomic_output
+        from converters.metadata import add_classifier_metadata, mediapipe_ready
+
+        with open(path, "rb") as f:
+            content = f.read()
+        content = add_classifier_metadata(
+            content, self.info["variant"], fmt, self.labels, self.softmax,
+            str(self.info.get("checkpoint")), self.license, self.info.get("crop_pct", 0.875),
+            extra={"token_weighting": self.info.get("token_weighting")})
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            f.write(content)
+        self.verdicts[name or os.path.basename(path)] = mediapipe_ready(content)
 
 
 def _coreml_row(model, path, fmt, evaluation, info):
@@ -226,10 +312,65 @@ def _coreml_row(model, path, fmt, evaluation, info):
             **report["logits"]}
 
 
+def _prepare(checkpoint, variant, size, token_weighting, softmax, image_dir, paths,
+             num_calibration, num_evaluation, graph, step):
+    """Model, images and reference outputs: everything before the first file is written."""
+    step(1, "building the Keras model" + (f" from {checkpoint}" if checkpoint else
+                                          " with RANDOM weights (no checkpoint given)"))
+    model, info = build_model(checkpoint, variant, size + (3,), token_weighting, softmax)
+    step(2, "preparing calibration and evaluation images")
+    try:
+        calibration, evaluation, source, synthetic = split_images(
+            image_dir, size, num_calibration, num_evaluation, info["crop_pct"], paths)
+    except OSError as err:  # checked before, but a file can change under us
+        raise PipelineError(f"Cannot read an image of {image_dir}: {err}") from None
+    reference = model.predict(evaluation, verbose=0, batch_size=16)
+    info.update(calibration_images=len(calibration), evaluation_images=len(evaluation),
+                image_source=source, synthetic_images=synthetic, versions=_versions(),
+                tflite_graph=graph)
+    return model, info, calibration, evaluation, reference
+
+
+def inspect_litert(rows, output_dir, latency_runs=30, progress=print):
+    """Adds to each LiteRT row: XNNPACK partitions and undelegated ops, the GPU analyser's
+    verdict and, with `latency_runs`, host latency (LiteRT + XNNPACK, 1 thread, every file in
+    one interleaved loop, median ms) and its ratio to the float32 row's; ``slow`` when that
+    ratio exceeds `converters.litert_inspect.SLOW_RATIO`."""
+    from converters.litert_inspect import SLOW_RATIO, delegation, gpu_compatibility, host_latency
+
+    files = [(row, os.path.join(output_dir, row["file"])) for row in rows
+             if not row.get("error") and row["file"].endswith(".tflite")]
+    for row, path in files:
+        try:
+            with open(path, "rb") as f:
+                partitions = delegation(f.read())
+            gpu = gpu_compatibility(path)
+        except Exception as err:  # an analysis failure must not lose the report
+            row["inspect_error"] = f"{type(err).__name__}: {err}"
+            continue
+        row.update(xnnpack_partitions=partitions["partitions"],
+                   undelegated_ops=partitions["undelegated"], gpu_compatible=gpu["compatible"],
+                   gpu_verdict=gpu["verdict"], gpu_incompatible_ops=gpu["incompatible_ops"])
+    if not latency_runs or not files:
+        return rows
+    progress(f"    timing {len(files)} LiteRT files x {latency_runs} interleaved runs "
+             "(XNNPACK, 1 thread)")
+    latency = host_latency([path for _, path in files], runs=latency_runs)
+    base = next((latency[path]["median_ms"] for row, path in files
+                 if row["format"] == "float32"), None)
+    for row, path in files:
+        row["latency_ms"] = latency[path]["median_ms"]
+        if base:
+            row["latency_ratio"] = row["latency_ms"] / base
+            row["slow"] = row["latency_ratio"] > SLOW_RATIO
+    return rows
+
+
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
                  num_calibration=32, num_evaluation=64, output_dir="converted",
                  token_weighting=None, softmax=False, graph="folded", qat=False, prune=(),
-                 cluster=(), compress_steps=100, progress=print):
+                 cluster=(), compress_steps=100, on_bad_image="error", latency_runs=30,
+                 license=None, progress=print):
     """Converts a checkpoint to every requested format and writes the fidelity report.
 
     Args:
@@ -241,9 +382,11 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         image_dir: a folder of photos; even-indexed files calibrate, odd-indexed ones
             evaluate. None: synthetic images (offline default).
         num_calibration, num_evaluation: how many images of each.
-        output_dir: where the models and report go.
+        output_dir: where the models and report go; created only once the model and images
+            are ready, so a run that fails before its first format leaves nothing behind.
         token_weighting: override the checkpoint format's default ("l2" or "ones").
-        softmax: export probabilities instead of logits.
+        softmax: export probabilities instead of logits (then a MediaPipe score threshold is
+            a probability).
         qat: add quantisation-aware-trained int8 (and, with `prune` / `cluster`, their
             pruning- / cluster-preserving QAT) rows.
         prune: pruning specs, e.g. ``["2:4", "50%"]`` (`converters.compress.parse_prune`).
@@ -252,11 +395,16 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
             images.
         graph: what LiteRT formats are converted from (`GRAPHS`): "folded", the faster
             inference graph (`KERAS_GRAPH_FORMATS` excepted), or "keras", the model as built.
+        on_bad_image: a corrupt or non-image file in `image_dir`: "error" stops before any
+            work, naming the files; "skip" warns and leaves them out.
+        latency_runs: interleaved timed runs of each LiteRT file for the report's latency
+            (0: not timed).
+        license: the licence text written into each LiteRT file's metadata.
         progress: callable taking one line of text.
 
     Returns:
         dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
-        ``keras`` (path of the .keras reference model).
+        ``keras`` (path of the .keras reference model), ``info``.
     """
     from converters.files import atomic_output
 
@@ -267,33 +415,35 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
     check_compression(qat, prune, cluster, compress_steps, softmax)
     if graph not in GRAPHS:
         raise PipelineError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    if int(latency_runs) < 0:
+        raise PipelineError(f"latency_runs must be 0 (off) or more, got {latency_runs}")
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise PipelineError(f"No such checkpoint: {checkpoint}")
-    if image_dir is not None:
-        from keras_swiftformer.imagenet import list_images
-
-        list_images(image_dir)  # raises before any work if the folder has no images
-    os.makedirs(output_dir, exist_ok=True)
+    paths, skipped = (image_paths(image_dir, num_calibration, num_evaluation, on_bad_image)
+                      if image_dir is not None else (None, []))
+    for message in skipped:
+        progress(f"WARNING: {message}")
     steps = len(formats) + 2 + compress
     start = time.time()
 
     def step(i, text):
         progress(f"[{i}/{steps}] {text} ({time.time() - start:.0f} s)")
 
-    step(1, "building the Keras model" + (f" from {checkpoint}" if checkpoint else
-                                          " with RANDOM weights (no checkpoint given)"))
-    model, info = build_model(checkpoint, variant, size + (3,), token_weighting, softmax)
+    model, info, calibration, evaluation, reference = _prepare(
+        checkpoint, variant, size, token_weighting, softmax, image_dir, paths, num_calibration,
+        num_evaluation, graph, step)
+    if skipped:
+        info["skipped_images"] = " ".join(skipped)
     keras_path = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}.keras")
-    with atomic_output(keras_path) as tmp:
-        model.save(tmp)
-    step(2, "preparing calibration and evaluation images")
-    calibration, evaluation, source, synthetic = split_images(
-        image_dir, size, num_calibration, num_evaluation, info["crop_pct"])
-    reference = model.predict(evaluation, verbose=0, batch_size=16)
-    info.update(calibration_images=len(calibration), evaluation_images=len(evaluation),
-                image_source=source, synthetic_images=synthetic, versions=_versions(),
-                tflite_graph=graph)
-    graphs = _Graphs(model, graph)
+    created = not os.path.exists(output_dir)
+    try:
+        with atomic_output(keras_path) as tmp:  # the first file: the output folder appears here
+            model.save(tmp)
+    except BaseException:
+        if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
+            os.rmdir(output_dir)
+        raise
+    graphs, labeller = _Graphs(model, graph), _Labeller(model, info, softmax, license)
 
     rows, models = [], {}
     stem = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}")
@@ -307,23 +457,48 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
             if coreml:
                 row.update(_coreml_row(model, path, fmt[len(COREML_PREFIX):], evaluation, info))
             else:
-                row.update(_tflite_row(graphs, path, fmt, calibration, evaluation, reference))
+                row.update(_tflite_row(graphs, path, fmt, calibration, evaluation, reference,
+                                       labeller))
             models[fmt] = path
         except Exception as err:  # one format's failure must not lose the others
             row["error"] = f"{type(err).__name__}: {err}"
             progress(f"    {fmt} FAILED: {row['error'][:300]}")
         rows.append(row)
     if compress:
-        from converters.compress import compress_formats
-
-        step(steps, f"compression (QAT, pruning, clustering): fine-tuning on "
-             f"{len(calibration)} images, {compress_steps} steps per method")
-        for row in compress_formats(model, calibration, evaluation, reference, output_dir,
-                                    compress_steps, qat=qat, prune=prune, cluster=cluster,
-                                    progress=progress):
-            if not row.get("error"):
-                models[row["format"]] = os.path.join(output_dir, row["file"])
-            rows.append(row)
+        rows += _compressed_rows(model, calibration, evaluation, reference, output_dir,
+                                 compress_steps, qat, prune, cluster, labeller, models,
+                                 lambda text: step(steps, text), progress)
+    for row in rows:
+        if not row.get("error") and row["file"].endswith(".tflite"):
+            verdict = labeller.verdicts.get(row["file"], "no metadata written")
+            row["mediapipe"] = verdict is None
+            if verdict:
+                row["mediapipe_reason"] = verdict
+    inspect_litert(rows, output_dir, latency_runs, progress)
+    info["latency"] = (f"LiteRT + XNNPACK, 1 thread, {latency_runs} runs per file interleaved "
+                       "with the other files, median, on the converting machine"
+                       if latency_runs else "not measured (latency_runs=0)")
     paths = write_report(output_dir, info, rows)
     progress(f"done in {time.time() - start:.0f} s: report in {paths['markdown']}")
     return {"models": models, "rows": rows, "report": paths, "keras": keras_path, "info": info}
+
+
+def _compressed_rows(model, calibration, evaluation, reference, output_dir, compress_steps,
+                     qat, prune, cluster, labeller, models, step, progress):
+    """The rows of `converters.compress` (their LiteRT files given metadata too)."""
+    from converters.compress import compress_formats
+
+    step(f"compression (QAT, pruning, clustering): fine-tuning on {len(calibration)} images, "
+         f"{compress_steps} steps per method")
+    rows = compress_formats(model, calibration, evaluation, reference, output_dir,
+                            compress_steps, qat=qat, prune=prune, cluster=cluster,
+                            progress=progress)
+    for row in rows:
+        if row.get("error"):
+            continue
+        path = os.path.join(output_dir, row["file"])
+        models[row["format"]] = path
+        if path.endswith(".tflite"):
+            labeller(path, row["format"])
+            row["size_bytes"] = os.path.getsize(path)
+    return rows

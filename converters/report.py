@@ -55,8 +55,15 @@ COLUMNS = (
     ("SQNR (dB)", "sqnr_db", "{:.1f}"),
     ("top-1 agree", "top1_agreement", "{:.3f}"),
     ("images", "evaluation_images", "{}"),
+    ("ms (host)", "latency_ms", "{:.2f}"),
+    ("x float32", "latency_ratio", "{:.2f}"),
+    ("XNNPACK partitions", "xnnpack_partitions", "{}"),
+    ("GPU analyser", "gpu_compatible", "{}"),
+    ("MediaPipe", "mediapipe", "{}"),
     ("file", "file", "{}"),
 )
+#: Text of boolean cells, by row key.
+FLAGS = {"gpu_compatible": ("compatible", "INCOMPATIBLE"), "mediapipe": ("opens", "no")}
 #: Columns shown once `add_accuracy` has put labelled accuracy into the rows.
 ACCURACY_COLUMNS = (("top-1 %", "top1", "{:.2f}"), ("top-5 %", "top5", "{:.2f}"))
 
@@ -65,6 +72,10 @@ def _cell(row, key, fmt):
     value = row.get(key)
     if value is None:
         return "-"
+    if key in FLAGS:
+        return FLAGS[key][0] if value else FLAGS[key][1]
+    if key == "latency_ratio" and row.get("slow"):
+        return fmt.format(value) + " SLOW"
     if key.endswith("bytes"):
         value = value / 1e6
     elif key in ("top1", "top5"):
@@ -104,12 +115,43 @@ def markdown_report(info, rows):
                   "representative of real photos.", ""]
     for key in ("checkpoint", "format_in", "variant", "token_weighting", "input_shape",
                 "tflite_graph", "calibration_images", "evaluation_images", "image_source",
-                "accuracy", "created", "versions"):
+                "skipped_images", "accuracy", "latency", "created", "versions"):
         if key in info:
             lines.append(f"- **{key.replace('_', ' ')}**: {info[key]}")
     lines += ["", "Metrics compare each model's logits with the Keras float32 model on the "
               "evaluation images (never used for calibration).", "", markdown_table(rows), ""]
-    return "\n".join(lines)
+    return "\n".join(lines + litert_notes(rows))
+
+
+def litert_notes(rows):
+    """Markdown lines under the table: what the LiteRT columns mean, and a warning for each
+    format that runs on slow kernels or that the GPU analyser rejects."""
+    litert = [r for r in rows if not r.get("error") and str(r.get("file")).endswith(".tflite")]
+    if not litert:
+        return []
+    lines = ["LiteRT columns: **ms (host)** is the median time of one inference through LiteRT "
+             "+ XNNPACK, 1 thread, on the converting machine, every file timed in one "
+             "interleaved loop (each round runs every file once, in a new random order); "
+             "**x float32** its ratio to the float32 file's. **XNNPACK partitions**: how many "
+             "pieces the XNNPACK delegate runs; between them LiteRT's own kernels run the ops "
+             "it lacks. **GPU analyser**: the verdict of `tf.lite.experimental.Analyzer` "
+             "(`gpu_compatibility=True`), necessary rather than sufficient (TF 2.21's passes "
+             "ops the GPU delegate lacks). **MediaPipe**: the file has classifier metadata and "
+             "a float32 or uint8 input, so MediaPipe Tasks' ImageClassifier opens it.", ""]
+    for r in litert:
+        undelegated = ", ".join(f"{op} x{n}" for op, n in sorted(
+            (r.get("undelegated_ops") or {}).items()))
+        if r.get("slow"):
+            lines.append(f"- **{r['format']} is slow here**: {r['latency_ratio']:.1f}x float32's "
+                         f"time; XNNPACK leaves {undelegated or 'no op'} to LiteRT's reference "
+                         "kernels. Prefer another format for CPU inference.")
+        if r.get("gpu_compatible") is False:
+            ops = ", ".join(sorted(r.get("gpu_incompatible_ops") or {})) or "see the verdict"
+            lines.append(f"- **{r['format']}**: GPU delegate incompatible ({ops}): "
+                         f"{r.get('gpu_verdict')}")
+        if r.get("mediapipe") is False:
+            lines.append(f"- {r['format']}: MediaPipe cannot open it ({r.get('mediapipe_reason')})")
+    return lines + [""]
 
 
 def plot(rows, path, title="Fidelity and size per format"):

@@ -11,7 +11,7 @@ Formats (`TFLITE_FORMATS`):
 float32               float weights and activations
 float16               float16 weights, dequantised at load (float activations)
 dynamic_int8          int8 weights, float activations (dynamic-range quantisation)
-int8                  full integer, int8 input and output
+int8                  full integer inside, float32 input and output (MediaPipe-ready)
 uint8                 full integer, uint8 input and output (camera pixels as they are)
 int8_float_io         full integer inside, float input and output
 int16x8               16-bit activations, 8-bit weights, float input and output
@@ -139,10 +139,9 @@ def configure(converter, fmt, calibration=None):
             ]
         elif fmt != "int8_mixed":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if fmt in ("int8", "uint8"):
-            io_type = tf.int8 if fmt == "int8" else tf.uint8
-            converter.inference_input_type = io_type
-            converter.inference_output_type = io_type
+        if fmt == "uint8":  # int8 keeps float32 I/O: MediaPipe opens float32 or uint8 input only
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
     return converter
 
 
