@@ -140,7 +140,79 @@ def test_integer_io_models_take_raw_pixels(xs_pipeline):
     assert runner.input_dtype == np.uint8
     scale, zero_point = runner.input_quantization
     assert abs(scale - 1.0) < 0.02 and zero_point == 0  # calibrated on 0..255 pixels
-    assert "QUANTIZE" not in TFLiteRunner(xs_pipeline["models"]["int8"]).op_types()
+    # int8 is integer inside with float32 I/O, the int8 file MediaPipe opens.
+    int8 = TFLiteRunner(xs_pipeline["models"]["int8"])
+    assert int8.input_dtype == np.float32 and "QUANTIZE" in int8.op_types()
+    assert "FULLY_CONNECTED" in int8.op_types() and int8.predict(np.zeros((1, 224, 224, 3))
+                                                                 ).dtype == np.float32
+
+
+def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
+    rows = {row["format"]: row for row in xs_pipeline["rows"]}
+    for fmt in tflite.TFLITE_FORMATS:
+        row = rows[fmt]
+        assert row["latency_ms"] > 0 and row["xnnpack_partitions"] >= 0, row
+        assert row["gpu_compatible"] in (True, False) and "GPU" in row["gpu_verdict"]
+        assert row["mediapipe"] is True, (fmt, row.get("mediapipe_reason"))
+    assert rows["float32"]["latency_ratio"] == 1.0
+    assert rows["float32"]["xnnpack_partitions"] == 1  # the folded float graph: one piece
+    assert rows["float32"]["undelegated_ops"] == {}
+    # int16x8: XNNPACK has no 16x8 kernels, everything runs on reference kernels.
+    slow = rows["int16x8"]
+    assert slow["xnnpack_partitions"] == 0 and slow["slow"] and slow["latency_ratio"] > 3
+    assert not rows["int8"]["slow"] and rows["int8"]["latency_ratio"] < 1
+    assert "latency_ms" not in rows["coreml_float32"]
+    with open(xs_pipeline["report"]["markdown"]) as f:
+        text = f.read()
+    for title in ("ms (host)", "x float32", "XNNPACK partitions", "GPU analyser", "MediaPipe"):
+        assert f" {title} |" in text
+    assert "**int16x8 is slow here**" in text and " SLOW |" in text
+    assert "interleaved" in xs_pipeline["info"]["latency"]
+
+
+def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_path):
+    """Each LiteRT file the pipeline wrote, in MediaPipe Tasks' ImageClassifier (mediapipe
+    1.2.2, its own venv: tests/mediapipe_tasks.py), on the evaluation photos as uint8 at the
+    model's size: its top-1 label is the Keras model's on every photo for float32, and is the
+    LiteRT interpreter's on the same file (the format's own error against Keras is floored by
+    `test_every_format_meets_its_fidelity_floor`)."""
+    import keras
+
+    from converters.metadata import LABEL_FILE, read
+    from converters.pipeline import image_paths, split_images
+    from keras_swiftformer.imagenet import class_names
+    from tests.mediapipe_tasks import mediapipe_python, run_mediapipe
+
+    python, why = mediapipe_python()
+    if python is None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    info = xs_pipeline["info"]
+    paths, _ = image_paths(str(SAMPLES), 24, 40)
+    _, evaluation, _, _ = split_images(str(SAMPLES), (224, 224), 24, 40, info["crop_pct"], paths)
+    photos = np.clip(np.round(evaluation), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "photos.npy", photos)
+    keras_top1 = keras.saving.load_model(xs_pipeline["keras"], compile=False).predict(
+        photos.astype(np.float32), verbose=0).argmax(-1)
+    files = {fmt: xs_pipeline["models"][fmt] for fmt in tflite.TFLITE_FORMATS}
+    reply = run_mediapipe(python, list(files.values()), str(tmp_path / "photos.npy"))
+    names = class_names()
+    for fmt, path in files.items():
+        result = reply["results"][path]
+        assert "error" not in result, (fmt, result)
+        top1 = np.array(result["top1"])
+        assert result["names"] == [names[i] for i in top1], fmt
+        litert = TFLiteRunner(path).predict(photos.astype(np.float32)).argmax(-1)
+        assert (top1 == litert).all(), (fmt, np.flatnonzero(top1 != litert))
+        if fmt == "float32":
+            assert (top1 == keras_top1).all(), np.flatnonzero(top1 != keras_top1)
+        # The metadata as MediaPipe's own schema bindings read it.
+        meta = reply["metadata"][path]
+        assert meta["name"] == f"SwiftFormer-XS ({fmt})" and meta["output"] == "logits"
+        assert meta["mean"] == [0.0] * 3 and meta["std"] == [1.0] * 3
+        assert meta["color_space"] == 1 and meta["label_files"] == [[LABEL_FILE, 2]]
+        assert read(path)[1][LABEL_FILE].decode().splitlines() == names
 
 
 @pytest.mark.parametrize("case", ["original_l1", "hf_xs"])
@@ -189,15 +261,58 @@ def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
     (["--input-size", "big"], "is not N or HxW"),
     (["--images", "EMPTY"], "no images"),
     (["--checkpoint", "missing.pth"], "No such checkpoint"),
+    (["--checkpoint", "GARBAGE"], "is not a PyTorch checkpoint (not a zip archive"),
+    (["--images", "CORRUPT"], "2 bad image(s) under"),
+    (["--images", "CORRUPT", "--on-bad-image", "skip"], "1 readable image(s): at least 2"),
+    (["--latency-runs", "-1"], "latency_runs must be 0 (off) or more"),
 ])
 def test_bad_input_fails_before_any_work(args, message, tmp_path, capsys):
+    """A one-line error, exit code 2, and no output folder: nothing is written before the
+    model and the images are ready (an unreadable checkpoint is read first)."""
     empty = tmp_path / "empty"
     empty.mkdir()
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(256)) * 8)
     out = tmp_path / "out"
-    args = [str(empty) if a == "EMPTY" else a for a in args]
+    stand_ins = {"EMPTY": str(empty), "GARBAGE": str(garbage),
+                 "CORRUPT": str(corrupt_folder(tmp_path, good=1))}
+    args = [stand_ins.get(a, a) for a in args]
     assert main(args + ["--output-dir", str(out)]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
     assert not out.exists()
+
+
+def corrupt_folder(tmp_path, good):
+    """A folder of `good` sample photos, a truncated JPEG and a text file named .jpg."""
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted(SAMPLES.iterdir())
+    for photo in photos[:good]:
+        shutil.copy(photo, folder / photo.name)
+    (folder / "0001_truncated.jpg").write_bytes(photos[0].read_bytes()[:3000])
+    (folder / "0002_notes.jpg").write_text("not an image")
+    return folder
+
+
+def test_corrupt_images_named_in_the_error_or_skipped_with_a_warning(tmp_path, capsys):
+    folder = corrupt_folder(tmp_path, good=4)
+    assert main(["--images", str(folder), "--output-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "0001_truncated.jpg: truncated JPEG" in err and "0002_notes.jpg: not a JPEG" in err
+    assert "--on-bad-image skip" in err and not (tmp_path / "a").exists()
+    lines = []
+    result = run_pipeline(formats="float32", input_size=64, image_dir=str(folder),
+                          num_calibration=2, num_evaluation=2, output_dir=str(tmp_path / "b"),
+                          on_bad_image="skip", latency_runs=0, progress=lines.append)
+    warning = [line for line in lines if line.startswith("WARNING: Skipping 2 bad image(s)")]
+    assert warning and "0001_truncated.jpg" in warning[0] and "0002_notes.jpg" in warning[0]
+    assert "0002_notes.jpg" in result["info"]["skipped_images"]
+    assert result["info"]["evaluation_images"] == 2 and "error" not in result["rows"][0]
+    assert "latency_ms" not in result["rows"][0] and result["rows"][0]["mediapipe"]
 
 
 def test_unknown_format_for_export_and_missing_calibration(tmp_path):
