@@ -12,6 +12,7 @@ what TensorFlow's GPU-delegate analyser says of it, and how long it takes here.
 import collections
 import contextlib
 import gc
+import io
 import os
 import re
 import sys
@@ -58,20 +59,23 @@ def delegation(content, num_threads=1):
 
 @contextlib.contextmanager
 def _captured_stdout():
-    """Captures what C++ and Python print to file descriptor 1 into the yielded list."""
+    """Captures what Python prints (``sys.stdout``) and what C++ writes to file descriptor 1
+    into the yielded list of lines."""
     sys.stdout.flush()
     saved = os.dup(1)
-    lines = []
+    lines, text = [], io.StringIO()
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 1)
         try:
-            yield lines
+            with contextlib.redirect_stdout(text):
+                yield lines
         finally:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
             tmp.seek(0)
             lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+            lines.extend(text.getvalue().splitlines())
 
 
 _OP_LINE = re.compile(r"^\s*Op#(\d+) ([A-Z][A-Z0-9_]*)\(")

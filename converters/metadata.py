@@ -332,7 +332,7 @@ def _input_description(source, crop_pct):
             "0 / std 1. Reference preprocessing: bicubic resize of the shorter side to "
             f"size / {crop_pct}, then a centre crop (MediaPipe stretches the whole image to "
             f"{h}x{w}: crop first for the reference accuracy).")
-    if source["dtype"] in ("int8", "int16"):
+    if source["dtype"] != "float32" and source["scale"] is not None:
         text += (f" {source['dtype']} codes: round(pixel / {source['scale']:.6g}) + "
                  f"{source['zero_point']}.")
     return text

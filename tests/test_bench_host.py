@@ -131,3 +131,22 @@ def test_host_command_writes_json_table_and_plot(tiny, tmp_path, capsys):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert main(["host", tiny["float32"], "--runs", "0", "--output", str(tmp_path / "x")]) == 2
     assert "runs >= 1" in capsys.readouterr().err
+
+
+def test_converters_time_files_interleaved_and_ask_the_gpu_analyser(tiny):
+    """converters.litert_inspect: the pipeline report's latency and GPU columns."""
+    from converters.litert_inspect import gpu_compatibility, host_latency, parse_gpu_analysis
+
+    paths = [tiny["float32"], tiny["float16"]]
+    latency = host_latency(paths, runs=7, warmup=1)
+    assert sorted(latency) == sorted(paths)
+    assert all(s["runs"] == 7 and 0 < s["min_ms"] <= s["median_ms"] for s in latency.values())
+    verdict = gpu_compatibility(tiny["float32"])  # the analyser's printout, captured
+    assert verdict["compatible"] and verdict["incompatible_ops"] == {}
+    assert verdict["verdict"].startswith("Your model looks compatible with GPU delegate")
+    # A report with warnings is not compatible, whatever its last line says.
+    text = ("  Op#0 CONV_2D(T#0) -> [T#1]\n  Op#1 CUMSUM(T#1, T#2) -> [T#3]\n"
+            "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at "
+            "nodes 1 with TFLite runtime version 2.21.0\n")
+    parsed = parse_gpu_analysis(text)
+    assert not parsed["compatible"] and parsed["incompatible_ops"] == {"CUMSUM": 1}
