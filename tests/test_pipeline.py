@@ -157,6 +157,7 @@ def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
     assert rows["float32"]["latency_ratio"] == 1.0
     assert rows["float32"]["xnnpack_partitions"] == 1  # the folded float graph: one piece
     assert rows["float32"]["undelegated_ops"] == {}
+    assert rows["float32"]["gpu_compatible"] and rows["int8"]["gpu_compatible"]  # as measured
     # int16x8: XNNPACK has no 16x8 kernels, everything runs on reference kernels.
     slow = rows["int16x8"]
     assert slow["xnnpack_partitions"] == 0 and slow["slow"] and slow["latency_ratio"] > 3
