@@ -5,8 +5,10 @@ what TensorFlow's GPU-delegate analyser says of it, and how long it takes here.
   (one partition in float; every extra one is a hand-over to LiteRT's slower builtin kernels).
 - `gpu_compatibility`: the verdict of ``tf.lite.experimental.Analyzer.analyze(...,
   gpu_compatibility=True)`` (it prints; the text is captured) and the incompatible ops.
-- `time_interleaved`: median latency of several models in one run, each round invoking every
-  model once in a fresh random order, so that a slow spell of a shared machine hits them alike.
+- `time_interleaved` / `host_latency`: latency of several models in one run, each round
+  invoking every model once in a fresh random order, so that a slow spell of a shared machine
+  hits them alike.
+- `inspect_rows`: all of the above for the LiteRT rows of the pipeline's report.
 """
 
 import collections
@@ -213,3 +215,36 @@ def host_latency(paths, runs=30, warmup=3, num_threads=1, seed=0):
         interpreters.append(interpreter)
     samples = time_interleaved(interpreters, runs, warmup, seed)
     return {path: latency_summary(s) for path, s in zip(paths, samples)}
+
+
+def inspect_rows(rows, output_dir, latency_runs=30, progress=print):
+    """Adds to each LiteRT row of a pipeline report (its ``file`` in `output_dir`): XNNPACK
+    partitions and undelegated ops, the GPU analyser's verdict and, with `latency_runs`, host
+    latency (`host_latency`: every file in one interleaved loop, median ms) and its ratio to
+    the float32 row's; ``slow`` when that ratio exceeds `SLOW_RATIO`. Returns `rows`."""
+    files = [(row, os.path.join(output_dir, row["file"])) for row in rows
+             if not row.get("error") and row["file"].endswith(".tflite")]
+    for row, path in files:
+        try:
+            with open(path, "rb") as f:
+                partitions = delegation(f.read())
+            gpu = gpu_compatibility(path)
+        except Exception as err:  # an analysis failure must not lose the report
+            row["inspect_error"] = f"{type(err).__name__}: {err}"
+            continue
+        row.update(xnnpack_partitions=partitions["partitions"],
+                   undelegated_ops=partitions["undelegated"], gpu_compatible=gpu["compatible"],
+                   gpu_verdict=gpu["verdict"], gpu_incompatible_ops=gpu["incompatible_ops"])
+    if not latency_runs or not files:
+        return rows
+    progress(f"    timing {len(files)} LiteRT files x {latency_runs} interleaved runs "
+             "(XNNPACK, 1 thread)")
+    latency = host_latency([path for _, path in files], runs=latency_runs)
+    base = next((latency[path]["median_ms"] for row, path in files
+                 if row["format"] == "float32"), None)
+    for row, path in files:
+        row["latency_ms"] = latency[path]["median_ms"]
+        if base:
+            row["latency_ratio"] = row["latency_ms"] / base
+            row["slow"] = row["latency_ratio"] > SLOW_RATIO
+    return rows

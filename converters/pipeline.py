@@ -331,41 +331,6 @@ def _prepare(checkpoint, variant, size, token_weighting, softmax, image_dir, pat
     return model, info, calibration, evaluation, reference
 
 
-def inspect_litert(rows, output_dir, latency_runs=30, progress=print):
-    """Adds to each LiteRT row: XNNPACK partitions and undelegated ops, the GPU analyser's
-    verdict and, with `latency_runs`, host latency (LiteRT + XNNPACK, 1 thread, every file in
-    one interleaved loop, median ms) and its ratio to the float32 row's; ``slow`` when that
-    ratio exceeds `converters.litert_inspect.SLOW_RATIO`."""
-    from converters.litert_inspect import SLOW_RATIO, delegation, gpu_compatibility, host_latency
-
-    files = [(row, os.path.join(output_dir, row["file"])) for row in rows
-             if not row.get("error") and row["file"].endswith(".tflite")]
-    for row, path in files:
-        try:
-            with open(path, "rb") as f:
-                partitions = delegation(f.read())
-            gpu = gpu_compatibility(path)
-        except Exception as err:  # an analysis failure must not lose the report
-            row["inspect_error"] = f"{type(err).__name__}: {err}"
-            continue
-        row.update(xnnpack_partitions=partitions["partitions"],
-                   undelegated_ops=partitions["undelegated"], gpu_compatible=gpu["compatible"],
-                   gpu_verdict=gpu["verdict"], gpu_incompatible_ops=gpu["incompatible_ops"])
-    if not latency_runs or not files:
-        return rows
-    progress(f"    timing {len(files)} LiteRT files x {latency_runs} interleaved runs "
-             "(XNNPACK, 1 thread)")
-    latency = host_latency([path for _, path in files], runs=latency_runs)
-    base = next((latency[path]["median_ms"] for row, path in files
-                 if row["format"] == "float32"), None)
-    for row, path in files:
-        row["latency_ms"] = latency[path]["median_ms"]
-        if base:
-            row["latency_ratio"] = row["latency_ms"] / base
-            row["slow"] = row["latency_ratio"] > SLOW_RATIO
-    return rows
-
-
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
                  num_calibration=32, num_evaluation=64, output_dir="converted",
                  token_weighting=None, softmax=False, graph="folded", qat=False, prune=(),
@@ -407,6 +372,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         ``keras`` (path of the .keras reference model), ``info``.
     """
     from converters.files import atomic_output
+    from converters.litert_inspect import inspect_rows
 
     formats = parse_formats(formats)
     size = parse_input_size(input_size)
@@ -474,7 +440,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
             row["mediapipe"] = verdict is None
             if verdict:
                 row["mediapipe_reason"] = verdict
-    inspect_litert(rows, output_dir, latency_runs, progress)
+    inspect_rows(rows, output_dir, latency_runs, progress)
     info["latency"] = (f"LiteRT + XNNPACK, 1 thread, {latency_runs} runs per file interleaved "
                        "with the other files, median, on the converting machine"
                        if latency_runs else "not measured (latency_runs=0)")
