@@ -9,7 +9,7 @@ device x backend x threads x format, the paper's iPhone 14 latency as a referenc
 import json
 import os
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 from android_bench.models import VARIANT_ORDER, guess_variant_and_format, paper_value
 from android_bench.schema import SCHEMA, validate

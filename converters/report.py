@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 
 def sqnr_db(reference, actual):

@@ -72,7 +72,7 @@ class TrainingState:
 
     def save(self, directory, epoch, record, keep=2):
         """Writes ``epoch-<epoch>.npz`` atomically; removes checkpoints beyond `keep`."""
-        from converters.files import atomic_output
+        from keras_swiftformer.files import atomic_output
 
         arrays = {key: to_numpy(v) for key, v in self._entries()}
         arrays["__record__"] = np.asarray(json.dumps({**record, "epoch": epoch}))

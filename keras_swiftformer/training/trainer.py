@@ -19,7 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_swiftformer.model import MODEL_CONFIGS, SwiftFormer, layer_name, module_path
+from keras_swiftformer.config import HEADS, SwiftFormerConfig, module_path
+from keras_swiftformer.mapping import copy_weights
+from keras_swiftformer.model import SwiftFormer
 from keras_swiftformer.training import checkpoint as ckpt
 from keras_swiftformer.training import data as data_lib
 from keras_swiftformer.training import distribute
@@ -28,7 +30,6 @@ from keras_swiftformer.training.config import RESUME_FIELDS
 from keras_swiftformer.training.losses import distillation_loss, soft_target_cross_entropy
 from keras_swiftformer.training.optim import lr_schedule, make_optimizer
 
-HEADS = ("head", "head_dist")
 MODEL_FILE, INFO_FILE = "model.keras", "model.json"
 
 
@@ -134,43 +135,6 @@ def official_init(model, seed, layers=None):
                 variable.assign(rng.normal(0.0, 1.0, variable.shape).astype("float32"))
 
 
-def describe(model):
-    """Architecture of a SwiftFormer Keras model: dict(depths, widths, token_weighting,
-    classes), read from its layer names and shapes."""
-    depths, widths = [], []
-    paths = [module_path(layer.name) for layer in model.layers]
-    for stage in range(4):
-        blocks = {int(path.split(".")[3]) for path in paths
-                  if path.startswith(f"stages.{stage}.blocks.")}
-        if not blocks:
-            raise ValueError(f"{model.name} is not a SwiftFormer model (no stages.{stage}.blocks)")
-        depths.append(max(blocks) + 1)
-        attn = model.get_layer(layer_name(f"stages.{stage}.blocks.{max(blocks)}.attn"))
-        widths.append(int(attn.w_g.shape[0]))
-    attn = model.get_layer(layer_name(f"stages.0.blocks.{depths[0] - 1}.attn"))
-    try:
-        classes = int(model.get_layer("head").kernel.shape[-1])
-    except ValueError:
-        classes = None
-    return dict(depths=tuple(depths), widths=tuple(widths),
-                token_weighting=attn.token_weighting, classes=classes)
-
-
-def variant_of(depths, widths):
-    for name, spec in MODEL_CONFIGS.items():
-        if tuple(spec["depths"]) == tuple(depths) and tuple(spec["widths"]) == tuple(widths):
-            return name
-    return None
-
-
-def copy_weights(source, target, skip=()):
-    """Copies weights layer by layer (same names) from `source` to `target`, except `skip`."""
-    for layer in target.layers:
-        if layer.weights and layer.name not in skip:
-            weights = source.get_layer(layer.name).weights
-            layer.set_weights([distribute.to_numpy(w) for w in weights])
-
-
 def apply_freeze(student, spec):
     """Freezes the layers named by `spec`: "body" (all but the heads), or comma-separated
     module-path prefixes ("stem,stages.0")."""
@@ -196,7 +160,7 @@ def apply_freeze(student, spec):
 @dataclasses.dataclass
 class Models:
     student: object
-    architecture: dict
+    architecture: SwiftFormerConfig
     teacher: object = None
     teacher_index: object = None
     source: dict = None  # what the student started from
@@ -221,21 +185,21 @@ def build_models(config, classes):
         official_init(student, config.seed)
     elif config.finetune.endswith(".keras"):
         original = _load_keras(config.finetune)
-        arch = describe(original)
-        reset = config.reset_head or arch["classes"] != len(classes)
-        student = SwiftFormer(depths=arch["depths"], widths=arch["widths"],
-                              token_weighting=config.token_weighting or arch["token_weighting"],
+        arch = SwiftFormerConfig.from_model(original)
+        reset = config.reset_head or arch.classes != len(classes)
+        student = SwiftFormer(depths=arch.depths, widths=arch.widths,
+                              token_weighting=config.token_weighting or arch.token_weighting,
                               name=original.name, **common)
-        copy_weights(original, student, skip=HEADS if reset else ())
+        copy_weights(original, student, skip=HEADS if reset else (), read=distribute.to_numpy)
         if reset:
             official_init(student, config.seed, layers=HEADS)
         source = {"from": config.finetune, "reset_head": bool(reset)}
         if config.teacher == "original":  # the same model at the training size, logits out
-            teacher = SwiftFormer(depths=arch["depths"], widths=arch["widths"],
-                                  token_weighting=arch["token_weighting"],
-                                  classes=arch["classes"], input_shape=size,
+            teacher = SwiftFormer(depths=arch.depths, widths=arch.widths,
+                                  token_weighting=arch.token_weighting,
+                                  classes=arch.classes, input_shape=size,
                                   classifier_activation=None, name=f"{original.name}_teacher")
-            copy_weights(original, teacher)
+            copy_weights(original, teacher, read=distribute.to_numpy)
             original = teacher
     else:
         checkpoint, variant = _read_checkpoint(config)
@@ -249,7 +213,7 @@ def build_models(config, classes):
         if config.teacher == "original":
             original = SwiftFormer(variant, weights=checkpoint, classes=checkpoint.classes,
                                    input_shape=size, classifier_activation=None)
-    arch = describe(student)
+    arch = SwiftFormerConfig.from_model(student)
     teacher = index = None
     if config.teacher and not config.teacher.endswith(".npz"):
         teacher = original if config.teacher == "original" else _load_keras(config.teacher)
@@ -268,7 +232,7 @@ def _read_checkpoint(config):
         from keras_swiftformer.weights import resolve_weights
 
         return resolve_weights(config.finetune, config.variant).checkpoint, config.variant
-    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(config.finetune)
     return checkpoint, checkpoint.variant
@@ -313,12 +277,12 @@ def export_model(student, architecture, classes):
     keras.config.set_dtype_policy("float32")
     try:
         with distribute.local():
-            model = SwiftFormer(variant_of(architecture["depths"], architecture["widths"]),
-                                depths=architecture["depths"], widths=architecture["widths"],
-                                token_weighting=architecture["token_weighting"],
+            model = SwiftFormer(architecture.variant, depths=architecture.depths,
+                                widths=architecture.widths,
+                                token_weighting=architecture.token_weighting,
                                 classes=len(classes), input_shape=(None, None, 3),
                                 name=student.name)
-            copy_weights(student, model)
+            copy_weights(student, model, read=distribute.to_numpy)
     finally:
         keras.config.set_dtype_policy(policy)
     return model
@@ -333,7 +297,7 @@ def weights_digest(model):
 
 
 def _write_json(path, value):
-    from converters.files import atomic_output
+    from keras_swiftformer.files import atomic_output
 
     with atomic_output(path) as tmp:
         with open(tmp, "w") as f:
@@ -464,14 +428,14 @@ def train(config, shard=None):
     _write_json(os.path.join(config.output, "workers", f"worker-{runtime.process_id}.json"),
                 worker)
     if runtime.is_chief:
-        from converters.files import atomic_output
+        from keras_swiftformer.files import atomic_output
 
         info = {"classes": train_set.classes, "image_size": config.image_size,
                 "crop_pct": config.crop_pct, "include_preprocessing": True,
-                **{k: list(v) if isinstance(v, tuple) else v
-                   for k, v in models.architecture.items() if k != "classes"},
-                "variant": variant_of(models.architecture["depths"],
-                                      models.architecture["widths"]),
+                "depths": list(models.architecture.depths),
+                "widths": list(models.architecture.widths),
+                "token_weighting": models.architecture.token_weighting,
+                "variant": models.architecture.variant,
                 "source": models.source, "frozen_layers": len(frozen),
                 "distillation": distillation, "engine": runtime.engine,
                 "processes": runtime.num_processes, "replicas": runtime.replicas,
