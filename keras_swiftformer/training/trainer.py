@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from keras_swiftformer.config import HEADS, SwiftFormerConfig, module_path
+from keras_swiftformer.files import atomic_output
 from keras_swiftformer.mapping import copy_weights
 from keras_swiftformer.model import SwiftFormer
 from keras_swiftformer.training import checkpoint as ckpt
@@ -297,8 +298,6 @@ def weights_digest(model):
 
 
 def _write_json(path, value):
-    from keras_swiftformer.files import atomic_output
-
     with atomic_output(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(value, f, indent=1, default=str)
@@ -314,6 +313,71 @@ class TrainResult:
     initial_val: dict
     runtime: object
     resumed_from: int
+
+
+def _read_data(config):
+    """(train set, validation set or None, saved teacher logits or None, steps per epoch)."""
+    train_set = data_lib.read_split(config.data, config.train_split, None,
+                                    config.check_images, config.on_bad_image)
+    val_set = (data_lib.read_split(config.data, config.val_split, train_set.classes,
+                                   config.check_images, config.on_bad_image)
+               if config.val_split else None)
+    saved_logits = None
+    if config.teacher and config.teacher.endswith(".npz"):
+        saved_logits = data_lib.read_teacher_logits(config.teacher, train_set)
+        index = teacher_class_index(config, train_set.classes, saved_logits.shape[1])
+        if index is not None:
+            saved_logits = saved_logits[:, index]
+    steps = config.steps_per_epoch or len(train_set) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"{len(train_set)} training images make no full batch of "
+                         f"{config.batch_size}")
+    return train_set, val_set, saved_logits, steps
+
+
+def _compiled(config, runtime, models, steps, distillation):
+    """The `TrainingModel` around `models`, compiled with the recipe's optimiser (in the
+    runtime's scope); returns (model, optimizer)."""
+    network = heads_model(models.student)
+    mix = (MixUpCutMix(config.mixup, config.cutmix, config.mixup_switch_prob, config.seed)
+           if config.mixup > 0 or config.cutmix > 0 else None)
+    model = TrainingModel(network, mix, models.teacher, models.teacher_index, distillation,
+                          config.distillation_alpha, config.distillation_tau,
+                          config.label_smoothing, name="training")
+    if runtime.engine == "mirrored" and runtime.replicas > 1:
+        for layer in models.student.layers:  # BatchNorm statistics over the global batch
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    schedule = lr_schedule(config.peak_lr, steps * config.epochs,
+                           int(round(config.warmup_epochs * steps)), config.warmup_lr,
+                           config.min_lr)
+    optimizer = make_optimizer(network, schedule, config.weight_decay, config.opt_eps,
+                               config.clip_mode, config.clip_grad, config.ema_decay)
+    jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
+    # compile() wraps the optimiser in a LossScaleOptimizer under mixed_float16.
+    model.compile(optimizer=optimizer, jit_compile=jit)
+    model.optimizer.build(model.trainable_variables)
+    return model, model.optimizer
+
+
+def _resumable(config, runtime, model, models, optimizer):
+    """The training state, restored from the last checkpoint unless `config.overwrite`;
+    returns (Checkpointer callback or None, initial epoch)."""
+    skip = {id(v) for v in (models.teacher.variables if models.teacher is not None else [])}
+    skip |= {id(v) for v in model.metrics_variables}
+    state = ckpt.TrainingState([v for v in model.variables if id(v) not in skip], optimizer)
+    record = {"config": {name: getattr(config, name) for name in RESUME_FIELDS}}
+    directory = ckpt.checkpoint_dir(config.output, config.checkpoint, runtime.process_id)
+    writer = ckpt.is_writer(config.checkpoint, runtime.process_id)
+    if config.overwrite and writer and directory and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    found = [] if config.overwrite else ckpt.list_checkpoints(directory)
+    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
+    if found:
+        state.restore(found[-1][1], expected=record["config"])
+    callback = (ckpt.Checkpointer(state, directory, record, writer, config.keep_checkpoints)
+                if directory is not None else None)
+    return callback, initial_epoch
 
 
 def train(config, shard=None):
@@ -339,60 +403,13 @@ def train(config, shard=None):
     if config.mixed_precision:
         keras.config.set_dtype_policy(config.mixed_precision)
     runtime.check_batch(config.batch_size)
-
-    train_set = data_lib.read_split(config.data, config.train_split, None,
-                                    config.check_images, config.on_bad_image)
-    val_set = (data_lib.read_split(config.data, config.val_split, train_set.classes,
-                                   config.check_images, config.on_bad_image)
-               if config.val_split else None)
-    saved_logits = None
-    if config.teacher and config.teacher.endswith(".npz"):
-        saved_logits = data_lib.read_teacher_logits(config.teacher, train_set)
-        index = teacher_class_index(config, train_set.classes, saved_logits.shape[1])
-        if index is not None:
-            saved_logits = saved_logits[:, index]
-    steps = config.steps_per_epoch or len(train_set) // config.batch_size
-    if steps < 1:
-        raise ValueError(f"{len(train_set)} training images make no full batch of "
-                         f"{config.batch_size}")
+    train_set, val_set, saved_logits, steps = _read_data(config)
     distillation = config.resolved_distillation()
-
     with runtime.scope():
         models = build_models(config, train_set.classes)
         frozen = apply_freeze(models.student, config.freeze)
-        network = heads_model(models.student)
-        mix = (MixUpCutMix(config.mixup, config.cutmix, config.mixup_switch_prob, config.seed)
-               if config.mixup > 0 or config.cutmix > 0 else None)
-        model = TrainingModel(network, mix, models.teacher, models.teacher_index, distillation,
-                              config.distillation_alpha, config.distillation_tau,
-                              config.label_smoothing, name="training")
-        if runtime.engine == "mirrored" and runtime.replicas > 1:
-            for layer in models.student.layers:  # BatchNorm statistics over the global batch
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
-        schedule = lr_schedule(config.peak_lr, steps * config.epochs,
-                               int(round(config.warmup_epochs * steps)), config.warmup_lr,
-                               config.min_lr)
-        optimizer = make_optimizer(network, schedule, config.weight_decay, config.opt_eps,
-                                   config.clip_mode, config.clip_grad, config.ema_decay)
-        jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
-        # compile() wraps the optimiser in a LossScaleOptimizer under mixed_float16.
-        model.compile(optimizer=optimizer, jit_compile=jit)
-        optimizer = model.optimizer
-        optimizer.build(model.trainable_variables)
-
-    skip = {id(v) for v in (models.teacher.variables if models.teacher is not None else [])}
-    skip |= {id(v) for v in model.metrics_variables}
-    state = ckpt.TrainingState([v for v in model.variables if id(v) not in skip], optimizer)
-    record = {"config": {name: getattr(config, name) for name in RESUME_FIELDS}}
-    directory = ckpt.checkpoint_dir(config.output, config.checkpoint, runtime.process_id)
-    writer = ckpt.is_writer(config.checkpoint, runtime.process_id)
-    if config.overwrite and writer and directory and os.path.isdir(directory):
-        shutil.rmtree(directory)
-    found = [] if config.overwrite else ckpt.list_checkpoints(directory)
-    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
-    if found:
-        state.restore(found[-1][1], expected=record["config"])
+        model, optimizer = _compiled(config, runtime, models, steps, distillation)
+    checkpointer, initial_epoch = _resumable(config, runtime, model, models, optimizer)
 
     shard = shard or runtime.shard
     sample_augment = SampleAugment(config.rand_augment, config.color_jitter, config.reprob)
@@ -404,18 +421,14 @@ def train(config, shard=None):
     val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.image_size,
                                     config.crop_pct, shard, config.data_workers)
               if val_set is not None else None)
-
     initial_val = {}
     if val_ds is not None and config.finetune and initial_epoch == 0:
         initial_val = model.evaluate(val_ds, verbose=0, return_dict=True)
-    callbacks = []
-    if directory is not None:
-        callbacks.append(ckpt.Checkpointer(state, directory, record, writer,
-                                           config.keep_checkpoints))
     started = time.time()
     history = model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds,
-                        validation_freq=config.val_every, callbacks=callbacks, shuffle=False,
+                        validation_freq=config.val_every,
+                        callbacks=[checkpointer] if checkpointer else [], shuffle=False,
                         verbose=config.verbose if runtime.is_chief else 0)
     elapsed = time.time() - started
 
@@ -428,14 +441,11 @@ def train(config, shard=None):
     _write_json(os.path.join(config.output, "workers", f"worker-{runtime.process_id}.json"),
                 worker)
     if runtime.is_chief:
-        from keras_swiftformer.files import atomic_output
-
+        arch = models.architecture
         info = {"classes": train_set.classes, "image_size": config.image_size,
                 "crop_pct": config.crop_pct, "include_preprocessing": True,
-                "depths": list(models.architecture.depths),
-                "widths": list(models.architecture.widths),
-                "token_weighting": models.architecture.token_weighting,
-                "variant": models.architecture.variant,
+                "depths": list(arch.depths), "widths": list(arch.widths),
+                "token_weighting": arch.token_weighting, "variant": arch.variant,
                 "source": models.source, "frozen_layers": len(frozen),
                 "distillation": distillation, "engine": runtime.engine,
                 "processes": runtime.num_processes, "replicas": runtime.replicas,
