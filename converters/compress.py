@@ -127,7 +127,7 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
     `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys, ``zip_bytes``,
     the kernel statistics and `extra`."""
     from keras_swiftformer.files import atomic_output
-    from converters.report import fidelity
+    from converters.metrics import fidelity
     from converters.runtime import TFLiteRunner
     from converters.tfmot.tflite_stats import kernel_stats
 
