@@ -44,6 +44,7 @@ BACKEND_FLAGS = {
 ELF_MACHINES = {0xB7: "arm64-v8a", 0x28: "armeabi-v7a", 0x3E: "x86_64", 0x03: "x86"}
 REMOTE_DIR = "/data/local/tmp/swiftformer_bench"
 _EXIT_MARK = "__swiftformer_bench_exit="
+_STATUS_SUFFIX = f"; __sfb_status=$?; echo; echo {_EXIT_MARK}$__sfb_status"
 #: Backends that run through a delegate (the others run LiteRT's built-in kernels).
 DELEGATE_BACKENDS = ("xnnpack", "gpu", "nnapi")
 
@@ -169,13 +170,16 @@ class Adb:
 
         The status is read from an echoed marker, so it is right on old adb versions that do
         not forward it; those also merge the phone's stderr into stdout (empty `stderr`)."""
-        out, err = self._run(["shell", f"{command}; echo {_EXIT_MARK}$?"], timeout)
-        lines = out.replace("\r\n", "\n").rstrip("\n").split("\n")
-        if not lines or not lines[-1].startswith(_EXIT_MARK):
+        # The bare `echo` ends a last line without a newline, so the marker is a line of its
+        # own; exactly that one newline is taken off again.
+        out, err = self._run(["shell", command + _STATUS_SUFFIX], timeout)
+        out = out.replace("\r\n", "\n")
+        start = out.rstrip("\n").rfind("\n" + _EXIT_MARK)
+        status = out[start + 1 + len(_EXIT_MARK):].strip() if start >= 0 else ""
+        if not status.lstrip("-").isdigit():
             raise AdbError(f"No exit status from `adb shell {command}`; output: {out[-500:]}"
                            + (f"; stderr: {err[-500:]}" if err.strip() else ""))
-        return ShellResult("\n".join(lines[:-1]), err.replace("\r\n", "\n"),
-                           int(lines[-1][len(_EXIT_MARK):]))
+        return ShellResult(out[:start], err.replace("\r\n", "\n"), int(status))
 
     def push(self, local, remote):
         self._run(["push", os.fspath(local), remote])

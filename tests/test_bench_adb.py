@@ -140,7 +140,7 @@ def test_full_run_interleaves_backends_and_keeps_stderr_of_failures(tmp_path, mo
     assert len(logs) == 18  # stdout, stderr and status of 6 runs
     stem = os.path.join(tmp_path / "logs", "002_swiftformer_xs_float32.tflite_gpu_1")
     assert open(stem + ".stderr.log").read() == FAILED_GPU_STDERR
-    assert open(stem + ".stdout.log").read() == FAILED_GPU_STDOUT.rstrip("\n")
+    assert open(stem + ".stdout.log").read() == FAILED_GPU_STDOUT
     assert open(stem + ".status").read() == "1\n"
 
     commands = [c[3] for c in calls(fake) if c[2:3] == ["shell"] and "--graph" in c[3]]

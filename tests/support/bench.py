@@ -348,10 +348,11 @@ elif args[:1] == ["pull"]:
     shutil.copyfile(local(args[1]), args[2])
     print(f"{{args[1]}}: 1 file pulled, 0 skipped.")
 elif args[:1] == ["shell"]:
-    command, mark = args[1].rsplit("; echo ", 1)
+    command, mark = args[1].rsplit("; __sfb_status=$?; echo; echo ", 1)
     status = shell(command)
     sys.stdout.flush()
-    print(mark.replace("$?", "") + str(status))
+    print()
+    print(mark.replace("$__sfb_status", "") + str(status))
 else:
     sys.exit("fake adb: unexpected " + " ".join(args))
 '''
