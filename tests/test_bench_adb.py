@@ -38,6 +38,8 @@ from tests.support.bench import (
     calls,
     fake_elf,
     make_fake_adb,
+    quiet,
+    stand_in_models,
 )
 
 XNNPACK_OK = benchmark_output(CURRENT_XNNPACK_STDOUT, CURRENT_XNNPACK_STDERR)
@@ -46,17 +48,9 @@ GPU_FAILS = benchmark_output(FAILED_GPU_STDOUT, FAILED_GPU_STDERR, status=1,
 GPU_PARTLY = benchmark_output(GPU_PARTIAL_STDOUT, GPU_PARTIAL_STDERR, when=["--use_gpu=true"])
 
 
-def quiet(line):
-    pass
-
-
 @pytest.fixture
 def models(tmp_path):
-    paths = []
-    for name in ("swiftformer_xs_float32.tflite", "swiftformer_l1_int8.tflite"):
-        (tmp_path / name).write_bytes(b"TFL3 stand-in; the fake phone never reads it")
-        paths.append(str(tmp_path / name))
-    return paths
+    return stand_in_models(tmp_path)
 
 
 def test_parse_devices_output():

@@ -14,20 +14,19 @@ from android_bench import app as app_module
 from android_bench.app import APP_DIR, MARKER_NAME, AppError, app_command, run_app
 from android_bench.cli import main
 from android_bench.schema import ReportError
-from tests.support.bench import ANDROID_SAMPLE, calls, device_path, make_fake_adb
-
-
-def quiet(line):
-    pass
+from tests.support.bench import (
+    ANDROID_SAMPLE,
+    calls,
+    device_path,
+    make_fake_adb,
+    quiet,
+    stand_in_models,
+)
 
 
 @pytest.fixture
 def models(tmp_path):
-    paths = []
-    for name in ("swiftformer_xs_float32.tflite", "swiftformer_l1_int8.tflite"):
-        (tmp_path / name).write_bytes(b"TFL3 stand-in; the fake phone never reads it")
-        paths.append(str(tmp_path / name))
-    return paths
+    return stand_in_models(tmp_path)
 
 
 def shell_calls(fake):

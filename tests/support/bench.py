@@ -401,6 +401,20 @@ def device_path(fake, remote):
     return pathlib.Path(fake).parent / "device" / remote.lstrip("/")
 
 
+def quiet(line):
+    """A progress callable that prints nothing."""
+
+
+def stand_in_models(directory):
+    """Two files named as the pipeline names its models (XS float32, L1 int8); the stand-in
+    phone never reads them. Returns their paths."""
+    paths = []
+    for name in ("swiftformer_xs_float32.tflite", "swiftformer_l1_int8.tflite"):
+        (directory / name).write_bytes(b"TFL3 stand-in; the fake phone never reads it")
+        paths.append(str(directory / name))
+    return paths
+
+
 def fake_elf(path, machine=0xB7):
     """A file with the ELF header of an executable for `machine` (0xB7: AArch64)."""
     header = b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + (2).to_bytes(2, "little")
