@@ -139,7 +139,8 @@ object BenchmarkRun {
             val summary = latencySummary(case.samples)
             lines.add(String.format(
                 Locale.US, "%-34s %-7s %8.1f %8.2f %8.2f %8.2f", case.model.name, case.backend.id,
-                case.fields["init_ms"] as Double, (case.fields["first_ms"] as Double?) ?: Double.NaN,
+                case.fields["init_ms"] as Double,
+                (case.fields["first_ms"] as Double?) ?: Double.NaN,
                 summary["mean_ms"] as Double, summary["median_ms"] as Double))
             case.coverage?.let { lines.add("    ${it.describe()}") }
         }
