@@ -158,13 +158,13 @@ final class BenchCase {
         result.firstMs = warm.first
         result.warmupMeanMs = warm.isEmpty ? nil : warm.reduce(0, +) / Double(warm.count)
         result.warmupRuns = warm.count
-        if #available(iOS 17.4, *) {
-            result.computePlan = try? await computePlanSummary(
-                of: compiled, configuration: configuration)
-        }
         result.peakMemoryMb = probe.peakAbove()
         result.memoryMethod = MemoryProbe.method
         result.modelSizeMb = sizeMB(of: source)
+        if #available(iOS 17.4, *) {  // after the memory probe: the plan is not the model's
+            result.computePlan = try? await computePlanSummary(
+                of: compiled, configuration: configuration)
+        }
     }
 
     func predictMs() throws -> Double {

@@ -39,7 +39,7 @@ struct Settings: Codable {
     var computeUnits: [String]
     var interleaved = true
     var timed = "MLModel.prediction(from:) with one random input made before timing"
-    var computePlan = "MLComputePlan of each model x compute units (iOS 17.4+)"
+    var computePlanSource = "MLComputePlan of each model x compute units (iOS 17.4+)"
 }
 
 struct BenchResult: Codable, Identifiable {
