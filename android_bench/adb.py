@@ -256,6 +256,13 @@ def check_options(models, backends, threads, warmup, runs, cooldown=0.0):
         raise ValueError("No models to benchmark")
 
 
+def check_nnapi(backends, allow_fp16=False, accelerator=None):
+    """NNAPI options need the ``nnapi`` backend (else they would silently do nothing)."""
+    if (allow_fp16 or accelerator) and "nnapi" not in backends:
+        raise ValueError("NNAPI options (fp16 relaxation, accelerator name) were given but "
+                         f"nnapi is not among the backends {list(backends)}")
+
+
 def nnapi_flags(allow_fp16=False, accelerator=None):
     """``benchmark_model``'s NNAPI options (``nnapi_delegate_provider.cc``): fp16 relaxation of
     float32 models, and the NNAPI device to use (``adb shell benchmark_model --use_nnapi=true``
@@ -407,6 +414,7 @@ def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(
 
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
     check_options(entries, backends, threads, warmup, runs, cooldown)
+    check_nnapi(backends, nnapi_allow_fp16, nnapi_accelerator)
     if not os.path.isfile(benchmark_binary):
         raise ValueError(f"No such benchmark_model binary: {benchmark_binary}")
     elf_abi(benchmark_binary)  # a wrong file fails before adb is asked anything

@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 
-from android_bench.adb import Adb, AdbError, check_options
+from android_bench.adb import Adb, AdbError, check_nnapi, check_options
 from android_bench.schema import ReportError, load_reports
 
 PACKAGE = "org.swiftformer.bench"
@@ -166,6 +166,7 @@ def run_app(models, backends=("xnnpack", "gpu", "nnapi"), threads=4, warmup=10, 
 
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
     check_options(entries, backends, [threads], warmup, runs)
+    check_nnapi(backends, nnapi_allow_fp16, nnapi_accelerator)
     if timeout <= 0:
         raise ValueError(f"The timeout is a number of seconds > 0, got {timeout}")
     adb = adb if isinstance(adb, Adb) else Adb(adb, serial)

@@ -223,6 +223,9 @@ def test_options_are_checked_before_adb_is_called(tmp_path, models):
         benchmark_android(models, str(tmp_path / "missing"), adb=missing_adb)
     with pytest.raises(ValueError, match="cool-down is a number of seconds"):
         benchmark_android(models, binary, cooldown=-1, adb=missing_adb)
+    with pytest.raises(ValueError, match="NNAPI options .* nnapi is not among the backends"):
+        benchmark_android(models, binary, backends=("gpu",), nnapi_accelerator="qti-dsp",
+                          adb=missing_adb)
 
 
 def test_cli_reports_no_device_and_writes_nothing(tmp_path, models, capsys):
