@@ -10,10 +10,10 @@ import json
 import os
 
 from converters.files import atomic_output
-from converters.report import markdown_table as _markdown_table
 
 from android_bench.models import VARIANT_ORDER, guess_variant_and_format, paper_value
 from android_bench.schema import SCHEMA, validate
+from converters.report import markdown_table as _markdown_table
 
 PLOT_AXES = {"gmacs": ("gmacs", "GMACs (paper)"), "top1": ("top1", "ImageNet top-1 % (paper)")}
 #: Table columns for `converters.report.markdown_table`: (header, row key, format).
