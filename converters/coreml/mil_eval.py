@@ -172,12 +172,14 @@ class MLProgram:
             counts[op.type] = counts.get(op.type, 0) + 1
         return counts
 
-    def run(self, feeds, keep=()):
+    def run(self, feeds, keep=(), record=None):
         """Evaluates the program.
 
         Args:
             feeds: {input name: array} (for an image input: (1, 3, H, W) float pixels, RGB).
             keep: names of intermediate variables to return as well (e.g. a softmax's input).
+            record: if given, called as ``record(name, array)`` with every tensor an operation
+                computes (e.g. to collect activation ranges).
 
         Returns:
             {name: value} of the outputs and of the `keep` variables. Afterwards `overflows`
@@ -221,6 +223,8 @@ class MLProgram:
                     if shape is not None and result.shape != shape:
                         raise MILError(f"{op.type} {name!r}: computed shape {result.shape}, "
                                        f"the program declares {shape}")
+                    if record is not None:
+                        record(name, result)
                 env[name] = result
             for bindings in op.inputs.values():
                 for kind, name in bindings:
@@ -437,6 +441,36 @@ def _classify(probabilities, classes):
     return labels[int(np.argmax(probabilities))], dict(zip(labels, probabilities.tolist()))
 
 
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def _channel_shape(value, ndim, axis):
+    """`value` (scalar or per-channel along `axis`) shaped to broadcast against ndim dims."""
+    value = np.asarray(value, np.float32)
+    if value.ndim == 0:
+        return value
+    shape = [1] * ndim
+    shape[int(axis)] = -1
+    return value.reshape(shape)
+
+
+def _quantize(input, scale, output_dtype, zero_point=None, axis=None):
+    """iOS 17 ``quantize``: ``clip(round(x / scale) + zero_point)`` in int8 or uint8."""
+    low, high = _INT_RANGES[str(output_dtype)]
+    x = _f32(input)
+    q = np.round(x / _channel_shape(scale, x.ndim, axis))
+    if zero_point is not None:
+        q = q + _channel_shape(zero_point, x.ndim, axis)
+    return np.clip(q, low, high).astype(np.dtype(str(output_dtype)))
+
+
+def _dequantize_op(input, scale, zero_point=None, axis=None):
+    """iOS 17 ``dequantize``: ``(q - zero_point) * scale``."""
+    q = np.asarray(input, np.float32)
+    if zero_point is not None:
+        q = q - _channel_shape(zero_point, q.ndim, axis)
+    return q * _channel_shape(scale, q.ndim, axis)
+
 
 #: MIL operation -> numpy implementation (keyword arguments as in the MIL specification).
 OPS = {
@@ -459,7 +493,11 @@ OPS = {
     "reduce_sum": _reduce(np.sum),
     "reduce_mean": _reduce(np.mean),
     "reduce_max": _reduce(np.max),
+    "reduce_l2_norm": _reduce(lambda x, axis, keepdims: np.sqrt(np.sum(
+        x * x, axis=axis, keepdims=keepdims))),
     "softmax": _softmax,
     "cast": _cast,
     "classify": _classify,
+    "quantize": _quantize,
+    "dequantize": _dequantize_op,
 }
