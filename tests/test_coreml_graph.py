@@ -8,7 +8,11 @@ import pytest
 pytest.importorskip("coremltools")
 
 from converters import coreml  # noqa: E402
-from converters.coreml.graph import TOKEN_ENERGY_LIMIT, safe_l2_normalize, token_weights  # noqa: E402,E501
+from converters.coreml.graph import (  # noqa: E402
+    TOKEN_ENERGY_LIMIT,
+    safe_l2_normalize,
+    token_weights,
+)
 from converters.coreml.mil_eval import MLProgram  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402

@@ -31,13 +31,16 @@ ACTIVATION_PASSES = ("compression::insert_prefix_quantize_dequantize_pair",
                      "common::dequantize_quantize_pair_elimination")
 
 
-def kmeans_palette(nbits, iterations=50):
+def kmeans_palette(nbits, iterations=100, bins=128):
     """A coremltools ``lut_function`` (``OpPalettizerConfig(mode="custom")``): weight ->
-    (palette of ``2**nbits`` values, uint8 indices) by 1-D k-means (Lloyd's iterations from
-    quantile centres, each distinct value weighted by how often it occurs).
+    (palette of ``2**nbits`` values, uint8 indices) by 1-D k-means.
 
-    coremltools' own "kmeans" mode needs scikit-learn, which it does not install, for tensors
-    under 10,000 elements; this needs numpy only.
+    Lloyd's iterations over the distinct values (each weighted by how often it occurs), from
+    the palette that is optimal at high resolution: centres spaced by the cube root of the
+    value density (a `bins`-bin histogram). Measured on the XS fixture's folded kernels:
+    within 0.3 dB (6 bits) and 0.03 dB (4 bits) of the weight SQNR of optimal 1-D k-means
+    (coremltools' bundled kmeans1d, private API). coremltools' public "kmeans" mode needs
+    scikit-learn, which it does not install, for tensors under 10,000 elements.
     """
     size = 2**nbits
 
@@ -47,8 +50,9 @@ def kmeans_palette(nbits, iterations=50):
         if values.size <= size:
             lut = np.concatenate([values, np.full(size - values.size, values[-1])])
             return lut.astype(weight.dtype), inverse.astype(np.uint8)
-        cdf = (np.cumsum(counts) - counts / 2) / counts.sum()
-        centres = np.interp((np.arange(size) + 0.5) / size, cdf, values)
+        histogram, edges = np.histogram(values, bins, weights=counts)
+        density = np.concatenate([[0.0], np.cumsum(np.cbrt(histogram))])
+        centres = np.interp((np.arange(size) + 0.5) / size, density / density[-1], edges)
         for _ in range(iterations):
             assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
             total = np.bincount(assign, counts, size)

@@ -151,7 +151,7 @@ class _Writer:
     """Emits the MIL ops of the folded graph's layers; `values` maps Keras tensors (by id) to
     MIL variables, channel-first; `pads` the pending zero padding of a tensor."""
 
-    def __init__(self, mb, image):
+    def __init__(self, mb):
         self.mb = mb
         self.values = {}
         self.pads = {}
@@ -173,6 +173,9 @@ class _Writer:
             return x
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             return self.conv(layer, inputs[0])
+        if any(id(tensor) in self.pads for tensor in inputs):
+            raise ValueError(f"{layer.name}: zero padding is translated only before a "
+                             "convolution")
         if isinstance(layer, keras.layers.Dense):
             if len(layer.input.shape) == 4:  # a channel projection: 1x1 convolution
                 return mb.conv(x=x, weight=_conv_weight(layer), bias=self.bias(layer), name=name)
@@ -187,14 +190,16 @@ class _Writer:
             return mb.reduce_mean(x=x, axes=[2, 3], keep_dims=False, name=name)
         if isinstance(layer, FoldedTokenMixing):
             return self.token_mixing(layer, x, self.get(inputs[1]), inputs[0].shape)
-        raise ValueError(f"No Core ML translation for layer {layer.name} ({type(layer).__name__}) "
-                         "of the folded graph")
+        raise ValueError(f"No Core ML translation for layer {layer.name} "
+                         f"({type(layer).__name__}) of the folded graph")
 
     @staticmethod
     def bias(layer):
         return None if layer.bias is None else np.asarray(layer.bias, np.float32)
 
     def conv(self, layer, tensor):
+        import keras
+
         mb = self.mb
         if layer.get_config().get("dilation_rate", (1, 1)) not in ((1, 1), 1):
             raise ValueError(f"{layer.name}: dilated convolutions are not translated")
@@ -206,8 +211,8 @@ class _Writer:
             pad_type, pad = "custom", pad or [0, 0, 0, 0]
         else:
             raise ValueError(f"{layer.name}: 'same' padding after a ZeroPadding2D")
-        groups = weight.shape[0] if weight.shape[1] == 1 and "Depthwise" in type(
-            layer).__name__ else 1
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        groups = weight.shape[0] if depthwise else layer.groups
         kwargs = {"pad": pad} if pad is not None else {}
         name = mil_name(layer.name)
         linear = layer.activation.__name__ == "linear"
@@ -267,7 +272,7 @@ def build_program(graph, *, classifier=True, opset="iOS16"):
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 3, height, width))],
                 opset_version=getattr(ct.target, opset))
     def program(image):
-        writer = _Writer(mb, image)
+        writer = _Writer(mb)
         writer.values[id(folded.inputs[0])] = image
         for layer in layers:
             out = writer.write(layer)
