@@ -137,3 +137,33 @@ def test_every_variant_exports_and_verifies_in_every_format(variant, tmp_path):
         assert report["weights"]["checked"] > 150
         assert report["float16_overflows"] == {}, fmt
         assert report["ops"]["transposes"] == 0
+
+
+@pytest.mark.slow
+def test_l1_float16_query_norms_beyond_float16_stay_finite(tmp_path):
+    """The L1 fixture on two photos: query and key vectors with ||x|| > 256, whose sum of
+    squares passes float16's 65504 (33 of 196 were zeroed before the protection), come out
+    finite and within the float16 bound."""
+    from tests.conftest import GOLDEN_CASES
+
+    checkpoint, _, variant = GOLDEN_CASES["original_l1"]
+    model = SwiftFormer(variant, weights=str(checkpoint), include_preprocessing=False,
+                        classifier_activation=None)
+    path = coreml.export_coreml(model, tmp_path / "l1.mlpackage")
+    photos = load_images(list_images(SAMPLES)[:2])
+    peaks, norms = {}, {}
+
+    def record(name, value):  # ||x|| = peak * ||x / peak|| of every query and key vector
+        name = name.removesuffix("_cast_fp16")  # coremltools' float16 pass renames
+        if name.endswith(("_query_peak_floor", "_key_peak_floor")):
+            peaks[name[:-len("_peak_floor")]] = value.astype(np.float64)
+        elif name.endswith(("_query_norm", "_key_norm")):
+            norms.setdefault(name[:-len("_norm")], []).append(
+                (peaks[name[:-len("_norm")]] * value).reshape(-1))
+
+    coreml.run_coreml(MLProgram(path), photos, record=record)
+    lengths = np.concatenate([np.concatenate(v) for v in norms.values()])
+    # their plain sum of squares overflows float16 (measured: 33 of 16660 vectors)
+    assert np.sum(lengths > 256) > 0
+    report = coreml.verify_coreml(path, model, photos, rtol=FLOAT16_RTOL)
+    assert report["float16_overflows"] == {}
