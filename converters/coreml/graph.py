@@ -104,7 +104,8 @@ def token_weights(w_g, tokens):
     The scores ``a = q @ w_g`` of unit-norm queries are at most ``||w_g||`` each, so their sum
     of squares over the tokens is at most ``tokens * ||w_g||^2``; ``w_g`` is halved until that
     lies below `TOKEN_ENERGY_LIMIT`. The normalised token weights ``a / ||a||`` do not change.
-    Returns float32 (D, 1).
+    The weighted sum ``sum(a * q)`` is then at most ``sqrt(tokens * TOKEN_ENERGY_LIMIT)`` per
+    channel, within float16 up to 260,000 tokens. Returns float32 (D, 1).
     """
     w_g = np.asarray(w_g, np.float64)
     energy = tokens * float(np.sum(w_g**2))
