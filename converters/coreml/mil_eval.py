@@ -3,15 +3,17 @@ cannot run (Linux).
 
 It reads the package itself: the program from ``model.mlmodel`` (protobuf, parsed with the
 generated classes that ship with coremltools) and the weights from ``weights/weight.bin`` (read
-here, not by coremltools). It implements exactly the MIL operations that the SwiftFormer
-programs of `converters.coreml` use (`OPS`); any other operation is an error naming it.
+here, not by coremltools). It implements the MIL operations that the SwiftFormer programs of
+`converters.coreml` use, and a few common ones (`OPS`); any other operation is an error naming
+it.
 
 Each operation is computed in float32 from its inputs and its result is rounded to the data type
 the program declares for it. A FLOAT16 program is therefore evaluated with float16 tensors
 between operations (weights, activations) and float32 arithmetic inside each operation, as GPUs
 do; the Neural Engine may accumulate differently. Results are close to Core ML's, not
 bit-equal. Compressed weights (``constexpr_affine_dequantize``, ``constexpr_lut_to_dense``) are
-decompressed once when the package is loaded.
+decompressed once when the package is loaded; int8 activations (iOS 17 ``quantize`` /
+``dequantize``) are rounded half to even.
 
 Example::
 
@@ -408,12 +410,6 @@ def _gelu(x, mode="EXACT"):
     raise MILError(f"gelu mode {mode!r} is not implemented")
 
 
-def _erf(x):
-    from scipy.special import erf
-
-    return erf(_f32(x))
-
-
 def _reduce(function):
     def reduce(x, axes=None, keep_dims=False):
         axes = None if axes is None else tuple(int(a) for a in np.atleast_1d(axes))
@@ -482,7 +478,6 @@ OPS = {
     "abs": lambda x: np.abs(_f32(x)),
     "rsqrt": lambda x, epsilon=1e-12: 1.0 / np.sqrt(_f32(x) + np.float32(epsilon)),
     "relu": lambda x: np.maximum(_f32(x), 0),
-    "erf": _erf,
     "gelu": _gelu,
     "conv": _conv,
     "pad": _pad,
