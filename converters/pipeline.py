@@ -25,7 +25,7 @@ from converters.report import fidelity, write_report
 COREML_PREFIX = "coreml_"
 #: Core ML formats in the pipeline: ``coreml_`` + a `converters.coreml.COREML_FORMATS` name.
 COREML_PIPELINE_FORMATS = tuple(COREML_PREFIX + f for f in
-                                ("float32", "float16", "int8", "palettize6", "palettize4"))
+                                ("float32", "float16", "int8", "palettize6", "palettize4", "w8a8"))
 DEFAULT_FORMATS = tflite.TFLITE_FORMATS + COREML_PIPELINE_FORMATS
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 COREML_EVALUATION_IMAGES = 8
@@ -212,18 +212,26 @@ def _tflite_row(graphs, path, fmt, calibration, evaluation, reference):
             "evaluation_images": len(evaluation), **fidelity(reference, actual)}
 
 
-def _coreml_row(model, path, fmt, evaluation, info):
+def _coreml_row(model, path, fmt, evaluation, info, calibration=None):
     """Exports one Core ML format and verifies it on Linux (spec, every weight, and the
-    program run by the numpy evaluator) against the Keras model."""
+    program run by the numpy evaluator) against the Keras model. ``w8a8`` calibrates on
+    `calibration`, default the evaluation images after the ones the evaluator runs."""
     from converters.coreml import COREML_FORMATS, export_coreml, verify_coreml
 
     images = evaluation[:COREML_EVALUATION_IMAGES]
+    options = dict(COREML_FORMATS[fmt])
+    if options["compression"] == "w8a8":
+        if calibration is None:
+            calibration = evaluation[COREML_EVALUATION_IMAGES:][:COREML_EVALUATION_IMAGES]
+        if len(calibration) == 0:
+            raise ValueError(f"w8a8 needs calibration images beyond the "
+                             f"{COREML_EVALUATION_IMAGES} it is evaluated on")
+        options["calibration"] = calibration[:COREML_EVALUATION_IMAGES]
     export_coreml(model, path, classifier=model.output.shape[-1] == 1000,
-                  metadata={"source_checkpoint": str(info.get("checkpoint"))},
-                  **COREML_FORMATS[fmt])
+                  metadata={"source_checkpoint": str(info.get("checkpoint"))}, **options)
     report = verify_coreml(path, model, images)
-    return {"size_bytes": report["size_bytes"], "evaluation_images": len(images),
-            **report["logits"]}
+    return {"graph": "folded", "size_bytes": report["size_bytes"],
+            "evaluation_images": len(images), **report["logits"], "coreml_ops": report["ops"]}
 
 
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
