@@ -26,7 +26,7 @@ from converters.report import fidelity, write_report
 COREML_PREFIX = "coreml_"
 #: Core ML formats in the pipeline: ``coreml_`` + a `converters.coreml.COREML_FORMATS` name.
 COREML_PIPELINE_FORMATS = tuple(COREML_PREFIX + f for f in
-                                ("float32", "float16", "int8", "palettize6", "palettize4"))
+                                ("float32", "float16", "int8", "palettize6", "palettize4", "w8a8"))
 DEFAULT_FORMATS = tflite.TFLITE_FORMATS + COREML_PIPELINE_FORMATS
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 COREML_EVALUATION_IMAGES = 8
@@ -204,7 +204,7 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
     Returns:
         (model, info dict: checkpoint, format_in, variant, token_weighting, crop_pct, random?)
     """
-    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer.checkpoints import read_checkpoint
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
 
@@ -258,8 +258,8 @@ class _Graphs:
 
 
 def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):
-    from converters.files import atomic_output
     from converters.runtime import TFLiteRunner
+    from keras_swiftformer.files import atomic_output
 
     graph, model, float_ops = graphs.for_format(fmt)
     with atomic_output(path) as tmp:  # the file appears with its metadata, or not at all
@@ -284,7 +284,7 @@ class _Labeller:
 
     def __call__(self, path, fmt, name=None):
         """Rewrites `path` (the file `name`, default its base name) with metadata."""
-        from converters.files import atomic_output
+        from keras_swiftformer.files import atomic_output
         from converters.metadata import add_classifier_metadata, mediapipe_ready
 
         with open(path, "rb") as f:
@@ -298,18 +298,26 @@ class _Labeller:
         self.verdicts[name or os.path.basename(path)] = mediapipe_ready(content)
 
 
-def _coreml_row(model, path, fmt, evaluation, info):
+def _coreml_row(model, path, fmt, evaluation, info, calibration=None):
     """Exports one Core ML format and verifies it on Linux (spec, every weight, and the
-    program run by the numpy evaluator) against the Keras model."""
+    program run by the numpy evaluator) against the Keras model. ``w8a8`` calibrates on
+    `calibration`, default the evaluation images after the ones the evaluator runs."""
     from converters.coreml import COREML_FORMATS, export_coreml, verify_coreml
 
     images = evaluation[:COREML_EVALUATION_IMAGES]
+    options = dict(COREML_FORMATS[fmt])
+    if options["compression"] == "w8a8":
+        if calibration is None:
+            calibration = evaluation[COREML_EVALUATION_IMAGES:][:COREML_EVALUATION_IMAGES]
+        if len(calibration) == 0:
+            raise ValueError(f"w8a8 needs calibration images beyond the "
+                             f"{COREML_EVALUATION_IMAGES} it is evaluated on")
+        options["calibration"] = calibration[:COREML_EVALUATION_IMAGES]
     export_coreml(model, path, classifier=model.output.shape[-1] == 1000,
-                  metadata={"source_checkpoint": str(info.get("checkpoint"))},
-                  **COREML_FORMATS[fmt])
+                  metadata={"source_checkpoint": str(info.get("checkpoint"))}, **options)
     report = verify_coreml(path, model, images)
-    return {"size_bytes": report["size_bytes"], "evaluation_images": len(images),
-            **report["logits"]}
+    return {"graph": "folded", "size_bytes": report["size_bytes"],
+            "evaluation_images": len(images), **report["logits"], "coreml_ops": report["ops"]}
 
 
 def _prepare(checkpoint, variant, size, token_weighting, softmax, image_dir, paths,
@@ -339,7 +347,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
     """Converts a checkpoint to every requested format and writes the fidelity report.
 
     Args:
-        checkpoint: any checkpoint `converters.checkpoints` reads; None: random weights.
+        checkpoint: any checkpoint `keras_swiftformer.checkpoints` reads; None: random weights.
         variant: "XS", "S", "L1", "L3"; None: read from the checkpoint.
         formats: "all", "float32,int8", or a list: `converters.tflite.TFLITE_FORMATS` and
             ``coreml_`` + a `converters.coreml.COREML_FORMATS` name (`COREML_PIPELINE_FORMATS`).
@@ -371,8 +379,8 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
         ``keras`` (path of the .keras reference model), ``info``.
     """
-    from converters.files import atomic_output
     from converters.litert_inspect import inspect_rows
+    from keras_swiftformer.files import atomic_output
 
     formats = parse_formats(formats)
     size = parse_input_size(input_size)

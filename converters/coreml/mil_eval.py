@@ -3,15 +3,17 @@ cannot run (Linux).
 
 It reads the package itself: the program from ``model.mlmodel`` (protobuf, parsed with the
 generated classes that ship with coremltools) and the weights from ``weights/weight.bin`` (read
-here, not by coremltools). It implements exactly the MIL operations that the SwiftFormer
-programs of `converters.coreml` use (`OPS`); any other operation is an error naming it.
+here, not by coremltools). It implements the MIL operations that the SwiftFormer programs of
+`converters.coreml` use, and a few common ones (`OPS`); any other operation is an error naming
+it.
 
 Each operation is computed in float32 from its inputs and its result is rounded to the data type
 the program declares for it. A FLOAT16 program is therefore evaluated with float16 tensors
 between operations (weights, activations) and float32 arithmetic inside each operation, as GPUs
 do; the Neural Engine may accumulate differently. Results are close to Core ML's, not
 bit-equal. Compressed weights (``constexpr_affine_dequantize``, ``constexpr_lut_to_dense``) are
-decompressed once when the package is loaded.
+decompressed once when the package is loaded; int8 activations (iOS 17 ``quantize`` /
+``dequantize``) are rounded half to even.
 
 Example::
 
@@ -172,12 +174,14 @@ class MLProgram:
             counts[op.type] = counts.get(op.type, 0) + 1
         return counts
 
-    def run(self, feeds, keep=()):
+    def run(self, feeds, keep=(), record=None):
         """Evaluates the program.
 
         Args:
             feeds: {input name: array} (for an image input: (1, 3, H, W) float pixels, RGB).
             keep: names of intermediate variables to return as well (e.g. a softmax's input).
+            record: if given, called as ``record(name, array)`` with every tensor an operation
+                computes (e.g. to collect activation ranges).
 
         Returns:
             {name: value} of the outputs and of the `keep` variables. Afterwards `overflows`
@@ -221,6 +225,8 @@ class MLProgram:
                     if shape is not None and result.shape != shape:
                         raise MILError(f"{op.type} {name!r}: computed shape {result.shape}, "
                                        f"the program declares {shape}")
+                    if record is not None:
+                        record(name, result)
                 env[name] = result
             for bindings in op.inputs.values():
                 for kind, name in bindings:
@@ -404,12 +410,6 @@ def _gelu(x, mode="EXACT"):
     raise MILError(f"gelu mode {mode!r} is not implemented")
 
 
-def _erf(x):
-    from scipy.special import erf
-
-    return erf(_f32(x))
-
-
 def _reduce(function):
     def reduce(x, axes=None, keep_dims=False):
         axes = None if axes is None else tuple(int(a) for a in np.atleast_1d(axes))
@@ -437,6 +437,36 @@ def _classify(probabilities, classes):
     return labels[int(np.argmax(probabilities))], dict(zip(labels, probabilities.tolist()))
 
 
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def _channel_shape(value, ndim, axis):
+    """`value` (scalar or per-channel along `axis`) shaped to broadcast against ndim dims."""
+    value = np.asarray(value, np.float32)
+    if value.ndim == 0:
+        return value
+    shape = [1] * ndim
+    shape[int(axis)] = -1
+    return value.reshape(shape)
+
+
+def _quantize(input, scale, output_dtype, zero_point=None, axis=None):
+    """iOS 17 ``quantize``: ``clip(round(x / scale) + zero_point)`` in int8 or uint8."""
+    low, high = _INT_RANGES[str(output_dtype)]
+    x = _f32(input)
+    q = np.round(x / _channel_shape(scale, x.ndim, axis))
+    if zero_point is not None:
+        q = q + _channel_shape(zero_point, x.ndim, axis)
+    return np.clip(q, low, high).astype(np.dtype(str(output_dtype)))
+
+
+def _dequantize_op(input, scale, zero_point=None, axis=None):
+    """iOS 17 ``dequantize``: ``(q - zero_point) * scale``."""
+    q = np.asarray(input, np.float32)
+    if zero_point is not None:
+        q = q - _channel_shape(zero_point, q.ndim, axis)
+    return q * _channel_shape(scale, q.ndim, axis)
+
 
 #: MIL operation -> numpy implementation (keyword arguments as in the MIL specification).
 OPS = {
@@ -448,7 +478,6 @@ OPS = {
     "abs": lambda x: np.abs(_f32(x)),
     "rsqrt": lambda x, epsilon=1e-12: 1.0 / np.sqrt(_f32(x) + np.float32(epsilon)),
     "relu": lambda x: np.maximum(_f32(x), 0),
-    "erf": _erf,
     "gelu": _gelu,
     "conv": _conv,
     "pad": _pad,
@@ -459,7 +488,11 @@ OPS = {
     "reduce_sum": _reduce(np.sum),
     "reduce_mean": _reduce(np.mean),
     "reduce_max": _reduce(np.max),
+    "reduce_l2_norm": _reduce(lambda x, axis, keepdims: np.sqrt(np.sum(
+        x * x, axis=axis, keepdims=keepdims))),
     "softmax": _softmax,
     "cast": _cast,
     "classify": _classify,
+    "quantize": _quantize,
+    "dequantize": _dequantize_op,
 }

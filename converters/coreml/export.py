@@ -1,0 +1,199 @@
+"""Keras SwiftFormer -> Core ML ML program (``.mlpackage``) for iPhone.
+
+The program is written from the folded inference graph (`converters.coreml.graph`) with
+coremltools' MIL builder and converted by ``coremltools.convert`` (no TensorFlow frontend, so
+TensorFlow's version and ``tf.keras`` do not matter). The package takes an RGB image (a camera
+``CVPixelBuffer`` works): the image type subtracts the mean pixel, the ``1 / (255 std)`` of the
+ImageNet normalisation is folded into the first convolution, exactly.
+
+Compression (`converters.coreml.compression`) is applied to the float16 program.
+"""
+
+import os
+
+from converters.coreml.formats import (
+    COREML_FORMATS,
+    INPUT_NAME,
+    LABEL_NAME,
+    LOGITS_NAME,
+    METADATA_PREFIX,
+    PROBABILITIES_NAME,
+    check_options,
+    coremltools,
+    deployment_target,
+    imagenet_labels,
+)
+from keras_swiftformer.files import atomic_output
+
+#: `metadata` keys stored in the model's own fields; the others become user metadata.
+_MODEL_FIELDS = ("license", "author", "description", "version")
+
+
+def _model_metadata(model):
+    """Variant and token weighting read from a SwiftFormer model."""
+    from keras_swiftformer.config import SwiftFormerConfig
+
+    config = SwiftFormerConfig.from_model(model)
+    return {"variant": config.variant or "custom", "token_weighting": config.token_weighting}
+
+
+def convert_program(program, *, precision, classifier, class_labels, target="iOS16",
+                    pass_pipeline=None):
+    """``coremltools.convert`` of a `converters.coreml.graph.build_program` program: an
+    in-memory ``MLModel`` with its outputs named `PROBABILITIES_NAME` and `LABEL_NAME` (a
+    classifier) or `LOGITS_NAME`."""
+    ct = coremltools()
+    mlmodel = ct.convert(
+        program,
+        convert_to="mlprogram",
+        classifier_config=ct.ClassifierConfig(list(class_labels)) if classifier else None,
+        compute_precision=(ct.precision.FLOAT16 if precision == "float16"
+                           else ct.precision.FLOAT32),
+        minimum_deployment_target=getattr(ct.target, target),
+        pass_pipeline=pass_pipeline or ct.PassPipeline.DEFAULT,
+        skip_model_load=True,
+    )
+    spec = mlmodel.get_spec()
+    new_name = PROBABILITIES_NAME if classifier else LOGITS_NAME
+    for output in spec.description.output:
+        if (output.type.WhichOneof("Type") in ("multiArrayType", "dictionaryType")
+                and output.name != new_name):
+            ct.utils.rename_feature(spec, output.name, new_name)
+    return ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+
+
+def convert_to_coreml(model, *, precision="float16", classifier=True, class_labels=None,
+                      image_size=None, metadata=None, target="iOS16", pass_pipeline=None):
+    """Converts a Keras SwiftFormer classifier to an uncompressed in-memory ``MLModel``.
+
+    Arguments as `export_coreml`; `target` the minimum deployment target ("iOS16", "iOS17"),
+    `pass_pipeline` a ``coremltools.PassPipeline`` other than the default. Returns a
+    ``coremltools.models.MLModel`` (ML program) with its input ``image``, outputs named and
+    metadata set.
+    """
+    from converters.coreml.graph import build_program, coreml_graph
+
+    graph = coreml_graph(model, image_size)
+    classes = graph.logits.shape[-1]
+    check_options(precision, None, classifier, class_labels, classes)
+    labels = None
+    if classifier:
+        labels = list(class_labels) if class_labels is not None else imagenet_labels()
+    program = build_program(graph, classifier=classifier, opset=target)
+    mlmodel = convert_program(program, precision=precision, classifier=classifier,
+                              class_labels=labels, target=target, pass_pipeline=pass_pipeline)
+    metadata = dict(metadata or {})
+    height, width = graph.image_size
+    info = {**_model_metadata(model),
+            **{k: v for k, v in metadata.items() if k not in _MODEL_FIELDS}}
+    info.update(precision=precision, compression="none", classifier=str(bool(classifier)),
+                image_size=f"{height}x{width}", classes=str(classes))
+    _set_metadata(mlmodel, info, metadata, classifier)
+    return mlmodel
+
+
+def _set_metadata(mlmodel, info, metadata, classifier):
+    from keras_swiftformer import __version__
+
+    mlmodel.author = str(metadata.get("author", "keras-swiftformer"))
+    mlmodel.license = str(metadata.get("license", ""))
+    mlmodel.version = str(metadata.get("version", __version__))
+    mlmodel.short_description = str(metadata.get(
+        "description",
+        f"SwiftFormer-{info['variant']} ImageNet classifier (Shaker et al., ICCV 2023), "
+        f"converted by keras-swiftformer {__version__}."))
+    for key, value in info.items():
+        mlmodel.user_defined_metadata[METADATA_PREFIX + key] = str(value)
+    mlmodel.input_description[INPUT_NAME] = ("RGB image; the program applies the ImageNet "
+                                             "mean and std to its [0, 255] pixels")
+    if classifier:
+        mlmodel.output_description[PROBABILITIES_NAME] = "softmax probability of each class"
+        mlmodel.output_description[LABEL_NAME] = "most likely class"
+    else:
+        mlmodel.output_description[LOGITS_NAME] = "logits (mean of the two heads)"
+
+
+def save_coreml(mlmodel, path):
+    """Saves `mlmodel` to `path` (``.mlpackage``) atomically; returns `path`."""
+    path = os.fspath(path)
+    if not path.endswith(".mlpackage"):
+        raise ValueError(f"A Core ML ML program is saved as a .mlpackage folder, got {path}")
+    with atomic_output(path) as tmp:
+        mlmodel.save(tmp)
+    return path
+
+
+def export_coreml(model, path, *, precision="float16", compression=None, classifier=True,
+                  class_labels=None, image_size=None, metadata=None, calibration=None):
+    """Exports a Keras SwiftFormer classifier to a Core ML ``.mlpackage`` (iOS 16+).
+
+    Args:
+        model: a SwiftFormer classifier (``include_top=True``; with or without its
+            ``preprocessing`` layer and softmax, which are replaced).
+        path: output folder, ending in ``.mlpackage``; written atomically.
+        precision: compute precision, ``"float16"`` (default) or ``"float32"``.
+        compression: None, ``"int8"``, ``"palettize6"``, ``"palettize4"`` (weights only) or
+            ``"w8a8"`` (int8 activations and weights, iOS 17+; needs `calibration`).
+        classifier: outputs ``classLabel`` and ``probabilities`` (a label -> probability
+            dictionary); False: one ``logits`` (1, classes) array.
+        class_labels: class names; default the ImageNet names for 1000 classes.
+        image_size: (H, W) of the image input; default the model's, else 224 x 224.
+        metadata: ``license``, ``author``, ``description``, ``version`` and any other keys
+            (``source_checkpoint``, ``variant``, ``token_weighting``...), stored as
+            ``keras_swiftformer.<key>`` user metadata.
+        calibration: (N, H, W, 3) RGB images in [0, 255] whose activation ranges ``w8a8``
+            quantises to (a few dozen photos of the kind the app sees).
+
+    Returns:
+        `path`.
+    """
+    if not os.fspath(path).endswith(".mlpackage"):
+        raise ValueError(f"A Core ML ML program is saved as a .mlpackage folder, got {path}")
+    paths = _export(model, {os.fspath(path): (precision, compression)}, calibration,
+                    dict(classifier=classifier, class_labels=class_labels,
+                         image_size=image_size, metadata=metadata))
+    return paths[os.fspath(path)]
+
+
+def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
+                          name="swiftformer", calibration=None, **options):
+    """Exports `model` in several `COREML_FORMATS`, converting once per precision and target.
+
+    Args:
+        calibration: images for ``w8a8`` (see `export_coreml`).
+        options: `export_coreml`'s ``classifier``, ``class_labels``, ``image_size``,
+            ``metadata``.
+
+    Returns:
+        {format: path of ``<directory>/<name>_<format>.mlpackage``}.
+    """
+    unknown = [f for f in formats if f not in COREML_FORMATS]
+    if unknown:
+        raise ValueError(f"Unknown Core ML formats {unknown}; known: {list(COREML_FORMATS)}")
+    jobs = {os.path.join(directory, f"{name}_{fmt}.mlpackage"): (
+        COREML_FORMATS[fmt]["precision"], COREML_FORMATS[fmt]["compression"]) for fmt in formats}
+    paths = _export(model, jobs, calibration, options)
+    return dict(zip(formats, paths.values()))
+
+
+def _export(model, jobs, calibration, options):
+    """Writes {path: (precision, compression)}, converting once per (precision, target)."""
+    from converters.coreml.compression import compress_coreml, quantize_activations
+
+    for precision, compression in jobs.values():
+        check_options(precision, compression, options.get("classifier", True),
+                      options.get("class_labels"))
+        if compression == "w8a8" and calibration is None:
+            raise ValueError("w8a8 quantises activations: give calibration images "
+                             "(N, H, W, 3) RGB in [0, 255]")
+    converted, paths = {}, {}
+    for path, (precision, compression) in jobs.items():
+        target = deployment_target(compression)
+        if (precision, target) not in converted:
+            converted[precision, target] = convert_to_coreml(model, precision=precision,
+                                                             target=target, **options)
+        mlmodel = converted[precision, target]
+        if compression == "w8a8":
+            mlmodel = quantize_activations(model, mlmodel, calibration, options)
+        paths[path] = save_coreml(compress_coreml(mlmodel, compression), path)
+    return paths
