@@ -21,12 +21,14 @@ import warnings
 import numpy as np
 
 from converters import tflite
-from converters.report import fidelity, write_report
+from converters.coreml import COREML_FORMATS
+from converters.metrics import fidelity
+from converters.report import write_report
+from keras_swiftformer.config import SwiftFormerConfig
 
 COREML_PREFIX = "coreml_"
 #: Core ML formats in the pipeline: ``coreml_`` + a `converters.coreml.COREML_FORMATS` name.
-COREML_PIPELINE_FORMATS = tuple(COREML_PREFIX + f for f in
-                                ("float32", "float16", "int8", "palettize6", "palettize4", "w8a8"))
+COREML_PIPELINE_FORMATS = tuple(COREML_PREFIX + f for f in COREML_FORMATS)
 DEFAULT_FORMATS = tflite.TFLITE_FORMATS + COREML_PIPELINE_FORMATS
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 COREML_EVALUATION_IMAGES = 8
@@ -223,9 +225,9 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
                             token_weighting=token_weighting)
         info = {"checkpoint": ckpt.path, "format_in": ckpt.format, "random_weights": False,
                 "crop_pct": ckpt.crop_pct}
-    attn = next(layer for layer in model.layers if hasattr(layer, "token_weighting"))
-    info.update(variant=model.name.replace("swiftformer_", "").upper(),
-                token_weighting=attn.token_weighting, input_shape=list(model.input_shape[1:]))
+    config = SwiftFormerConfig.from_model(model)
+    info.update(variant=config.variant or "CUSTOM", token_weighting=config.token_weighting,
+                input_shape=list(config.input_shape))
     return model, info
 
 
@@ -429,7 +431,8 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         row = {"format": fmt, "file": os.path.basename(path)}
         try:
             if coreml:
-                row.update(_coreml_row(model, path, fmt[len(COREML_PREFIX):], evaluation, info))
+                row.update(_coreml_row(model, path, fmt[len(COREML_PREFIX):], evaluation, info,
+                                       calibration))
             else:
                 row.update(_tflite_row(graphs, path, fmt, calibration, evaluation, reference,
                                        labeller))

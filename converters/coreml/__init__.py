@@ -29,7 +29,7 @@ from converters.coreml.formats import (
 _LAZY = {
     "export": ("convert_to_coreml", "export_coreml", "export_coreml_formats", "save_coreml"),
     "compression": ("activation_ranges", "compress_coreml", "kmeans_palette",
-                    "quantize_activations"),
+                    "activation_pipeline"),
     "graph": ("build_program", "coreml_graph"),
     "inspection": ("inspect_coreml", "op_histogram", "op_summary", "package_size"),
     "verification": ("check_spec", "check_weights", "expected_weights", "keras_logits",

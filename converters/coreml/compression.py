@@ -81,7 +81,7 @@ def _weight_config(compression):
 
 def compress_coreml(mlmodel, compression):
     """Compresses the weights of an ML program: ``"int8"`` and ``"w8a8"`` (linear symmetric,
-    per output channel; w8a8's activations are quantised by `quantize_activations` first),
+    per output channel; w8a8's activations are quantised by `activation_pipeline` first),
     ``"palettize6"`` / ``"palettize4"`` (a k-means palette of 64 / 16 values per tensor,
     `kmeans_palette`). Tensors of at most `WEIGHT_THRESHOLD` elements stay as they are."""
     check_choice("compression", compression, COMPRESSIONS)
@@ -126,14 +126,12 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def quantize_activations(model, mlmodel, images, options):
-    """The float16 iOS 17 program `mlmodel` of `model` (`convert_to_coreml` with `options`)
-    converted again with int8 activations: quantize / dequantize pairs, linear symmetric per
-    tensor, at the ranges `activation_ranges` measures on `images`."""
+def activation_pipeline(mlmodel, images):
+    """The conversion pass pipeline that gives the float16 iOS 17 program `mlmodel` int8
+    activations: quantize / dequantize pairs, linear symmetric per tensor, at the ranges
+    `activation_ranges` measures on `images` (convert again with it: `export._export`)."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
-
-    from converters.coreml.export import convert_to_coreml
 
     ranges = activation_ranges(mlmodel, images)
     config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode="linear_symmetric",
@@ -143,5 +141,4 @@ def quantize_activations(model, mlmodel, images, options):
         pipeline.append_pass(name)
     for name in ACTIVATION_PASSES[:2]:
         pipeline.set_options(name, {"config": config, "activation_stats": ranges})
-    return convert_to_coreml(model, precision="float16", target="iOS17",
-                             pass_pipeline=pipeline, **options)
+    return pipeline

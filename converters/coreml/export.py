@@ -178,7 +178,7 @@ def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
 
 def _export(model, jobs, calibration, options):
     """Writes {path: (precision, compression)}, converting once per (precision, target)."""
-    from converters.coreml.compression import compress_coreml, quantize_activations
+    from converters.coreml.compression import activation_pipeline, compress_coreml
 
     for precision, compression in jobs.values():
         check_options(precision, compression, options.get("classifier", True),
@@ -194,6 +194,8 @@ def _export(model, jobs, calibration, options):
                                                              target=target, **options)
         mlmodel = converted[precision, target]
         if compression == "w8a8":
-            mlmodel = quantize_activations(model, mlmodel, calibration, options)
+            mlmodel = convert_to_coreml(model, precision="float16", target="iOS17",
+                                        pass_pipeline=activation_pipeline(mlmodel, calibration),
+                                        **options)
         paths[path] = save_coreml(compress_coreml(mlmodel, compression), path)
     return paths
