@@ -9,7 +9,7 @@ weights drawn like them otherwise) goes into:
 - ``keras naive``: the unfolded Keras model exported by `converters.tflite` (float32);
 - ``ours float32`` / ``ours int8`` / ``ours int8 mixed``: `converters.inference_graph.for_inference`
   exported as float32, full-integer int8 (int8 input and output), and int8 with
-  `converters.inference_graph.MIXED_FLOAT_OPS` kept in float (float input and output).
+  `converters.inference_graph.FOLDED_FLOAT_OPS` kept in float (float input and output).
 
 All models of a variant are timed in one process, interleaved as `android_bench.host` does (each
 round invokes every model once, in a fresh random order), through the LiteRT interpreter with
@@ -38,7 +38,7 @@ import numpy as np
 from android_bench.host import interleaved_order, random_input
 from benchmarks.op_profile import delegation, make_interpreter
 from converters.fold import swiftformer_geometry
-from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
+from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 from converters.report import fidelity
 from converters.tflite import convert
 from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
@@ -129,7 +129,7 @@ def export_models(model, variant, calibration, log=print):
         "ours_float32": lambda: convert(folded, "float32"),
         "ours_int8": lambda: convert(folded, "int8", calibration),
         "ours_int8_mixed": lambda: convert(folded, "int8_mixed", calibration,
-                                           float_ops=MIXED_FLOAT_OPS),
+                                           float_ops=FOLDED_FLOAT_OPS),
     }
     contents, note = {}, None
     start = time.perf_counter()

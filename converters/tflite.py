@@ -11,15 +11,18 @@ Formats (`TFLITE_FORMATS`):
 float32               float weights and activations
 float16               float16 weights, dequantised at load (float activations)
 dynamic_int8          int8 weights, float activations (dynamic-range quantisation)
-int8                  full integer, int8 input and output
-uint8                 full integer, uint8 input and output (camera pixels as they are)
-int8_float_io         full integer inside, float input and output
+int8                  int8 input and output, integer except the `float_ops` (one XNNPACK
+                      partition for the folded graph)
+uint8                 as int8 with uint8 input and output (camera pixels as they are)
+int8_float_io         full integer inside (no float op), float input and output
 int16x8               16-bit activations, 8-bit weights, float input and output
-int8_mixed            full integer except the ops in `MIXED_FLOAT_OPS`, kept in float
+int8_mixed            as int8 with float input and output
 ====================  =====================================================================
 
 Integer formats need calibration images (`calibration`), fed through the reference evaluation
-transform (`keras_swiftformer.imagenet.load_images`).
+transform (`keras_swiftformer.imagenet.load_images`). The int8 formats take their activation
+ranges from `converters.calibration` (`RANGES`): by default each tensor's range minimises its
+int8 error on the calibration images instead of spanning their min and max.
 """
 
 import os
@@ -32,13 +35,22 @@ from converters.files import atomic_output
 TFLITE_FORMATS = ("float32", "float16", "dynamic_int8", "int8", "uint8", "int8_float_io",
                   "int16x8", "int8_mixed")
 CALIBRATED_FORMATS = ("int8", "uint8", "int8_float_io", "int16x8", "int8_mixed")
+#: Formats that keep the `float_ops` of `convert` in float.
+FLOAT_OPS_FORMATS = ("int8", "uint8", "int8_mixed")
+#: How int8 activation ranges are chosen: "mse" and "minmax" through `converters.calibration`
+#: (error-minimising, or the observed min/max), "converter": the TFLite converter's own path
+#: (min/max; the formats before `converters.calibration`, for comparison).
+RANGES = ("mse", "minmax", "converter")
+_IO_TYPES = {"int8": "int8", "uint8": "uint8", "int8_float_io": "float32",
+             "int8_mixed": "float32"}
 
-#: Ops that `int8_mixed` keeps in float. Measured (XS fixture weights, 32 calibration / 48
+#: Ops the Keras (unfolded) graph keeps in float in `FLOAT_OPS_FORMATS` (the folded graph's
+#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured (XS fixture weights, 32 calibration / 48
 #: evaluation photos, SQNR against Keras float): full int8 22.5 dB; keeping SUM, GELU or MEAN
 #: in float changes nothing; L2_NORMALIZATION in float gives 25.0 dB (its int8 kernel has a
 #: fixed output step of 1/128, a few levels for unit vectors of 48-220 channels); adding SUM
 #: and MUL reaches 25.4 dB for many more float islands. See `quantization_error_by_layer`.
-MIXED_FLOAT_OPS = ("L2_NORMALIZATION",)
+KERAS_FLOAT_OPS = ("L2_NORMALIZATION",)
 
 
 class ExportError(RuntimeError):
@@ -146,7 +158,8 @@ def configure(converter, fmt, calibration=None):
     return converter
 
 
-def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=MIXED_FLOAT_OPS):
+def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERAS_FLOAT_OPS,
+            ranges="mse"):
     """Converts `model` to `.tflite` bytes in format `fmt`.
 
     Args:
@@ -156,11 +169,14 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=MIXE
             for models with built-in preprocessing), or an iterable of such batches; needed by
             `CALIBRATED_FORMATS`.
         batch_size: the input's batch; None for a dynamic batch.
-        float_ops: op types `int8_mixed` keeps in float.
+        float_ops: op types `FLOAT_OPS_FORMATS` keep in float.
+        ranges: how the int8 formats' activation ranges are chosen (`RANGES`).
     """
     import tensorflow as tf
 
     check_format(fmt)
+    if ranges not in RANGES:
+        raise ValueError(f"ranges must be one of {RANGES}, got {ranges!r}")
     if fmt in CALIBRATED_FORMATS and calibration is None:
         raise ValueError(f"Format {fmt} needs calibration images")
     if fmt == "int16x8":  # its SUM kernel fails over thousands of tokens, MEAN does not
@@ -169,9 +185,22 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=MIXE
         saved_model(model, directory, batch_size)
         converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), fmt,
                               calibration)
+        if fmt in _IO_TYPES and ranges != "converter":
+            from converters.calibration import calibrated_int8
+
+            kept = float_ops if fmt in FLOAT_OPS_FORMATS else ()
+            return calibrated_int8(converter, _as_array(calibration), _IO_TYPES[fmt], kept,
+                                   ranges)
         if fmt == "int8_mixed":
             return _selectively_quantized(converter, calibration, float_ops)
         return converter.convert()
+
+
+def _as_array(images):
+    """(N, H, W, C) float32 from an array or an iterable of batches."""
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32, copy=False)
+    return np.concatenate([np.asarray(b, np.float32) for b in images])
 
 
 def _selectively_quantized(converter, calibration, float_ops):
@@ -187,7 +216,7 @@ def _selectively_quantized(converter, calibration, float_ops):
 
 
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
-                  float_ops=MIXED_FLOAT_OPS):
+                  float_ops=KERAS_FLOAT_OPS, ranges="mse"):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
 
     Raises:
@@ -197,7 +226,7 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
     check_format(fmt)
     try:
-        content = convert(model, fmt, calibration, batch_size, float_ops)
+        content = convert(model, fmt, calibration, batch_size, float_ops, ranges)
     except ValueError:
         raise
     except Exception as err:  # the converter raises ConverterError and others
