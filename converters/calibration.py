@@ -149,6 +149,9 @@ def with_ranges(content, ranges):
     model = _model_object(content)
     tensors = model.subgraphs[0].tensors
     for index, (low, high) in ranges.items():
+        if not 0 <= index < len(tensors):
+            raise ValueError(f"Tensor {index} has no recorded range: the model has "
+                             f"{len(tensors)} tensors")
         quantization = tensors[index].quantization
         if quantization is None or quantization.min is None:
             raise ValueError(f"Tensor {index} ({tensors[index].name}) has no recorded range")
@@ -168,15 +171,17 @@ def quantize(calibrated, io_type="float32", float_ops=(), per_channel_dense=True
     """
     import tensorflow as tf
     from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.python.util import modify_model_io_type
 
     types = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
     if io_type not in types:
         raise ValueError(f"io_type must be one of {tuple(types)}, got {io_type!r}")
-    return mlir_quantize(
-        calibrated, fully_quantize=io_type != "float32", input_data_type=types[io_type],
-        output_data_type=types[io_type], denylisted_ops=list(float_ops) or None,
-        disable_per_channel_for_dense_layers=not per_channel_dense)
-
+    content = mlir_quantize(calibrated, denylisted_ops=list(float_ops) or None,
+                            disable_per_channel_for_dense_layers=not per_channel_dense)
+    if io_type == "float32":
+        return content
+    # As the converter does: the float input and output's QUANTIZE/DEQUANTIZE removed.
+    return modify_model_io_type(content, types[io_type], types[io_type])
 
 
 def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse"):

@@ -8,7 +8,7 @@ from keras import layers
 from converters import fold
 from converters.inference_graph import (
     FoldedTokenMixing,
-    MIXED_FLOAT_OPS,
+    FOLDED_FLOAT_OPS,
     attention_weights,
     for_inference,
     inverse_rms,
@@ -292,4 +292,4 @@ def test_exported_float_graph_is_one_xnnpack_partition_without_l2_normalization(
     assert delegation(content) == {"ops": 211, "partitions": 1, "undelegated": {}}
     pixels = RNG.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     assert relative_error(runner.predict(pixels), model.predict(pixels, verbose=0)) < 1e-5
-    assert set(MIXED_FLOAT_OPS) <= set(runner.op_types())
+    assert set(FOLDED_FLOAT_OPS) <= set(runner.op_types())
