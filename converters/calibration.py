@@ -160,13 +160,75 @@ def with_ranges(content, ranges):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def quantize(calibrated, io_type="float32", float_ops=(), per_channel_dense=True):
+def head_nodes(content):
+    """Output tensor names of the classifier head of a calibrated model: the op producing the
+    model's output when it is a FULLY_CONNECTED (or 1x1 CONV_2D) and, when it is fed by one,
+    the MEAN that pools its input. [] for other graphs."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    graph = model.subgraphs[0]
+    producers = {out: op for op in graph.operators for out in op.outputs}
+    head = producers.get(graph.outputs[0])
+    if head is None or flatbuffer_utils.opcode_to_name(model, head.opcodeIndex) not in (
+            "FULLY_CONNECTED", "CONV_2D"):
+        return []
+    found = [graph.tensors[graph.outputs[0]].name.decode()]
+    pool = producers.get(head.inputs[0])
+    if pool is not None and flatbuffer_utils.opcode_to_name(model, pool.opcodeIndex) == "MEAN":
+        found.insert(0, graph.tensors[pool.outputs[0]].name.decode())
+    return found
+
+
+def quantized_output(content, low, high, dtype="int8"):
+    """`content` whose float output is quantised by an appended QUANTIZE op to the int8 (or
+    uint8) grid spanning [low, high]; returns new bytes."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    graph = model.subgraphs[0]
+    source = graph.tensors[graph.outputs[0]]
+    if source.type != schema.TensorType.FLOAT32:
+        raise ValueError(f"The output {source.name} is not float")
+    levels = (-128, 127) if dtype == "int8" else (0, 255)
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255
+    tensor = schema.TensorT()
+    tensor.name, tensor.shape = source.name + b"_quantized", source.shape
+    tensor.shapeSignature = source.shapeSignature
+    tensor.type = schema.TensorType.INT8 if dtype == "int8" else schema.TensorType.UINT8
+    tensor.buffer = 0
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale = [scale]
+    tensor.quantization.zeroPoint = [int(np.clip(round(levels[0] - low / scale), *levels))]
+    graph.tensors.append(tensor)
+    codes = [code.builtinCode for code in model.operatorCodes]
+    if schema.BuiltinOperator.QUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+        code.version = 1
+        model.operatorCodes.append(code)
+        codes.append(code.builtinCode)
+    op = schema.OperatorT()
+    op.opcodeIndex = codes.index(schema.BuiltinOperator.QUANTIZE)
+    op.inputs, op.outputs = [graph.outputs[0]], [len(graph.tensors) - 1]
+    graph.operators.append(op)
+    graph.outputs = [len(graph.tensors) - 1]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def quantize(calibrated, io_type="float32", float_ops=(), float_nodes=(),
+             per_channel_dense=True):
     """The converter's int8 quantiser on a calibrated model.
 
     Args:
         calibrated: bytes from `calibrate` (or `with_ranges`).
         io_type: "float32", "int8" or "uint8": the input and output type.
         float_ops: op type names left in float (between DEQUANTIZE and QUANTIZE).
+        float_nodes: output tensor names of single ops left in float (e.g. `head_nodes`); a
+            float output of an int8 / uint8 model is quantised at the end to its recorded
+            range.
         per_channel_dense: per-output-channel int8 kernels for FULLY_CONNECTED too.
     """
     import tensorflow as tf
@@ -177,14 +239,24 @@ def quantize(calibrated, io_type="float32", float_ops=(), per_channel_dense=True
     if io_type not in types:
         raise ValueError(f"io_type must be one of {tuple(types)}, got {io_type!r}")
     content = mlir_quantize(calibrated, denylisted_ops=list(float_ops) or None,
+                            denylisted_nodes=list(float_nodes) or None,
                             disable_per_channel_for_dense_layers=not per_channel_dense)
     if io_type == "float32":
         return content
     # As the converter does: the float input and output's QUANTIZE/DEQUANTIZE removed.
-    return modify_model_io_type(content, types[io_type], types[io_type])
+    content = modify_model_io_type(content, types[io_type], types[io_type])
+    graph = _model_object(content).subgraphs[0]
+    if graph.tensors[graph.outputs[0]].type == 0:  # a float op computes the output
+        name = graph.tensors[graph.outputs[0]].name.decode()
+        ranges = {n: (low, high) for n, low, high in recorded_tensors(calibrated).values()}
+        if name not in ranges:
+            raise ValueError(f"No recorded range for the float output {name}")
+        content = quantized_output(content, *ranges[name], dtype=io_type)
+    return content
 
 
-def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse"):
+def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse",
+                    float_head=False):
     """Integer `.tflite` bytes with activation ranges chosen by `method` (`RANGE_METHODS`).
 
     Args:
@@ -194,9 +266,12 @@ def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse
         io_type: "int8", "uint8" or "float32" input and output.
         float_ops: op types kept in float.
         method: "mse" (per-tensor error-minimising ranges) or "minmax" (the converter's).
+        float_head: keep the classifier's pooling and FULLY_CONNECTED in float
+            (`head_nodes`).
     """
     calibrated = calibrate(converter)
     if method != "minmax":
         stats = activation_statistics(calibrated, images)
         calibrated = with_ranges(calibrated, choose_ranges(stats, method))
-    return quantize(calibrated, io_type, float_ops)
+    nodes = head_nodes(calibrated) if float_head else ()
+    return quantize(calibrated, io_type, float_ops, nodes)

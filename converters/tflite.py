@@ -11,8 +11,8 @@ Formats (`TFLITE_FORMATS`):
 float32               float weights and activations
 float16               float16 weights, dequantised at load (float activations)
 dynamic_int8          int8 weights, float activations (dynamic-range quantisation)
-int8                  int8 input and output, integer except the `float_ops` (one XNNPACK
-                      partition for the folded graph)
+int8                  int8 input and output, integer except the `float_ops` and the
+                      classifier (pooling and head; one XNNPACK partition for the folded graph)
 uint8                 as int8 with uint8 input and output (camera pixels as they are)
 int8_float_io         full integer inside (no float op), float input and output
 int16x8               16-bit activations, 8-bit weights, float input and output
@@ -45,8 +45,8 @@ _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int8_float_io": "float32",
              "int8_mixed": "float32"}
 
 #: Ops the Keras (unfolded) graph keeps in float in `FLOAT_OPS_FORMATS` (the folded graph's
-#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured (XS fixture weights, 32 calibration / 48
-#: evaluation photos, SQNR against Keras float): full int8 22.5 dB; keeping SUM, GELU or MEAN
+#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured (XS fixture weights, 32
+#: calibration / 48 evaluation photos, SQNR against Keras float): full int8 22.5 dB; keeping SUM, GELU or MEAN
 #: in float changes nothing; L2_NORMALIZATION in float gives 25.0 dB (its int8 kernel has a
 #: fixed output step of 1/128, a few levels for unit vectors of 48-220 channels); adding SUM
 #: and MUL reaches 25.4 dB for many more float islands. See `quantization_error_by_layer`.
@@ -190,7 +190,7 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
 
             kept = float_ops if fmt in FLOAT_OPS_FORMATS else ()
             return calibrated_int8(converter, _as_array(calibration), _IO_TYPES[fmt], kept,
-                                   ranges)
+                                   ranges, float_head=fmt in FLOAT_OPS_FORMATS)
         if fmt == "int8_mixed":
             return _selectively_quantized(converter, calibration, float_ops)
         return converter.convert()
