@@ -8,8 +8,10 @@ weights drawn like them for S and L3, as `benchmarks.litert_vs_torch`) goes thro
 - ``int8 (converter)`` / ``int8_mixed (converter)``: the previous formats, the TFLite
   converter's min/max calibration (``ranges="converter"``): full integer with int8 I/O, and
   float I/O with `FOLDED_FLOAT_OPS` in float;
-- ``int8`` / ``int8_mixed``: the current defaults (`converters.calibration`: error-minimising
-  ranges, per-image summaries at min/max, the classifier head in float);
+- ``int8`` / ``int8_mixed``: the current defaults (`converters.weight_rounding`: GPTQ rounding
+  of the pointwise kernels; `converters.calibration`: error-minimising ranges, per-image
+  summaries at min/max, the classifier head in float);
+- ``int8 (nearest weights)``: the default without GPTQ (the converter's rounding);
 - ``int8 (32 photos)``: the default with the pipeline's former 32 calibration photos;
 - ``dynamic_int8``: int8 weights, float activations;
 - competitor rows, where ``litert-torch`` and ``ai-edge-quantizer`` are installed (a separate
@@ -49,7 +51,7 @@ from converters.tflite import configure, convert, saved_model
 
 #: Row keys in table order; "float32" is the latency reference.
 ROWS = ("float32", "int8 (converter)", "int8_mixed (converter)", "int8", "int8_mixed",
-        "int8 (32 photos)", "dynamic_int8")
+        "int8 (nearest weights)", "int8 (32 photos)", "dynamic_int8")
 #: Rows of the PyTorch model through litert-torch (NCHW normalised input), when installed.
 COMPETITORS = ("litert-torch float32", "litert-torch + AEQ static_wi8_ai8",
                "litert-torch + AEQ dynamic_wi8_afp32")
@@ -62,12 +64,16 @@ COLUMNS = (("variant", "variant", "{}"), ("model", "model", "{}"),
 
 
 def calibrated_pair(folded, images):
-    """The default int8 and int8_mixed from one calibration (what `convert` does for each):
-    {"int8": bytes, "int8_mixed": bytes}."""
+    """The default int8 and int8_mixed from one weight rounding and one calibration (what
+    `convert` does for each): {"int8": bytes, "int8_mixed": bytes}."""
     import tempfile
 
     import tensorflow as tf
 
+    from converters.tflite import FLOAT_HEAD_LAYERS, ROUNDING_IMAGES
+    from converters.weight_rounding import round_weights
+
+    folded = round_weights(folded, images[:ROUNDING_IMAGES], FLOAT_HEAD_LAYERS)
     with tempfile.TemporaryDirectory() as directory:
         saved_model(folded, directory)
         converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), "int8",
@@ -91,6 +97,8 @@ def export_rows(model, calibration_images, log=print):
             folded, "int8_mixed", calibration_images, float_ops=FOLDED_FLOAT_OPS,
             ranges="converter")},
         "defaults": lambda: calibrated_pair(folded, calibration_images),
+        "int8 (nearest weights)": lambda: {"int8 (nearest weights)": convert(
+            folded, "int8", calibration_images, float_ops=FOLDED_FLOAT_OPS, weights="nearest")},
         "int8 (32 photos)": lambda: {"int8 (32 photos)": convert(
             folded, "int8", calibration_images[:32], float_ops=FOLDED_FLOAT_OPS)},
         "dynamic_int8": lambda: {"dynamic_int8": convert(folded, "dynamic_int8")},

@@ -22,7 +22,8 @@ int8_mixed            as int8 with float input and output
 Integer formats need calibration images (`calibration`), fed through the reference evaluation
 transform (`keras_swiftformer.imagenet.load_images`). The int8 formats take their activation
 ranges from `converters.calibration` (`RANGES`): by default each tensor's range minimises its
-int8 error on the calibration images instead of spanning their min and max.
+int8 error on the calibration images instead of spanning their min and max; and their
+pointwise kernels are rounded by GPTQ (`converters.weight_rounding`, `WEIGHT_ROUNDINGS`).
 """
 
 import os
@@ -41,6 +42,13 @@ FLOAT_OPS_FORMATS = ("int8", "uint8", "int8_mixed")
 #: (error-minimising, or the observed min/max), "converter": the TFLite converter's own path
 #: (min/max; the formats before `converters.calibration`, for comparison).
 RANGES = ("mse", "minmax", "converter")
+#: How the int8 formats' (not the converter path's) weights are rounded:
+#: "gptq" (`converters.weight_rounding`, error-compensating) or "nearest" (the converter's).
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
+#: Calibration images whose layer inputs drive "gptq" (more change little, cost time).
+ROUNDING_IMAGES = 32
+#: Layers a `FLOAT_OPS_FORMATS` model keeps in float (`converters.calibration.head_nodes`).
+FLOAT_HEAD_LAYERS = ("head",)
 _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int8_float_io": "float32",
              "int8_mixed": "float32"}
 
@@ -159,7 +167,7 @@ def configure(converter, fmt, calibration=None):
 
 
 def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERAS_FLOAT_OPS,
-            ranges="mse"):
+            ranges="mse", weights="gptq"):
     """Converts `model` to `.tflite` bytes in format `fmt`.
 
     Args:
@@ -171,16 +179,24 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
         batch_size: the input's batch; None for a dynamic batch.
         float_ops: op types `FLOAT_OPS_FORMATS` keep in float.
         ranges: how the int8 formats' activation ranges are chosen (`RANGES`).
+        weights: how their weights are rounded (`WEIGHT_ROUNDINGS`; not with "converter").
     """
     import tensorflow as tf
 
     check_format(fmt)
     if ranges not in RANGES:
         raise ValueError(f"ranges must be one of {RANGES}, got {ranges!r}")
+    if weights not in WEIGHT_ROUNDINGS:
+        raise ValueError(f"weights must be one of {WEIGHT_ROUNDINGS}, got {weights!r}")
     if fmt in CALIBRATED_FORMATS and calibration is None:
         raise ValueError(f"Format {fmt} needs calibration images")
     if fmt == "int16x8":  # its SUM kernel fails over thousands of tokens, MEAN does not
         model = with_token_sum(model, "mean")
+    if fmt in _IO_TYPES and ranges != "converter" and weights == "gptq":
+        from converters.weight_rounding import round_weights
+
+        skip = FLOAT_HEAD_LAYERS if fmt in FLOAT_OPS_FORMATS else ()
+        model = round_weights(model, _as_array(calibration)[:ROUNDING_IMAGES], skip)
     with tempfile.TemporaryDirectory() as directory:
         saved_model(model, directory, batch_size)
         converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), fmt,
@@ -216,7 +232,7 @@ def _selectively_quantized(converter, calibration, float_ops):
 
 
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
-                  float_ops=KERAS_FLOAT_OPS, ranges="mse"):
+                  float_ops=KERAS_FLOAT_OPS, ranges="mse", weights="gptq"):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
 
     Raises:
@@ -226,7 +242,7 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
     check_format(fmt)
     try:
-        content = convert(model, fmt, calibration, batch_size, float_ops, ranges)
+        content = convert(model, fmt, calibration, batch_size, float_ops, ranges, weights)
     except ValueError:
         raise
     except Exception as err:  # the converter raises ConverterError and others

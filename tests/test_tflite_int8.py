@@ -119,3 +119,36 @@ def test_default_int8_of_the_xs_fixture_with_the_sample_photos():
     assert result["sqnr_db"] >= 27.0, result  # regression floor (measured 27.74)
     assert result["top1_agreement"] >= 0.96, result  # regression floor (measured 0.984)
     assert delegation(content)["partitions"] == 1
+
+
+def test_gptq_kernel_stays_on_the_converters_grid_and_lowers_the_output_error():
+    from converters.weight_rounding import channel_scales, gptq_kernel
+
+    mixing = RNG.normal(0, 1, (32, 32))
+    x = RNG.normal(0, 1, (4000, 32)) @ mixing  # correlated inputs, as a layer's are
+    kernel = RNG.normal(0, 32**-0.5, (32, 16)).astype(np.float32)
+    rounded = gptq_kernel(kernel, x.T @ x / len(x))
+    scales = channel_scales(kernel)
+    np.testing.assert_allclose(channel_scales(rounded), scales, rtol=1e-6)
+    levels = rounded / scales
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    nearest = np.round(kernel / scales) * scales
+    gptq_error = np.mean((x @ (rounded - kernel)) ** 2)
+    assert gptq_error < 0.7 * np.mean((x @ (nearest - kernel)) ** 2)
+
+
+def test_round_weights_rounds_pointwise_layers_of_a_copy(small_model):
+    from converters.weight_rounding import channel_scales, round_weights
+
+    model, images = small_model
+    before = [w.copy() for w in model.get_weights()]
+    dense = next(layer for layer in model.layers if isinstance(layer, layers.Dense))
+    rounded = round_weights(model, images)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)  # the original is untouched
+    kernel = rounded.get_layer(dense.name).get_weights()[0]
+    levels = kernel / channel_scales(dense.get_weights()[0])
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    skipped = round_weights(model, images, skip=(dense.name,))
+    np.testing.assert_array_equal(skipped.get_layer(dense.name).get_weights()[0],
+                                  dense.get_weights()[0])
