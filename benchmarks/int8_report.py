@@ -33,7 +33,6 @@ and after, on one axis.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -42,7 +41,7 @@ import time
 import numpy as np
 
 from benchmarks.litert_vs_torch import (SAMPLES, SIZE, keras_model, litert_torch_model,
-                                        normalise_nchw, time_interleaved)
+                                        normalise_nchw, time_interleaved, write_outputs)
 from benchmarks.op_profile import delegation
 from converters import calibration
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
@@ -282,13 +281,7 @@ def write(rows, notes, args, command, calibrated, evaluated):
         f"{args.runs} interleaved invocations per model, medians; '/ float32' is the ratio of "
         "median times (wall-clock, and process CPU time) to our float32 file's"
         + (f". {'; '.join(sorted(notes))}." if notes else ".")])
-    print(text, flush=True)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_outputs(text, rows, args.markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -296,14 +296,18 @@ def main(argv=None):
             "invocations per model, interleaved; medians. Weights: "
             + "; ".join(sorted({f"{r['variant']}: {r['weights']}" for r in results}))
             + (". " + "; ".join(sorted(notes)) if notes else "."))
-    text = markdown(results, info)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
+    write_outputs(markdown(results, info), results, args.markdown, args.json)
+
+
+def write_outputs(text, rows, markdown_path=None, json_path=None):
+    """Prints the Markdown `text` and writes it and the `rows` (JSON) where asked."""
+    print(text, flush=True)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
             f.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

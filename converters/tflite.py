@@ -53,11 +53,12 @@ _IO_TYPES = {"int8": "int8", "uint8": "uint8", "int8_float_io": "float32",
              "int8_mixed": "float32"}
 
 #: Ops the Keras (unfolded) graph keeps in float in `FLOAT_OPS_FORMATS` (the folded graph's
-#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured (XS fixture weights, 32
-#: calibration / 48 evaluation photos, SQNR against Keras float): full int8 22.5 dB; keeping SUM, GELU or MEAN
-#: in float changes nothing; L2_NORMALIZATION in float gives 25.0 dB (its int8 kernel has a
-#: fixed output step of 1/128, a few levels for unit vectors of 48-220 channels); adding SUM
-#: and MUL reaches 25.4 dB for many more float islands. See `quantization_error_by_layer`.
+#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured with the converter's ranges
+#: (XS fixture weights, 32 calibration / 48 evaluation photos, SQNR against Keras float):
+#: full int8 22.5 dB; keeping SUM, GELU or MEAN in float changes nothing; L2_NORMALIZATION
+#: in float gives 25.0 dB (its int8 kernel has a fixed output step of 1/128, a few levels for
+#: unit vectors of 48-220 channels); adding SUM and MUL reaches 25.4 dB for many more float
+#: islands. See `quantization_error_by_layer`.
 KERAS_FLOAT_OPS = ("L2_NORMALIZATION",)
 
 
