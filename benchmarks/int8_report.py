@@ -33,6 +33,7 @@ and after, on one axis.
 """
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -194,6 +195,8 @@ def plot_layers(before, after, path, title):
     axis.plot([b for _, b, _ in shared], label="before: converter min/max", marker=".")
     axis.plot([a for _, _, a in shared], label="after: converters.calibration", marker=".")
     axis.axhline(30, color="grey", linestyle=":", label="30 dB")
+    finite = [v for _, b, a in shared for v in (b, a) if np.isfinite(v)]
+    axis.set_ylim(min(finite) - 2, min(60.0, max(finite)) + 2)  # exact tensors: off the top
     step = max(1, len(labels) // 60)
     axis.set_xticks(range(0, len(labels), step))
     axis.set_xticklabels(labels[::step], rotation=90, fontsize=6)
@@ -267,6 +270,8 @@ def main(argv=None):
             plot_layers(before, after, args.plot,
                         f"SwiftFormer-{variant}: accumulated int8 error per tensor, "
                         f"{len(images)} evaluation photos")
+            with open(os.path.splitext(args.plot)[0] + ".json", "w") as f:
+                json.dump({"before": before, "after": after}, f)
         write(rows, notes, args, command, len(calibration_images), len(evaluation))
 
 
