@@ -98,8 +98,10 @@ def test_int8_formats_keep_their_io_types_and_float_ops(small_model):
 
 #: (case, int8 floor, int8_mixed floor): (SQNR dB, top-1 agreement) regression floors a
 #: little under what benchmarks/int8_report.py measured on 2026-12-01 (100 calibration / 64
-#: evaluation photos, 224 px): XS int8 29.51 dB / 0.969, int8_mixed 30.29 / 0.969.
-FIXTURE_FLOORS = {"original_xs": ((29.0, 0.95), (30.0, 0.95))}
+#: evaluation photos, 224 px): XS int8 29.51 dB / 0.969, int8_mixed 30.29 / 0.969; L1 int8
+#: 30.15 / 0.953, int8_mixed 30.81 / 0.953.
+FIXTURE_FLOORS = {"original_xs": ((29.0, 0.95), (30.0, 0.95)),
+                  "original_l1": ((29.6, 0.93), (30.0, 0.93))}
 
 
 def _fixture_fidelity(case, formats):
@@ -126,7 +128,7 @@ def _fixture_fidelity(case, formats):
 def test_default_int8_of_the_fixtures_with_the_sample_photos(case):
     """The pipeline's photo split (even-indexed calibrate, odd-indexed evaluate): the default
     int8 and int8_mixed stay above their regression floors, int8_mixed at the issue's 30 dB,
-    each one XNNPACK partition. About 4 minutes on 2 busy cores."""
+    each one XNNPACK partition. About 4 (XS) and 8 (L1) minutes on 2 busy cores."""
     from benchmarks.op_profile import delegation
 
     results = _fixture_fidelity(case, ("int8", "int8_mixed"))
