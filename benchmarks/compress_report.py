@@ -55,11 +55,11 @@ def baseline_rows(model, images, evaluation, reference, output_dir):
     are."""
     from converters import tflite
     from converters.compress import measure_format
-    from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
+    from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 
     folded = for_inference(model)
     return [measure_format(fmt, tflite.convert(folded, fmt, calibration=images,
-                                               float_ops=MIXED_FLOAT_OPS),
+                                               float_ops=FOLDED_FLOAT_OPS),
                            {"steps": 0, "graph": "folded"}, model.name, evaluation, reference,
                            output_dir)
             for fmt in BASELINES]

@@ -9,7 +9,7 @@ weights drawn like them otherwise) goes into:
 - ``keras naive``: the unfolded Keras model exported by `converters.tflite` (float32);
 - ``ours float32`` / ``ours int8`` / ``ours int8 mixed``: `converters.inference_graph.for_inference`
   exported as float32, full-integer int8 (int8 input and output), and int8 with
-  `converters.inference_graph.MIXED_FLOAT_OPS` kept in float (float input and output).
+  `converters.inference_graph.FOLDED_FLOAT_OPS` kept in float (float input and output).
 
 All models of a variant are timed in one process, interleaved as `android_bench.host` does (each
 round invokes every model once, in a fresh random order), through the LiteRT interpreter with
@@ -36,12 +36,14 @@ import time
 import numpy as np
 
 from android_bench.host import interleaved_order, random_input
-from benchmarks.op_profile import delegation, make_interpreter
-from converters.fold import swiftformer_geometry
-from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
-from converters.report import fidelity
+from benchmarks.op_profile import make_interpreter
+from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+from converters.litert_inspect import delegation
+from converters.metrics import fidelity
 from converters.tflite import convert
+from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
+from keras_swiftformer.random_weights import realistic_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SWIFTFORMER_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
@@ -52,37 +54,6 @@ SIZE = 224
 
 #: Model keys in table order; the reference of the float ratio comes first.
 MODELS = ("litert_torch", "keras_naive", "ours_float32", "ours_int8", "ours_int8_mixed")
-
-
-def realistic_weights(model, seed=0):
-    """Draws weights as the fixture checkpoints were drawn (fixtures/README.md): conv and dense
-    kernels N(0, 1/fan_in), biases N(0, 0.05^2), BatchNorm gamma U(0.5, 1.5), beta N(0, 0.05^2),
-    mean N(0, 0.1^2), variance U(0.5, 2), layer scales U(0.5, 1), w_g N(0, 1); in place."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        kind = type(layer).__name__
-        values = []
-        for variable in layer.weights:
-            name, shape = variable.path.rsplit("/", 1)[-1], tuple(variable.shape)
-            if name == "kernel":
-                fan_in = int(np.prod(shape[:-1])) if kind != "DepthwiseConv2D" else int(
-                    np.prod(shape[:2]))
-                values.append(rng.normal(0, fan_in**-0.5, shape))
-            elif name in ("bias", "beta"):
-                values.append(rng.normal(0, 0.05, shape))
-            elif name == "gamma":
-                values.append(rng.uniform(0.5, 1.0 if kind == "LayerScale" else 1.5, shape))
-            elif name == "moving_mean":
-                values.append(rng.normal(0, 0.1, shape))
-            elif name == "moving_variance":
-                values.append(rng.uniform(0.5, 2.0, shape))
-            elif name == "w_g":
-                values.append(rng.normal(0, 1.0, shape))
-            else:
-                raise ValueError(f"No rule for weight {variable.path}")
-        if values:
-            layer.set_weights([v.astype(np.float32) for v in values])
-    return model
 
 
 def keras_model(variant):
@@ -115,7 +86,7 @@ def litert_torch_model(model, variant):
         from benchmarks.reference_torch import from_keras
     except ImportError as err:
         return None, f"litert-torch not installed ({err.name})"
-    module = from_keras(model, variant, swiftformer_geometry(model).token_weighting)
+    module = from_keras(model, variant, SwiftFormerConfig.from_model(model).token_weighting)
     edge = litert_torch.convert(module, (torch.zeros(1, 3, SIZE, SIZE),))
     return bytes(edge.model_content()), None
 
@@ -129,7 +100,7 @@ def export_models(model, variant, calibration, log=print):
         "ours_float32": lambda: convert(folded, "float32"),
         "ours_int8": lambda: convert(folded, "int8", calibration),
         "ours_int8_mixed": lambda: convert(folded, "int8_mixed", calibration,
-                                           float_ops=MIXED_FLOAT_OPS),
+                                           float_ops=FOLDED_FLOAT_OPS),
     }
     contents, note = {}, None
     start = time.perf_counter()
@@ -296,14 +267,18 @@ def main(argv=None):
             "invocations per model, interleaved; medians. Weights: "
             + "; ".join(sorted({f"{r['variant']}: {r['weights']}" for r in results}))
             + (". " + "; ".join(sorted(notes)) if notes else "."))
-    text = markdown(results, info)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
+    write_outputs(markdown(results, info), results, args.markdown, args.json)
+
+
+def write_outputs(text, rows, markdown_path=None, json_path=None):
+    """Prints the Markdown `text` and writes it and the `rows` (JSON) where asked."""
+    print(text, flush=True)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
             f.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

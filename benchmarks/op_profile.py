@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-from converters.litert_inspect import delegation  # noqa: F401 -- litert_vs_torch imports it here
 from converters.litert_inspect import flatbuffer_utils as _flatbuffer_utils
 from converters.litert_inspect import set_random_input
 from converters.runtime import interpreter_class

@@ -10,12 +10,9 @@ Kernel layouts are Keras's: Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, C
 (in, out). Computation is in float64, results are float32.
 """
 
-import dataclasses
-import re
-
 import numpy as np
 
-from keras_swiftformer.model import module_path
+from keras_swiftformer.config import POOL, SwiftFormerConfig, module_path
 
 
 def _f64(*arrays):
@@ -134,30 +131,6 @@ def rescaling_as_centering(scale, offset, channels):
     return (-offset / scale).astype(np.float32), scale
 
 
-@dataclasses.dataclass
-class SwiftFormerGeometry:
-    """What `converters.inference_graph` needs to rebuild a folded SwiftFormer.
-
-    Attributes:
-        input_shape: (H, W, 3), None for any size.
-        depths, widths: per stage.
-        token_weighting: "l2" or "ones".
-        preprocessing: the model normalises raw RGB itself (the mean pixel is subtracted first).
-        top: "logits" (heads merged), "pool", "none" (feature map after the final norm).
-        classifier_activation: activation after the heads (None for logits).
-        name: the original model's name.
-    """
-
-    input_shape: tuple
-    depths: tuple
-    widths: tuple
-    token_weighting: str
-    preprocessing: bool
-    top: str
-    classifier_activation: object
-    name: str
-
-
 def _layers(model):
     """{timm module path: layer} (Keras names write the path's dots as dashes)."""
     return {module_path(layer.name): layer for layer in model.layers}
@@ -175,45 +148,14 @@ def _bn(layers, name):
     return batch_norm_affine(gamma, beta, mean, variance, layer.epsilon)
 
 
-def swiftformer_geometry(model):
-    """Reads the `SwiftFormerGeometry` of a `keras_swiftformer.SwiftFormer` model from its
-    layer names and configurations; raises ValueError for other models."""
-    layers = _layers(model)
-    if len(model.inputs) != 1 or isinstance(model.output, dict):
-        raise ValueError(f"{model.name}: only single-input, single-output SwiftFormer "
-                         "classifiers and feature extractors can be folded")
-    blocks = {}
-    for name in layers:
-        match = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", name)
-        if match:
-            stage, block = int(match[1]), int(match[2])
-            blocks[stage] = max(blocks.get(stage, 0), block + 1)
-    if not blocks or sorted(blocks) != list(range(len(blocks))) or "stem.0" not in layers:
-        raise ValueError(f"{model.name} is not a keras_swiftformer.SwiftFormer model")
-    depths = tuple(blocks[i] for i in range(len(blocks)))
-    try:
-        widths = tuple(int(layers[f"stages.{i}.blocks.{d - 1}.layer_scale_2"].gamma.shape[0])
-                       for i, d in enumerate(depths))
-        weightings = {layers[f"stages.{i}.blocks.{d - 1}.attn"].token_weighting
-                      for i, d in enumerate(depths)}
-    except (KeyError, AttributeError) as err:
-        raise ValueError(f"{model.name} is not a keras_swiftformer.SwiftFormer model: the last "
-                         f"block of a stage has no attention ({err})") from None
-    if len(weightings) != 1:
-        raise ValueError(f"Mixed token weightings {weightings} are not supported")
-    if "head" in layers:
-        top = "logits"
-        activation = layers["predictions"].get_config()["activation"]
-        activation = None if activation == "linear" else activation
-    else:
-        top, activation = ("pool" if "pool" in layers else "none"), None
-        if "pool" in layers and type(layers["pool"]).__name__ != "GlobalAveragePooling2D":
-            raise ValueError("Only average pooling can absorb the final norm; "
-                             "fold a pooling='avg' or pooling=None model")
-    return SwiftFormerGeometry(
-        input_shape=tuple(model.input_shape[1:]), depths=depths, widths=widths,
-        token_weighting=weightings.pop(), preprocessing="preprocessing" in layers, top=top,
-        classifier_activation=activation, name=model.name)
+def swiftformer_config(model):
+    """The `SwiftFormerConfig` of a model to fold; ValueError for models that cannot be folded
+    (not a SwiftFormer, several outputs, max pooling)."""
+    config = SwiftFormerConfig.from_model(model)
+    if config.top == "pool" and type(model.get_layer(POOL)).__name__ != "GlobalAveragePooling2D":
+        raise ValueError("Only average pooling can absorb the final norm; "
+                         "fold a pooling='avg' or pooling=None model")
+    return config
 
 
 def _fold_conv_block(layers, name, folded):
@@ -250,7 +192,7 @@ def fold_swiftformer(model):
     """Folds a `keras_swiftformer.SwiftFormer` model's weights for inference.
 
     Returns:
-        (`SwiftFormerGeometry`, {module path: [arrays]}). A surviving layer keeps its name and
+        (`SwiftFormerConfig`, {module path: [arrays]}). A surviving layer keeps its name and
         absorbs its neighbours: ``stem.0`` holds ``stem.1``; ``...dwconv`` its ``norm``;
         ``...pwconv2`` its layer scale; ``...linear.fc1`` the ``linear.norm1`` before it;
         ``...attn.final`` ``layer_scale_1``; ``...linear.fc2`` ``layer_scale_2``; ``...attn``
@@ -258,11 +200,11 @@ def fold_swiftformer(model):
         ``preprocessing`` is the mean pixel to subtract (the scale is in ``stem.0``); without
         heads, ``norm`` stays as a (scale, shift) pair.
     """
-    geometry = swiftformer_geometry(model)
+    geometry = swiftformer_config(model)
     layers = _layers(model)
     folded = {}
     kernel, bias = _weights(layers, "stem.0")
-    if geometry.preprocessing:
+    if geometry.include_preprocessing:
         config = layers["preprocessing"].get_config()
         pixel, scale = rescaling_as_centering(config["scale"], config["offset"], kernel.shape[2])
         folded["preprocessing"] = [pixel]

@@ -29,13 +29,14 @@ from keras_swiftformer.model import MLP_RATIO, layer_name
 L2_FORMS = ("rsqrt", "l2_normalization")
 PROJECTIONS = ("dense", "conv")
 
-#: The ops `converters.tflite`'s ``int8_mixed`` should keep in float for the folded graph.
+#: The ops `converters.tflite`'s int8 formats keep in float for the folded graph
+#: (``float_ops`` of `converters.tflite.convert`).
 #: XNNPACK has no int8 GELU, RSQRT or MAXIMUM: in a full-integer model they run in LiteRT's own
 #: kernels (int8 RSQRT slowly) and split the delegated graph into 29 partitions (XS). Kept in
 #: float between DEQUANTIZE/QUANTIZE, the graph is one XNNPACK partition, with the full-integer
 #: model's numerics (LiteRT's int8 GELU is a table of dequantize -> GELU -> quantize; measured
 #: SQNR within 0.1 dB of the full-integer model's on XS and S).
-MIXED_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM")
+FOLDED_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM")
 
 
 def _check(value, allowed, what):
@@ -281,7 +282,7 @@ def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense
     b = _Builder(attention_weights(geometry, weights, l2_form, merge_query_key), projections)
     image = keras.Input(shape=geometry.input_shape, name="image")
     x = image
-    if geometry.preprocessing:
+    if geometry.include_preprocessing:
         x = subtract_pixel(x, weights["preprocessing"][0])
     widths = geometry.widths
     x = layers.ZeroPadding2D(1, name=layer_name("stem.0.pad"))(x)

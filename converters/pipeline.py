@@ -249,14 +249,14 @@ class _Graphs:
         self.model, self.graph, self._folded = model, graph, None
 
     def for_format(self, fmt):
-        """(name, model, float_ops of int8_mixed) to convert `fmt` from."""
+        """(name, model, float_ops of `tflite.FLOAT_OPS_FORMATS`) to convert `fmt` from."""
         if self.graph == "keras" or fmt in KERAS_GRAPH_FORMATS:
-            return "keras", self.model, tflite.MIXED_FLOAT_OPS
-        from converters.inference_graph import MIXED_FLOAT_OPS, for_inference
+            return "keras", self.model, tflite.KERAS_FLOAT_OPS
+        from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 
         if self._folded is None:
             self._folded = for_inference(self.model)
-        return "folded", self._folded, MIXED_FLOAT_OPS
+        return "folded", self._folded, FOLDED_FLOAT_OPS
 
 
 def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):

@@ -11,15 +11,20 @@ Formats (`TFLITE_FORMATS`):
 float32               float weights and activations
 float16               float16 weights, dequantised at load (float activations)
 dynamic_int8          int8 weights, float activations (dynamic-range quantisation)
-int8                  full integer inside, float32 input and output (MediaPipe-ready)
-uint8                 full integer, uint8 input and output (camera pixels as they are)
-int8_float_io         full integer inside, float input and output
+int8                  integer inside except the `float_ops` and the classifier (pooling and
+                      head; one XNNPACK partition for the folded graph), float32 input and
+                      output: the int8 file MediaPipe opens (it refuses int8 input)
+uint8                 as int8 with uint8 input and output (camera pixels as they are)
+int8_float_io         full integer inside (no float op), float input and output
 int16x8               16-bit activations, 8-bit weights, float input and output
-int8_mixed            full integer except the ops in `MIXED_FLOAT_OPS`, kept in float
+int8_mixed            the same file as int8 (its earlier name, kept for scripts)
 ====================  =====================================================================
 
 Integer formats need calibration images (`calibration`), fed through the reference evaluation
-transform (`keras_swiftformer.imagenet.load_images`).
+transform (`keras_swiftformer.imagenet.load_images`). The int8 formats take their activation
+ranges from `converters.calibration` (`RANGES`): by default each tensor's range minimises its
+int8 error on the calibration images instead of spanning their min and max; and their
+pointwise kernels are rounded by GPTQ (`converters.weight_rounding`, `WEIGHT_ROUNDINGS`).
 """
 
 import os
@@ -32,13 +37,32 @@ from keras_swiftformer.files import atomic_output
 TFLITE_FORMATS = ("float32", "float16", "dynamic_int8", "int8", "uint8", "int8_float_io",
                   "int16x8", "int8_mixed")
 CALIBRATED_FORMATS = ("int8", "uint8", "int8_float_io", "int16x8", "int8_mixed")
+#: Formats that keep the `float_ops` of `convert` in float.
+FLOAT_OPS_FORMATS = ("int8", "uint8", "int8_mixed")
+#: How int8 activation ranges are chosen: "mse" and "minmax" through `converters.calibration`
+#: (error-minimising, or the observed min/max), "converter": the TFLite converter's own path
+#: (min/max; the formats before `converters.calibration`, for comparison).
+RANGES = ("mse", "minmax", "converter")
+#: How the int8 formats' (not the converter path's) weights are rounded:
+#: "gptq" (`converters.weight_rounding`, error-compensating) or "nearest" (the converter's).
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
+#: Calibration images whose layer inputs drive "gptq" (more change little, cost time).
+ROUNDING_IMAGES = 32
+#: Layers a `FLOAT_OPS_FORMATS` model keeps in float (`converters.calibration.head_nodes`).
+FLOAT_HEAD_LAYERS = ("head",)
+#: Input and output type of the calibrated formats: int8 takes float32 because MediaPipe Tasks
+#: opens float32 or uint8 input only.
+_IO_TYPES = {"int8": "float32", "uint8": "uint8", "int8_float_io": "float32",
+             "int8_mixed": "float32"}
 
-#: Ops that `int8_mixed` keeps in float. Measured (XS fixture weights, 32 calibration / 48
-#: evaluation photos, SQNR against Keras float): full int8 22.5 dB; keeping SUM, GELU or MEAN
-#: in float changes nothing; L2_NORMALIZATION in float gives 25.0 dB (its int8 kernel has a
-#: fixed output step of 1/128, a few levels for unit vectors of 48-220 channels); adding SUM
-#: and MUL reaches 25.4 dB for many more float islands. See `quantization_error_by_layer`.
-MIXED_FLOAT_OPS = ("L2_NORMALIZATION",)
+#: Ops the Keras (unfolded) graph keeps in float in `FLOAT_OPS_FORMATS` (the folded graph's
+#: are `converters.inference_graph.FOLDED_FLOAT_OPS`). Measured with the converter's ranges
+#: (XS fixture weights, 32 calibration / 48 evaluation photos, SQNR against Keras float):
+#: full int8 22.5 dB; keeping SUM, GELU or MEAN in float changes nothing; L2_NORMALIZATION
+#: in float gives 25.0 dB (its int8 kernel has a fixed output step of 1/128, a few levels for
+#: unit vectors of 48-220 channels); adding SUM and MUL reaches 25.4 dB for many more float
+#: islands. See `quantization_error_by_layer`.
+KERAS_FLOAT_OPS = ("L2_NORMALIZATION",)
 
 
 class ExportError(RuntimeError):
@@ -145,7 +169,8 @@ def configure(converter, fmt, calibration=None):
     return converter
 
 
-def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=MIXED_FLOAT_OPS):
+def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERAS_FLOAT_OPS,
+            ranges="mse", weights="gptq"):
     """Converts `model` to `.tflite` bytes in format `fmt`.
 
     Args:
@@ -155,22 +180,46 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=MIXE
             for models with built-in preprocessing), or an iterable of such batches; needed by
             `CALIBRATED_FORMATS`.
         batch_size: the input's batch; None for a dynamic batch.
-        float_ops: op types `int8_mixed` keeps in float.
+        float_ops: op types `FLOAT_OPS_FORMATS` keep in float.
+        ranges: how the int8 formats' activation ranges are chosen (`RANGES`).
+        weights: how their weights are rounded (`WEIGHT_ROUNDINGS`; not with "converter").
     """
     import tensorflow as tf
 
     check_format(fmt)
+    if ranges not in RANGES:
+        raise ValueError(f"ranges must be one of {RANGES}, got {ranges!r}")
+    if weights not in WEIGHT_ROUNDINGS:
+        raise ValueError(f"weights must be one of {WEIGHT_ROUNDINGS}, got {weights!r}")
     if fmt in CALIBRATED_FORMATS and calibration is None:
         raise ValueError(f"Format {fmt} needs calibration images")
     if fmt == "int16x8":  # its SUM kernel fails over thousands of tokens, MEAN does not
         model = with_token_sum(model, "mean")
+    if fmt in _IO_TYPES and ranges != "converter" and weights == "gptq":
+        from converters.weight_rounding import round_weights
+
+        skip = FLOAT_HEAD_LAYERS if fmt in FLOAT_OPS_FORMATS else ()
+        model = round_weights(model, _as_array(calibration)[:ROUNDING_IMAGES], skip)
     with tempfile.TemporaryDirectory() as directory:
         saved_model(model, directory, batch_size)
         converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), fmt,
                               calibration)
+        if fmt in _IO_TYPES and ranges != "converter":
+            from converters.calibration import calibrated_int8
+
+            kept = float_ops if fmt in FLOAT_OPS_FORMATS else ()
+            return calibrated_int8(converter, _as_array(calibration), _IO_TYPES[fmt], kept,
+                                   ranges, float_head=fmt in FLOAT_OPS_FORMATS)
         if fmt == "int8_mixed":
             return _selectively_quantized(converter, calibration, float_ops)
         return converter.convert()
+
+
+def _as_array(images):
+    """(N, H, W, C) float32 from an array or an iterable of batches."""
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32, copy=False)
+    return np.concatenate([np.asarray(b, np.float32) for b in images])
 
 
 def _selectively_quantized(converter, calibration, float_ops):
@@ -186,7 +235,7 @@ def _selectively_quantized(converter, calibration, float_ops):
 
 
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
-                  float_ops=MIXED_FLOAT_OPS):
+                  float_ops=KERAS_FLOAT_OPS, ranges="mse", weights="gptq"):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
 
     Raises:
@@ -196,7 +245,7 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
     check_format(fmt)
     try:
-        content = convert(model, fmt, calibration, batch_size, float_ops)
+        content = convert(model, fmt, calibration, batch_size, float_ops, ranges, weights)
     except ValueError:
         raise
     except Exception as err:  # the converter raises ConverterError and others

@@ -8,12 +8,13 @@ from keras import layers
 from converters import fold
 from converters.inference_graph import (
     FoldedTokenMixing,
-    MIXED_FLOAT_OPS,
+    FOLDED_FLOAT_OPS,
     attention_weights,
     for_inference,
     inverse_rms,
 )
 from keras_swiftformer import SwiftFormer, SwiftFormerBackbone
+from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.layers import AdditiveTokenMixing
 from keras_swiftformer.model import BN_EPSILON, IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import GOLDEN_CASES, assert_close_to_golden, golden
@@ -169,8 +170,9 @@ def test_folded_attention_equals_additive_attention(token_weighting, l2_form, me
     mixed, q = original([query, key])
     expected = np.asarray(final(np.asarray(proj(mixed)) + q))
 
-    geometry = fold.SwiftFormerGeometry((None, None, 3), (1,), (dim,), token_weighting, False,
-                                        "logits", None, "m")
+    geometry = SwiftFormerConfig((1,), (dim,), token_weighting, include_preprocessing=False,
+                                 classes=None, classifier_activation=None,
+                                 input_shape=(None, None, 3), name="m")
     weights = {"stages.0.blocks.0.attn.to_query": None, "stages.0.blocks.0.attn.to_key": None,
                "stages.0.blocks.0.attn.proj": proj.get_weights(),
                "stages.0.blocks.0.attn.final": final.get_weights()}
@@ -292,4 +294,4 @@ def test_exported_float_graph_is_one_xnnpack_partition_without_l2_normalization(
     assert delegation(content) == {"ops": 211, "partitions": 1, "undelegated": {}}
     pixels = RNG.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     assert relative_error(runner.predict(pixels), model.predict(pixels, verbose=0)) < 1e-5
-    assert set(MIXED_FLOAT_OPS) <= set(runner.op_types())
+    assert set(FOLDED_FLOAT_OPS) <= set(runner.op_types())

@@ -83,15 +83,15 @@ def coreml_graph(model, image_size=None):
     if geometry.top != "logits":
         raise ValueError(f"{model.name}: expected a classifier with (B, classes) logits "
                          "(include_top=True)")
-    if geometry.preprocessing:
+    if geometry.include_preprocessing:
         (mean_pixel,) = weights.pop("preprocessing")
     else:  # the model takes normalised images: (pixel - 255 mean) / (255 std)
         mean_pixel = 255.0 * np.asarray(IMAGENET_MEAN)
         weights["stem.0"] = list(fold_affine_before(
             *weights["stem.0"], 1.0 / (255.0 * np.asarray(IMAGENET_STD))))
     height, width = _image_size(geometry, image_size)
-    geometry = dataclasses.replace(geometry, input_shape=(height, width, 3), preprocessing=False,
-                                   classifier_activation=None)
+    geometry = dataclasses.replace(geometry, input_shape=(height, width, 3),
+                                   include_preprocessing=False, classifier_activation=None)
     folded = build_inference_model(geometry, weights, l2_form="l2_normalization",
                                    name=f"{model.name}_coreml")
     return CoreMLGraph(folded, np.asarray(mean_pixel, np.float64), folded.output,

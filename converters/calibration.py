@@ -1,0 +1,277 @@
+"""Post-training int8 calibration with chosen activation ranges.
+
+The TFLite converter calibrates by running the float model on the calibration images and
+recording each activation tensor's min and max; its quantiser then gives every tensor the
+int8 grid spanning that range. Long-tailed tensors (GELU outputs, the residual stream, the
+attention's products) waste most of their 256 levels on a few extreme values that way.
+
+This module splits the converter's path in its two documented halves and chooses the ranges in
+between:
+
+1. `calibrate`: the float model with min/max statistics recorded in its tensors
+   (``_experimental_calibrate_only``, what `tf.lite.experimental.QuantizationDebugger` uses);
+2. `activation_statistics`: runs that float model on the calibration images with every
+   intermediate tensor kept and gathers, per recorded tensor, its min, max and a sample;
+3. `choose_ranges`: per tensor, the range minimising the mean squared quantisation error
+   (clipping plus rounding) on its sample (`mse_range`), instead of min/max;
+4. `with_ranges`: writes the ranges into the calibrated model's flatbuffer;
+5. `quantize`: the converter's MLIR quantiser on it (``mlir_quantize``), with chosen ops kept
+   in float and int8 or float input and output.
+"""
+
+import numpy as np
+
+#: How activation ranges are chosen (`choose_ranges`): "minmax" keeps the converter's,
+#: "mse" minimises the int8 quantisation error per tensor.
+RANGE_METHODS = ("minmax", "mse")
+#: Tensors with fewer values per image than this keep their min/max range (`choose_ranges`).
+SUMMARY_SIZE = 4096
+
+
+def calibrate(converter):
+    """Runs the converter's calibration only: returns the float `.tflite` bytes whose activation
+    tensors carry the observed min/max. `converter` must be configured for an integer format
+    (`converters.tflite.configure`)."""
+    converter.experimental_new_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    return converter.convert()
+
+
+def _model_object(content):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+
+
+def recorded_tensors(content):
+    """{tensor index: (name, min, max)} of the calibrated model's tensors with a range."""
+    model = _model_object(content)
+    found = {}
+    for index, tensor in enumerate(model.subgraphs[0].tensors):
+        quantization = tensor.quantization
+        if quantization is not None and quantization.min is not None and len(quantization.min):
+            found[index] = (tensor.name.decode(), float(quantization.min[0]),
+                            float(quantization.max[0]))
+    return found
+
+
+def activation_statistics(content, images, sample_size=2048, seed=0):
+    """Runs the calibrated float model on `images` (N, H, W, C) and gathers, per recorded
+    tensor, {"min", "max", "sample"}: the extremes over all images and a random sample of
+    ``sample_size`` values per image (for `mse_range`)."""
+    from converters.runtime import interpreter_class
+
+    Interpreter, _, resolver = interpreter_class()
+    kwargs = {"model_content": bytes(content), "experimental_preserve_all_tensors": True}
+    if resolver is not None:
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(**kwargs)
+    interpreter.allocate_tensors()
+    tensors = recorded_tensors(content)
+    rng = np.random.default_rng(seed)
+    stats = {i: {"min": np.inf, "max": -np.inf, "samples": [], "size": 0} for i in tensors}
+    source = interpreter.get_input_details()[0]["index"]
+    for image in np.asarray(images, np.float32):
+        interpreter.set_tensor(source, image[None])
+        interpreter.invoke()
+        for index, entry in stats.items():
+            values = interpreter.get_tensor(index).ravel()
+            entry["size"] = values.size
+            entry["min"] = min(entry["min"], float(values.min()))
+            entry["max"] = max(entry["max"], float(values.max()))
+            if values.size > sample_size:
+                values = rng.choice(values, sample_size, replace=False)
+            entry["samples"].append(np.asarray(values, np.float32))
+    return {i: {"name": tensors[i][0], "min": e["min"], "max": e["max"], "size": e["size"],
+                "sample": np.concatenate(e["samples"])} for i, e in stats.items()}
+
+
+def quantization_mse(values, low, high, levels=256):
+    """Mean squared error of `values` on the affine grid of `levels` steps spanning
+    [low, high] (zero exactly representable, as TFLite nudges it), clipping included."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    if high - low <= 0:
+        return float(np.mean(np.square(values)))
+    scale = (high - low) / (levels - 1)
+    zero = np.round(-low / scale)
+    q = np.clip(np.round(values / scale) + zero, 0, levels - 1)
+    return float(np.mean(np.square((q - zero) * scale - values)))
+
+
+def mse_range(values, low, high, levels=256, steps=40):
+    """(low, high) within the observed [low, high] minimising `quantization_mse` of `values`:
+    a search over a common shrink factor, then over each side alone."""
+    values = np.asarray(values, np.float64)
+    shrink = np.geomspace(1.0, 0.05, steps)
+    errors = [quantization_mse(values, low * s, high * s, levels) for s in shrink]
+    best = shrink[int(np.argmin(errors))]
+    lo, hi = low * best, high * best
+    for side in (0, 1):
+        candidates = np.geomspace(1.6, 0.4, steps)
+        if side == 0:
+            options = [(max(low, lo * c), hi) for c in candidates]
+        else:
+            options = [(lo, min(high, hi * c)) for c in candidates]
+        errors = [quantization_mse(values, a, b, levels) for a, b in options]
+        lo, hi = options[int(np.argmin(errors))]
+    return float(lo), float(hi)
+
+
+def choose_ranges(stats, method="mse", min_size=SUMMARY_SIZE, margin=1.0):
+    """{tensor index: (low, high)} from `activation_statistics`.
+
+    Args:
+        method: one of `RANGE_METHODS`.
+        min_size: tensors with fewer values per image keep min/max, widened by `margin`:
+            per-image summaries (the attention's token sums and norms, the pooled features,
+            the logits) vary from photo to photo as a whole, so clipping them to the
+            calibration photos' bulk clips all of an unusual photo.
+        margin: factor on the min/max range of those small tensors.
+    """
+    if method not in RANGE_METHODS:
+        raise ValueError(f"Range method must be one of {RANGE_METHODS}, got {method!r}")
+    ranges = {}
+    for index, entry in stats.items():
+        low, high = entry["min"], entry["max"]
+        if entry.get("size", min_size) < min_size:
+            low, high = low * (margin if low < 0 else 1), high * (margin if high > 0 else 1)
+        elif method == "mse":
+            low, high = mse_range(entry["sample"], low, high)
+        ranges[index] = (low, high)
+    return ranges
+
+
+def with_ranges(content, ranges):
+    """The calibrated model `content` with the recorded range of each tensor index in `ranges`
+    replaced by (low, high); returns new bytes."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    tensors = model.subgraphs[0].tensors
+    for index, (low, high) in ranges.items():
+        if not 0 <= index < len(tensors):
+            raise ValueError(f"Tensor {index} has no recorded range: the model has "
+                             f"{len(tensors)} tensors")
+        quantization = tensors[index].quantization
+        if quantization is None or quantization.min is None:
+            raise ValueError(f"Tensor {index} ({tensors[index].name}) has no recorded range")
+        quantization.min = np.array([low], np.float32)
+        quantization.max = np.array([high], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def head_nodes(content):
+    """Output tensor names of the classifier head of a calibrated model: the op producing the
+    model's output when it is a FULLY_CONNECTED (or 1x1 CONV_2D) and, when it is fed by one,
+    the MEAN that pools its input. [] for other graphs."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    graph = model.subgraphs[0]
+    producers = {out: op for op in graph.operators for out in op.outputs}
+    head = producers.get(graph.outputs[0])
+    if head is None or flatbuffer_utils.opcode_to_name(model, head.opcodeIndex) not in (
+            "FULLY_CONNECTED", "CONV_2D"):
+        return []
+    found = [graph.tensors[graph.outputs[0]].name.decode()]
+    pool = producers.get(head.inputs[0])
+    if pool is not None and flatbuffer_utils.opcode_to_name(model, pool.opcodeIndex) == "MEAN":
+        found.insert(0, graph.tensors[pool.outputs[0]].name.decode())
+    return found
+
+
+def quantized_output(content, low, high, dtype="int8"):
+    """`content` whose float output is quantised by an appended QUANTIZE op to the int8 (or
+    uint8) grid spanning [low, high]; returns new bytes."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    graph = model.subgraphs[0]
+    source = graph.tensors[graph.outputs[0]]
+    if source.type != schema.TensorType.FLOAT32:
+        raise ValueError(f"The output {source.name} is not float")
+    levels = (-128, 127) if dtype == "int8" else (0, 255)
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255
+    tensor = schema.TensorT()
+    tensor.name, tensor.shape = source.name + b"_quantized", source.shape
+    tensor.shapeSignature = source.shapeSignature
+    tensor.type = schema.TensorType.INT8 if dtype == "int8" else schema.TensorType.UINT8
+    tensor.buffer = 0
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale = [scale]
+    tensor.quantization.zeroPoint = [int(np.clip(round(levels[0] - low / scale), *levels))]
+    graph.tensors.append(tensor)
+    codes = [code.builtinCode for code in model.operatorCodes]
+    if schema.BuiltinOperator.QUANTIZE not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+        code.version = 1
+        model.operatorCodes.append(code)
+        codes.append(code.builtinCode)
+    op = schema.OperatorT()
+    op.opcodeIndex = codes.index(schema.BuiltinOperator.QUANTIZE)
+    op.inputs, op.outputs = [graph.outputs[0]], [len(graph.tensors) - 1]
+    graph.operators.append(op)
+    graph.outputs = [len(graph.tensors) - 1]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def quantize(calibrated, io_type="float32", float_ops=(), float_nodes=(),
+             per_channel_dense=True):
+    """The converter's int8 quantiser on a calibrated model.
+
+    Args:
+        calibrated: bytes from `calibrate` (or `with_ranges`).
+        io_type: "float32", "int8" or "uint8": the input and output type.
+        float_ops: op type names left in float (between DEQUANTIZE and QUANTIZE).
+        float_nodes: output tensor names of single ops left in float (e.g. `head_nodes`); a
+            float output of an int8 / uint8 model is quantised at the end to its recorded
+            range.
+        per_channel_dense: per-output-channel int8 kernels for FULLY_CONNECTED too.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    types = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
+    if io_type not in types:
+        raise ValueError(f"io_type must be one of {tuple(types)}, got {io_type!r}")
+    content = mlir_quantize(calibrated, denylisted_ops=list(float_ops) or None,
+                            denylisted_nodes=list(float_nodes) or None,
+                            disable_per_channel_for_dense_layers=not per_channel_dense)
+    if io_type == "float32":
+        return content
+    # As the converter does: the float input and output's QUANTIZE/DEQUANTIZE removed.
+    content = modify_model_io_type(content, types[io_type], types[io_type])
+    graph = _model_object(content).subgraphs[0]
+    if graph.tensors[graph.outputs[0]].type == 0:  # a float op computes the output
+        name = graph.tensors[graph.outputs[0]].name.decode()
+        ranges = {n: (low, high) for n, low, high in recorded_tensors(calibrated).values()}
+        if name not in ranges:
+            raise ValueError(f"No recorded range for the float output {name}")
+        content = quantized_output(content, *ranges[name], dtype=io_type)
+    return content
+
+
+def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse",
+                    float_head=False):
+    """Integer `.tflite` bytes with activation ranges chosen by `method` (`RANGE_METHODS`).
+
+    Args:
+        converter: a `tf.lite.TFLiteConverter` configured for an integer format
+            (`converters.tflite.configure`); its representative dataset calibrates.
+        images: the calibration images (N, H, W, C) float32, for the range statistics.
+        io_type: "int8", "uint8" or "float32" input and output.
+        float_ops: op types kept in float.
+        method: "mse" (per-tensor error-minimising ranges) or "minmax" (the converter's).
+        float_head: keep the classifier's pooling and FULLY_CONNECTED in float
+            (`head_nodes`).
+    """
+    calibrated = calibrate(converter)
+    if method != "minmax":
+        stats = activation_statistics(calibrated, images)
+        calibrated = with_ranges(calibrated, choose_ranges(stats, method))
+    nodes = head_nodes(calibrated) if float_head else ()
+    return quantize(calibrated, io_type, float_ops, nodes)

@@ -1,0 +1,172 @@
+"""converters.calibration and the int8 formats of converters.tflite: range choice, the
+flatbuffer rewrite, and the fidelity of the default int8 on the fixture checkpoints."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import layers
+from converters import calibration, tflite
+from converters.report import fidelity
+from converters.runtime import TFLiteRunner
+from tests.conftest import GOLDEN_CASES, SAMPLES
+
+RNG = np.random.default_rng(0)
+
+
+def test_quantization_mse_is_rounding_noise_inside_the_range():
+    values = RNG.uniform(-1, 1, 200_000)
+    step = 2 / 255
+    assert calibration.quantization_mse(values, -1, 1) == pytest.approx(step**2 / 12, rel=0.05)
+    # A range half as wide clips: the error is the clipping's, far above rounding.
+    assert calibration.quantization_mse(values, -0.5, 0.5) > 100 * step**2 / 12
+
+
+def test_mse_range_clips_a_long_tail_and_keeps_a_bounded_distribution():
+    uniform = RNG.uniform(-1, 1, 50_000)
+    low, high = calibration.mse_range(uniform, -1, 1)
+    assert low < -0.97 and high > 0.97
+    tailed = RNG.standard_t(2, 50_000)  # long tails: clipping the rare extremes pays
+    low, high = calibration.mse_range(tailed, tailed.min(), tailed.max())
+    assert tailed.min() <= low < 0 < high <= tailed.max()
+    assert high - low < 0.9 * (tailed.max() - tailed.min())
+    assert (calibration.quantization_mse(tailed, low, high)
+            < 0.9 * calibration.quantization_mse(tailed, tailed.min(), tailed.max()))
+
+
+def test_choose_ranges_keeps_per_image_summaries_at_min_max():
+    sample = RNG.standard_t(3, 20_000)
+    stats = {0: {"name": "big", "min": sample.min(), "max": sample.max(), "size": 50_000,
+                 "sample": sample},
+             1: {"name": "pooled", "min": -3.0, "max": 5.0, "size": 220, "sample": sample}}
+    ranges = calibration.choose_ranges(stats, "mse", margin=1.5)
+    assert ranges[0][1] < sample.max()
+    assert ranges[1] == (-4.5, 7.5)
+    assert calibration.choose_ranges(stats, "minmax")[0] == (sample.min(), sample.max())
+    with pytest.raises(ValueError, match="Range method"):
+        calibration.choose_ranges(stats, "kl")
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    image = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same")(image)
+    x = layers.Activation("gelu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(image, layers.Dense(4)(x))
+    images = RNG.uniform(0, 1, (8, 16, 16, 3)).astype(np.float32)
+    return model, images
+
+
+def test_with_ranges_rewrites_the_recorded_ranges_only(small_model, tmp_path):
+    import tensorflow as tf
+
+    model, images = small_model
+    tflite.saved_model(model, str(tmp_path))
+    converter = tflite.configure(tf.lite.TFLiteConverter.from_saved_model(str(tmp_path)),
+                                 "int8_float_io", images)
+    calibrated = calibration.calibrate(converter)
+    recorded = calibration.recorded_tensors(calibrated)
+    first, *others = sorted(recorded)
+    rewritten = calibration.recorded_tensors(calibration.with_ranges(calibrated,
+                                                                     {first: (-0.5, 0.25)}))
+    assert rewritten[first][1:] == (-0.5, 0.25)
+    assert all(rewritten[i] == recorded[i] for i in others)
+    stats = calibration.activation_statistics(calibrated, images)
+    assert set(stats) == set(recorded)
+    for i, entry in stats.items():  # the interpreter sees what the converter recorded
+        assert entry["min"] == pytest.approx(recorded[i][1], abs=1e-4)
+        assert entry["max"] == pytest.approx(recorded[i][2], abs=1e-4)
+    with pytest.raises(ValueError, match="no recorded range"):
+        calibration.with_ranges(calibrated, {max(others) + 1000: (0, 1)})
+
+
+def test_int8_formats_keep_their_io_types_and_float_ops(small_model):
+    model, images = small_model
+    reference = model.predict(images, verbose=0)
+    for fmt, dtype in (("int8", np.int8), ("uint8", np.uint8), ("int8_float_io", np.float32),
+                       ("int8_mixed", np.float32)):
+        runner = TFLiteRunner(content=tflite.convert(model, fmt, images, float_ops=("GELU",)))
+        assert runner.input_dtype == dtype, fmt
+        ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
+        float_gelu = ops[ops.index("GELU") - 1] == "DEQUANTIZE"
+        assert float_gelu == (fmt in tflite.FLOAT_OPS_FORMATS), (fmt, ops)
+        assert fidelity(reference, runner.predict(images))["sqnr_db"] > 25, fmt
+    with pytest.raises(ValueError, match="ranges must be one of"):
+        tflite.convert(model, "int8", images, ranges="kl")
+
+
+#: (case, int8 floor, int8_mixed floor): (SQNR dB, top-1 agreement) regression floors a
+#: little under what benchmarks/int8_report.py measured on 2026-12-01 (100 calibration / 64
+#: evaluation photos, 224 px): XS int8 29.51 dB / 0.969, int8_mixed 30.29 / 0.969; L1 int8
+#: 30.15 / 0.953, int8_mixed 30.81 / 0.953.
+FIXTURE_FLOORS = {"original_xs": ((29.0, 0.95), (30.0, 0.95)),
+                  "original_l1": ((29.6, 0.93), (30.0, 0.93))}
+
+
+def _fixture_fidelity(case, formats):
+    from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+    from keras_swiftformer import SwiftFormer
+    from keras_swiftformer.imagenet import list_images, load_images
+
+    checkpoint, _, variant = GOLDEN_CASES[case]
+    model = SwiftFormer(variant, weights=str(checkpoint), classifier_activation=None)
+    paths = list_images(SAMPLES)
+    calibration_images = load_images(paths[0::2][:100])
+    evaluation = load_images(paths[1::2][:64])
+    folded, reference = for_inference(model), model.predict(evaluation, verbose=0)
+    results = {}
+    for fmt in formats:
+        content = tflite.convert(folded, fmt, calibration_images, float_ops=FOLDED_FLOAT_OPS)
+        results[fmt] = (fidelity(reference, TFLiteRunner(content=content).predict(evaluation)),
+                        content)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(FIXTURE_FLOORS))
+def test_default_int8_of_the_fixtures_with_the_sample_photos(case):
+    """The pipeline's photo split (even-indexed calibrate, odd-indexed evaluate): the default
+    int8 and int8_mixed stay above their regression floors, int8_mixed at the issue's 30 dB,
+    each one XNNPACK partition. About 4 (XS) and 8 (L1) minutes on 2 busy cores."""
+    from converters.litert_inspect import delegation
+
+    results = _fixture_fidelity(case, ("int8", "int8_mixed"))
+    for fmt, (sqnr, top1) in zip(("int8", "int8_mixed"), FIXTURE_FLOORS[case]):
+        result, content = results[fmt]
+        assert result["sqnr_db"] >= sqnr, (fmt, result)  # regression floor
+        assert result["top1_agreement"] >= top1, (fmt, result)  # regression floor
+        assert delegation(content)["partitions"] == 1, fmt
+
+
+def test_gptq_kernel_stays_on_the_converters_grid_and_lowers_the_output_error():
+    from converters.weight_rounding import channel_scales, gptq_kernel
+
+    mixing = RNG.normal(0, 1, (32, 32))
+    x = RNG.normal(0, 1, (4000, 32)) @ mixing  # correlated inputs, as a layer's are
+    kernel = RNG.normal(0, 32**-0.5, (32, 16)).astype(np.float32)
+    rounded = gptq_kernel(kernel, x.T @ x / len(x))
+    scales = channel_scales(kernel)
+    np.testing.assert_allclose(channel_scales(rounded), scales, rtol=1e-6)
+    levels = rounded / scales
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    nearest = np.round(kernel / scales) * scales
+    gptq_error = np.mean((x @ (rounded - kernel)) ** 2)
+    assert gptq_error < 0.7 * np.mean((x @ (nearest - kernel)) ** 2)
+
+
+def test_round_weights_rounds_pointwise_layers_of_a_copy(small_model):
+    from converters.weight_rounding import channel_scales, round_weights
+
+    model, images = small_model
+    before = [w.copy() for w in model.get_weights()]
+    dense = next(layer for layer in model.layers if isinstance(layer, layers.Dense))
+    rounded = round_weights(model, images)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)  # the original is untouched
+    kernel = rounded.get_layer(dense.name).get_weights()[0]
+    levels = kernel / channel_scales(dense.get_weights()[0])
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    skipped = round_weights(model, images, skip=(dense.name,))
+    np.testing.assert_array_equal(skipped.get_layer(dense.name).get_weights()[0],
+                                  dense.get_weights()[0])
