@@ -10,7 +10,7 @@ from android_bench.cli import main
 from android_bench.host import latency_summary
 from android_bench.report import markdown_table, plot, rows, write_outputs
 from android_bench.schema import BACKENDS, ReportError, json_schema, load_reports, validate
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 ANDROID_SAMPLE = ROOT / "android_bench" / "android" / "sample-output.json"
 IOS_SAMPLE = ROOT / "android_bench" / "ios" / "sample-output.json"

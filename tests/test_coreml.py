@@ -13,7 +13,7 @@ from converters.mil_eval import MILError, MLProgram, unpack_indices  # noqa: E40
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
 from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from tests.conftest import GOLDEN_CASES, SAMPLES, golden  # noqa: E402
+from tests.support import GOLDEN_CASES, SAMPLES, golden, run_python  # noqa: E402
 
 CASE = "original_xs"
 CLASSIFIER_FORMATS = ("float16", "int8", "palettize6", "palettize4")
@@ -57,8 +57,6 @@ def reports(packages, golden_model):
 def test_legacy_tf_keras_in_the_process_is_named(tmp_path):
     """With tf.keras resolved to tf_keras (TF_USE_LEGACY_KERAS=1), coremltools would refuse
     the Keras 3 model with an unrelated message; the export says why, and writes nothing."""
-    from tests.conftest import run_python
-
     out = run_python(
         "from converters.coreml import export_coreml\n"
         "from keras_swiftformer import SwiftFormer\n"
@@ -260,8 +258,7 @@ def realistic_weights(model, seed=0):
     return model
 
 
-@pytest.mark.skipif(not os.environ.get("SWIFTFORMER_SLOW_TESTS"),
-                    reason="2-5 minutes per variant on 2 cores; set SWIFTFORMER_SLOW_TESTS=1")
+@pytest.mark.slow  # 2-5 minutes per variant on 2 cores
 @pytest.mark.parametrize("variant", ["S", "L1", "L3"])
 def test_every_variant_exports_and_verifies_in_every_format(variant, tmp_path):
     model = realistic_weights(SwiftFormer(variant, include_preprocessing=False,

@@ -280,6 +280,7 @@ def ensure(cache=None):
     work = pathlib.Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
     try:
         generate(work)
+        os.chmod(work, 0o755)
         try:
             os.replace(work, target)
         except OSError:  # another session finished first: use its copy
