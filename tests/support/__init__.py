@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support import photos, reference
+from tests.support.cache import default_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = pathlib.Path(os.environ.get("SWIFTFORMER_SHARED", ROOT.parent / "shared"))
@@ -23,7 +24,7 @@ HAS_SHARED_FIXTURES = (SHARED_FIXTURES / "original" / "golden_xs.npz").is_file()
 SHARED_SAMPLES = SHARED / "images" / "imagenet_samples"
 HAS_SHARED_SAMPLES = SHARED_SAMPLES.is_dir()
 
-CACHE = reference.default_cache()
+CACHE = default_cache()
 try:
     #: The generated references (layout of ../shared/fixtures), made on first use.
     FIXTURES = reference.ensure(CACHE)

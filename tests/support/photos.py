@@ -7,8 +7,8 @@ labels from names work on either set.
 
 import os
 import pathlib
-import shutil
-import tempfile
+
+from tests.support.cache import build_once
 
 PHOTO_DIR = pathlib.Path(__file__).resolve().parents[1] / "data" / "photos"
 #: Bump when the views change: it names the cache folder.
@@ -37,24 +37,8 @@ def _write_views(folder):
 
 def ensure_views(cache):
     """cache/photo-views-v<N>: 14 views (crops, mirror images) of each committed photo, 98 in all,
-    made once; written into a temporary folder and renamed into place."""
-    cache = pathlib.Path(cache)
-    target = cache / f"photo-views-v{VIEWS_VERSION}"
-    if target.is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    work = pathlib.Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
-    try:
-        _write_views(work)
-        os.chmod(work, 0o755)
-        try:
-            os.replace(work, target)
-        except OSError:  # another session finished first
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    made once."""
+    return build_once(pathlib.Path(cache) / f"photo-views-v{VIEWS_VERSION}", _write_views)
 
 
 def one_per_class(folder, count=None):
