@@ -225,7 +225,9 @@ def _write_hf(root, official, inputs, odd):
     """transformers' model with the XS weights: save_pretrained and its float64 outputs."""
     import torch
     from transformers import SwiftFormerConfig, SwiftFormerForImageClassification
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()
     model = SwiftFormerForImageClassification(
         SwiftFormerConfig(depths=[3, 3, 6, 4], embed_dims=[48, 56, 112, 220],
                           num_labels=1000)).eval()
