@@ -25,15 +25,14 @@ SHARED_SAMPLES = SHARED / "images" / "imagenet_samples"
 HAS_SHARED_SAMPLES = SHARED_SAMPLES.is_dir()
 
 CACHE = default_cache()
-try:
-    #: The generated references (layout of ../shared/fixtures), made on first use.
-    FIXTURES = reference.ensure(CACHE)
-except ImportError as err:  # pragma: no cover - a setup error, named for the developer
-    raise ImportError(f"The tests generate their golden references with timm and transformers "
-                      f"({err}); install them with: pip install -e '.[test]'") from err
-
-#: Labelled photos: the 200 shared ImageNet samples, else 98 views of the 7 committed photos.
-SAMPLES = SHARED_SAMPLES if HAS_SHARED_SAMPLES else photos.ensure_views(CACHE)
+# Made on first use (module __getattr__ below), so that importing tests.support.bench needs
+# neither timm nor the cache:
+#   FIXTURES      the generated references (the layout of ../shared/fixtures)
+#   GOLDEN_CASES  name -> (checkpoint, golden .npz, variant): the formats users hold, with
+#                 reference outputs; the generated cases always, the shared fixtures' as
+#                 `shared_*` when ../shared is there
+#   SAMPLES       labelled photos: the 200 shared ImageNet samples, else 98 views of the 7
+#                 committed photos
 #: The committed photos themselves (7, one per class).
 PHOTOS = photos.PHOTO_DIR
 one_per_class = photos.one_per_class
@@ -56,15 +55,32 @@ def _cases(root, prefix=""):
     }
 
 
-#: name -> (checkpoint, golden .npz, variant): the formats users hold, with reference outputs.
-#: The generated cases always; the shared fixtures' as `shared_*` when ../shared is there.
-GOLDEN_CASES = {**_cases(FIXTURES),
-                **(_cases(SHARED_FIXTURES, "shared_") if HAS_SHARED_FIXTURES else {})}
+def _generated_fixtures():
+    try:
+        return reference.ensure(CACHE)
+    except ImportError as err:  # a setup error, named for the developer
+        raise ImportError(f"The tests generate their golden references with timm and "
+                          f"transformers ({err}); install them: pip install -e '.[test]'") from err
+
+
+def __getattr__(name):
+    """FIXTURES, GOLDEN_CASES and SAMPLES, made on first use."""
+    if name == "FIXTURES":
+        value = _generated_fixtures()
+    elif name == "GOLDEN_CASES":
+        value = {**_cases(__getattr__("FIXTURES")),
+                 **(_cases(SHARED_FIXTURES, "shared_") if HAS_SHARED_FIXTURES else {})}
+    elif name == "SAMPLES":
+        value = SHARED_SAMPLES if HAS_SHARED_SAMPLES else photos.ensure_views(CACHE)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def golden(case):
     """The golden arrays of `case`, inputs also NHWC (`inputs`, `inputs_odd`)."""
-    data = dict(np.load(GOLDEN_CASES[case][1]))
+    data = dict(np.load(__getattr__("GOLDEN_CASES")[case][1]))
     for key in ("inputs_nchw", "inputs_odd_nchw"):
         data[key.replace("_nchw", "")] = data[key].transpose(0, 2, 3, 1)
     return data
