@@ -13,7 +13,7 @@ from tests.support import (
     SAMPLES,
     SHARED_FIXTURES,
     golden,
-    one_per_class,
+    photos_by_class,
     reference,
 )
 
@@ -68,4 +68,4 @@ def test_committed_photos_are_labelled_and_licensed():
         index, synset = name.split("_")[:2]
         assert class_index()[int(index)][0] == synset, name
         assert re.search(rf"\| {re.escape(name)} \|.*\| (CC0|public domain) \|", readme), name
-    assert len(one_per_class(SAMPLES)) >= 7
+    assert len(photos_by_class(SAMPLES)) >= 7

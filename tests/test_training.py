@@ -25,7 +25,7 @@ from keras_swiftformer.training.optim import (
     no_decay_variables,
 )
 from keras_swiftformer.training.trainer import teacher_class_index
-from tests.support import SAMPLES, TINY, one_per_class
+from tests.support import SAMPLES, TINY, photos_by_class
 from tests.support.datasets import make_tree
 
 
@@ -363,7 +363,7 @@ def test_a_finished_model_is_never_overwritten_silently(tmp_path):
 
 
 def test_samples_map_to_imagenet_synset_folders():
-    names = [path.name for path in one_per_class(SAMPLES, 3)]
+    names = [path.name for path in photos_by_class(SAMPLES, 3)]
     synsets = [name.split("_")[1] for name in names]
     assert data_lib.imagenet_class_indices(synsets) == [int(n.split("_")[0]) for n in names]
     assert data_lib.imagenet_class_indices(["cats", "dogs"]) is None

@@ -179,9 +179,9 @@ def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(tmp_path, datase
 
 
 def sample_tree(root, classes=10):
-    """train/ and val/ trees of symlinks to the first photo of each of the first `classes`
-    classes of SAMPLES, in folders named by synset (7 classes from a bare clone)."""
-    return labelled_tree(root, SAMPLES, classes, splits=("train", "val"))
+    """train/ and val/ trees of symlinks to the first photos (up to 2) of each of the first
+    `classes` classes of SAMPLES, in folders named by synset (7 classes from a bare clone)."""
+    return labelled_tree(root, SAMPLES, classes, splits=("train", "val"), per_class=2)
 
 
 def test_finetune_on_samples_lowers_val_loss_and_saves_a_swiftformer(tmp_path):

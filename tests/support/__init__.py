@@ -35,7 +35,7 @@ CACHE = default_cache()
 #                 committed photos
 #: The committed photos themselves (7, one per class).
 PHOTOS = photos.PHOTO_DIR
-one_per_class = photos.one_per_class
+photos_by_class = photos.photos_by_class
 labelled_tree = photos.labelled_tree
 
 #: A SwiftFormer small enough for fast tests (add input_shape, classes as needed).

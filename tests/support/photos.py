@@ -41,25 +41,27 @@ def ensure_views(cache):
     return build_once(pathlib.Path(cache) / f"photo-views-v{VIEWS_VERSION}", _write_views)
 
 
-def one_per_class(folder, count=None):
-    """Sorted photo paths of `folder`, the first of each class (synset), at most `count`."""
-    seen, paths = set(), []
+def photos_by_class(folder, classes=None, per_class=1):
+    """Sorted photo paths of `folder`: the first `per_class` of each of its first `classes`
+    classes (synsets); fewer where `folder` has fewer."""
+    counts, paths = {}, []
     for name in sorted(os.listdir(folder)):
         synset = name.split("_")[1]
-        if synset not in seen:
-            seen.add(synset)
+        if synset not in counts and classes is not None and len(counts) == classes:
+            continue
+        if counts.get(synset, 0) < per_class:
+            counts[synset] = counts.get(synset, 0) + 1
             paths.append(pathlib.Path(folder) / name)
-    return paths[:count]
+    return paths
 
 
-def labelled_tree(root, folder, classes=10, splits=None):
+def labelled_tree(root, folder, classes=10, splits=None, per_class=1):
     """Folders named by synset (under root/<split>/ for each of `splits`, else under root) with
-    a symlink to the first photo of each of the first `classes` classes of `folder`. Returns
-    root; fewer classes where `folder` has fewer."""
+    symlinks to `photos_by_class(folder, classes, per_class)`. Returns root."""
     root = pathlib.Path(root)
     for split in splits or ("",):
-        for path in one_per_class(folder, classes):
+        for path in photos_by_class(folder, classes, per_class):
             target = root / split / path.name.split("_")[1]
-            target.mkdir(parents=True)
+            target.mkdir(parents=True, exist_ok=True)
             os.symlink(path, target / path.name)
     return root
