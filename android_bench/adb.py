@@ -3,14 +3,19 @@
 The user brings the native binary for the phone's ABI (see the README: Google's nightly
 ``android_aarch64_benchmark_model`` for ``arm64-v8a`` phones, ``android_arm_benchmark_model``
 for ``armeabi-v7a``). It and the models are pushed to a folder under ``/data/local/tmp``, then
-run once per model x backend x thread count; each log is read by `android_bench.parse`.
+run once per model x backend x thread count, the cases interleaved across backends (round robin)
+so that a phone warming up slows every backend alike; each run's stdout, stderr (kept apart
+since Android 7's adb) and exit status are read by `android_bench.parse`.
 
-Backends map onto ``benchmark_model`` flags (`BACKEND_FLAGS`): ``cpu`` (built-in kernels,
+Backends map onto ``benchmark_model`` flags (`BACKEND_FLAGS`, checked against
+``tensorflow/lite/tools/delegates/*_delegate_provider.cc``): ``cpu`` (built-in kernels,
 ``--use_xnnpack=false``), ``xnnpack``, ``gpu`` (``--use_gpu=true``), ``nnapi``
-(``--use_nnapi=true``). Warm-up and timed runs are exact counts (``--warmup_min_secs=0
---min_secs=0``).
+(``--use_nnapi=true``, with ``--nnapi_allow_fp16=true`` and ``--nnapi_accelerator_name=NAME``
+on request). Warm-up and timed runs are exact counts (``--warmup_min_secs=0 --min_secs=0``).
 """
 
+import collections
+import itertools
 import os
 import posixpath
 import shlex
@@ -20,8 +25,10 @@ import time
 
 from android_bench.parse import (
     BenchmarkOutputError,
+    delegate_coverage,
     error_lines,
     parse_benchmark_output,
+    stderr_messages,
     unconsumed_flags,
 )
 from android_bench.report import write_text
@@ -37,6 +44,13 @@ BACKEND_FLAGS = {
 ELF_MACHINES = {0xB7: "arm64-v8a", 0x28: "armeabi-v7a", 0x3E: "x86_64", 0x03: "x86"}
 REMOTE_DIR = "/data/local/tmp/swiftformer_bench"
 _EXIT_MARK = "__swiftformer_bench_exit="
+_STATUS_SUFFIX = f"; __sfb_status=$?; echo; echo {_EXIT_MARK}$__sfb_status"
+#: Backends that run through a delegate (the others run LiteRT's built-in kernels).
+DELEGATE_BACKENDS = ("xnnpack", "gpu", "nnapi")
+
+ShellResult = collections.namedtuple("ShellResult", "stdout stderr status")
+ShellResult.__doc__ = ("What one ``adb shell`` command printed on stdout and stderr, and its "
+                       "exit status.")
 
 
 class AdbError(RuntimeError):
@@ -48,7 +62,12 @@ class NoDeviceError(AdbError):
 
 
 class BenchmarkRunError(RuntimeError):
-    """``benchmark_model`` failed on the device; the message holds its error lines."""
+    """``benchmark_model`` failed on the device; the message holds its error lines. `run_case`
+    sets ``fields`` (what was read: exit status, messages, coverage) and ``shell`` (the run's
+    `ShellResult`)."""
+
+    fields = {}
+    shell = None
 
 
 def find_adb(adb=None):
@@ -121,10 +140,10 @@ class Adb:
         if proc.returncode != 0:
             message = (proc.stderr or proc.stdout).strip()
             raise AdbError(f"`{shlex.join(command)}` failed (exit {proc.returncode}): {message}")
-        return proc.stdout
+        return proc.stdout, proc.stderr
 
     def _select(self, serial):
-        devices = parse_devices(self._run(["devices", "-l"], device=False))
+        devices = parse_devices(self._run(["devices", "-l"], device=False)[0])
         ready = [d for d in devices if d[1] == "device"]
         if serial is not None:
             states = {s: state for s, state, _ in devices}
@@ -147,22 +166,31 @@ class Adb:
         return ready[0][0]
 
     def shell(self, command, timeout=None):
-        """Runs `command` on the device -> (output, exit status). The status is read from an
-        echoed marker, so it is right on old adb versions that do not forward it."""
-        out = self._run(["shell", f"{command}; echo {_EXIT_MARK}$?"], timeout)
-        lines = out.replace("\r\n", "\n").rstrip("\n").split("\n")
-        if not lines or not lines[-1].startswith(_EXIT_MARK):
-            raise AdbError(f"No exit status from `adb shell {command}`; output: {out[-500:]}")
-        return "\n".join(lines[:-1]), int(lines[-1][len(_EXIT_MARK):])
+        """Runs `command` on the device -> `ShellResult` (stdout, stderr, exit status).
+
+        The status is read from an echoed marker, so it is right on old adb versions that do
+        not forward it; those also merge the phone's stderr into stdout (empty `stderr`)."""
+        # The bare `echo` ends a last line without a newline, so the marker is a line of its
+        # own; exactly that one newline is taken off again.
+        out, err = self._run(["shell", command + _STATUS_SUFFIX], timeout)
+        out = out.replace("\r\n", "\n")
+        start = out.rstrip("\n").rfind("\n" + _EXIT_MARK)
+        status = out[start + 1 + len(_EXIT_MARK):].strip() if start >= 0 else ""
+        if not status.lstrip("-").isdigit():
+            raise AdbError(f"No exit status from `adb shell {command}`; output: {out[-500:]}"
+                           + (f"; stderr: {err[-500:]}" if err.strip() else ""))
+        return ShellResult(out[:start], err.replace("\r\n", "\n"), int(status))
 
     def push(self, local, remote):
         self._run(["push", os.fspath(local), remote])
 
+    def pull(self, remote, local):
+        self._run(["pull", remote, os.fspath(local)])
+
     def properties(self):
         """The device's ``getprop`` values as a dict."""
-        out, _ = self.shell("getprop")
         props = {}
-        for line in out.splitlines():
+        for line in self.shell("getprop").stdout.splitlines():
             if line.startswith("[") and "]: [" in line:
                 key, value = line[1:].split("]: [", 1)
                 props[key] = value.rstrip("]")
@@ -209,7 +237,7 @@ def device_info(props):
     return device
 
 
-def check_options(models, backends, threads, warmup, runs):
+def check_options(models, backends, threads, warmup, runs, cooldown=0.0):
     unknown = [b for b in backends if b not in LITERT_BACKENDS]
     if unknown or not backends:
         raise ValueError(f"Android backends must be among {LITERT_BACKENDS}, got "
@@ -218,6 +246,8 @@ def check_options(models, backends, threads, warmup, runs):
         raise ValueError(f"Thread counts must be positive integers, got {list(threads)}")
     if warmup < 0 or runs < 1:
         raise ValueError(f"Need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    if cooldown < 0:
+        raise ValueError(f"The cool-down is a number of seconds >= 0, got {cooldown}")
     names = [os.path.basename(m["path"]) for m in models]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -226,61 +256,155 @@ def check_options(models, backends, threads, warmup, runs):
         raise ValueError("No models to benchmark")
 
 
-def benchmark_command(binary, model, backend, threads, warmup, runs, peak_memory=False):
+def check_nnapi(backends, allow_fp16=False, accelerator=None):
+    """NNAPI options need the ``nnapi`` backend (else they would silently do nothing)."""
+    if (allow_fp16 or accelerator) and "nnapi" not in backends:
+        raise ValueError("NNAPI options (fp16 relaxation, accelerator name) were given but "
+                         f"nnapi is not among the backends {list(backends)}")
+
+
+def nnapi_flags(allow_fp16=False, accelerator=None):
+    """``benchmark_model``'s NNAPI options (``nnapi_delegate_provider.cc``): fp16 relaxation of
+    float32 models, and the NNAPI device to use (``adb shell benchmark_model --use_nnapi=true``
+    prints the available ones: "nnapi accelerator name: [] (Available: ...)")."""
+    flags = ["--nnapi_allow_fp16=true"] if allow_fp16 else []
+    if accelerator:
+        flags.append(f"--nnapi_accelerator_name={accelerator}")
+    return flags
+
+
+def benchmark_command(binary, model, backend, threads, warmup, runs, peak_memory=False,
+                      extra_flags=()):
     """The ``benchmark_model`` command line (a shell string) for one case."""
     args = [binary, f"--graph={model}", f"--num_threads={threads}",
             f"--warmup_runs={warmup}", "--warmup_min_secs=0", f"--num_runs={runs}",
-            "--min_secs=0", *BACKEND_FLAGS[backend]]
+            "--min_secs=0", *BACKEND_FLAGS[backend], *extra_flags]
     if peak_memory:
         args.append("--report_peak_memory_footprint=true")
     return shlex.join(args)
 
 
-def run_case(adb, command, label):
-    """Runs one ``benchmark_model`` command -> (parsed fields, log).
+def interleaved_cases(entries, backends, threads):
+    """The cases (backend, thread count, entry) in round-robin order across backends: one case
+    of each backend in turn, so that a phone that heats up (or cools down) over the run shifts
+    every backend alike instead of the last ones. ``cpu`` and ``xnnpack`` run at every thread
+    count, ``gpu`` and ``nnapi`` at the first."""
+    per_backend = [[(b, t, e) for t in (threads if b in ("cpu", "xnnpack") else threads[:1])
+                    for e in entries] for b in backends]
+    return [case for turn in itertools.zip_longest(*per_backend) for case in turn if case]
+
+
+def _failure(label, result, reason):
+    out = (result.stdout + "\n" + result.stderr).strip()
+    errors = error_lines(result.stderr) or error_lines(result.stdout) or out.splitlines()[-1:]
+    return BenchmarkRunError(f"benchmark_model failed on {label} (exit {result.status}): "
+                             f"{reason}" + "".join(f"\n  {line}" for line in errors))
+
+
+def run_case(adb, command, label, backend=None, require_full=False):
+    """Runs one ``benchmark_model`` command -> (fields, `ShellResult`). The fields are the
+    parsed timings and memory, ``exit_status``, ``messages`` (stderr beyond INFO lines) and,
+    for a delegate backend, ``delegate_coverage``.
 
     Raises:
-        BenchmarkRunError: non-zero exit, or no timings in the log.
+        BenchmarkRunError: non-zero exit, no timings, ignored flags or, with `require_full`, a
+            delegate that took only part of the graph; its ``fields`` holds what was read.
     """
-    out, status = adb.shell(command)
+    result = adb.shell(command)
+    log = result.stdout + "\n" + result.stderr
+    fields = {"exit_status": result.status, "messages": stderr_messages(result.stderr)}
+    coverage = delegate_coverage(log, backend) if backend in DELEGATE_BACKENDS else None
+    if coverage:
+        fields["delegate_coverage"] = coverage
     try:
-        fields = parse_benchmark_output(out)
-    except BenchmarkOutputError as err:
-        raise BenchmarkRunError(f"benchmark_model failed on {label} (exit {status}): "
-                                f"{err}") from err
-    if status != 0:
-        errors = "\n  ".join(error_lines(out)) or out.strip().splitlines()[-1]
-        raise BenchmarkRunError(f"benchmark_model failed on {label} (exit {status}):\n  "
-                                f"{errors}")
-    ignored = unconsumed_flags(out)
-    if ignored:  # e.g. --use_nnapi=true given to a build without NNAPI: it ran on the CPU
-        raise BenchmarkRunError(
-            f"benchmark_model ignored {' '.join(ignored)} on {label}, so the numbers are not "
-            "of that backend; use TFLite's benchmark_model build (see the README)")
-    return fields, out
+        if result.status != 0:
+            raise _failure(label, result, "non-zero exit status")
+        try:
+            timings = parse_benchmark_output(log)
+        except BenchmarkOutputError:
+            raise _failure(label, result, "no timings in its output") from None
+        ignored = unconsumed_flags(log)
+        if ignored:  # e.g. --use_nnapi=true given to a build without NNAPI: it ran on the CPU
+            raise BenchmarkRunError(
+                f"benchmark_model ignored {' '.join(ignored)} on {label}, so the numbers are "
+                "not of that backend; use TFLite's benchmark_model build (see the README)")
+        if require_full and backend in DELEGATE_BACKENDS and not (coverage or {}).get("full"):
+            raise BenchmarkRunError(f"{label}: {_coverage_words(coverage)}; "
+                                    "--require-full-delegation")
+    except BenchmarkRunError as err:
+        err.fields, err.shell = fields, result
+        raise
+    return {**fields, **timings}, result
+
+
+def _coverage_words(coverage):
+    if not coverage:
+        return "the log does not say what the delegate took"
+    total = coverage["total_nodes"]
+    parts = [f"the {coverage['delegate'] or 'delegate'} took {coverage['nodes']}"
+             + (f" of {total} nodes" if total is not None else " nodes")]
+    if coverage["partitions"] is not None:
+        parts.append(f"the graph runs in {coverage['partitions']} partitions")
+    return ", ".join(parts) + " (the rest on the CPU)"
+
+
+def _push_all(adb, benchmark_binary, entries, remote_dir, progress):
+    """Checks the binary against the phone's ABIs and pushes it and the models ->
+    (remote binary, binary ABI, getprop values)."""
+    binary_abi = elf_abi(benchmark_binary)
+    props = adb.properties()
+    abis = [a for a in (props.get("ro.product.cpu.abilist") or
+                        props.get("ro.product.cpu.abi", "")).split(",") if a]
+    if abis and binary_abi not in abis:
+        raise ValueError(f"{benchmark_binary} is built for {binary_abi}, the device runs "
+                         f"{', '.join(abis)}: use the benchmark_model for {abis[0]}")
+    progress(f"device {adb.serial}: {device_info(props)['name']}; pushing to {remote_dir}")
+    if adb.shell(f"mkdir -p {shlex.quote(remote_dir)}").status != 0:
+        raise AdbError(f"Could not create {remote_dir} on the device")
+    remote_binary = posixpath.join(remote_dir, "benchmark_model")
+    adb.push(benchmark_binary, remote_binary)
+    adb.shell(f"chmod 755 {shlex.quote(remote_binary)}")
+    for entry in entries:
+        adb.push(entry["path"], posixpath.join(remote_dir, os.path.basename(entry["path"])))
+    return remote_binary, binary_abi, props
+
+
+def _save_log(log_dir, stem, result):
+    """Keeps a run's stdout, stderr and exit status apart, as the phone printed them."""
+    write_text(os.path.join(log_dir, f"{stem}.stdout.log"), result.stdout)
+    write_text(os.path.join(log_dir, f"{stem}.stderr.log"), result.stderr)
+    write_text(os.path.join(log_dir, f"{stem}.status"), f"{result.status}\n")
 
 
 def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(4,), warmup=10,
                       runs=50, adb=None, serial=None, remote_dir=REMOTE_DIR, peak_memory=False,
-                      cooldown=0.0, log_dir=None, progress=print):
+                      cooldown=0.0, log_dir=None, progress=print, require_full_delegation=False,
+                      nnapi_allow_fp16=False, nnapi_accelerator=None):
     """Pushes `benchmark_binary` and `models` to the phone and benchmarks each model x backend
-    (x thread count for ``cpu``/``xnnpack``; GPU and NNAPI run with the first thread count).
+    (x thread count for ``cpu``/``xnnpack``; GPU and NNAPI run with the first thread count),
+    the cases interleaved across backends (`interleaved_cases`).
 
     Args:
         models: entries ``{"path", "variant", "format"}`` or paths.
         benchmark_binary: the native ``benchmark_model`` for the phone's ABI.
         backends: among `BACKEND_FLAGS`.
         threads: CPU thread counts.
-        warmup, runs: warm-up and timed inferences per case.
+        warmup: warm-up inferences per case, the first included (``--warmup_runs``).
+        runs: timed inferences per case.
         adb, serial: the adb binary and the device (see `Adb`).
         remote_dir: folder on the phone for the binary and models.
         peak_memory: pass ``--report_peak_memory_footprint=true`` (a monitoring thread).
-        cooldown: seconds of rest before each case (thermal throttling).
-        log_dir: if given, every raw log is saved there.
+        cooldown: seconds of rest between cases (thermal throttling).
+        log_dir: if given, every run's stdout, stderr and exit status are saved there.
         progress: callable taking one line of text.
+        require_full_delegation: record a case as failed when its delegate (XNNPACK, GPU,
+            NNAPI) took only part of the graph, so that no partly-CPU number passes as the
+            delegate's.
+        nnapi_allow_fp16, nnapi_accelerator: NNAPI options (`nnapi_flags`).
 
     Returns:
-        The report (source "adb"); a case whose run failed is recorded with status "failed".
+        The report (source "adb"); a case whose run failed is recorded with status "failed",
+        its error lines (from stderr), exit status and delegate coverage.
 
     Raises:
         AdbError: adb missing, no device, or a push failing.
@@ -289,53 +413,42 @@ def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(
     from android_bench.models import parse_model_spec
 
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
-    check_options(entries, backends, threads, warmup, runs)
+    check_options(entries, backends, threads, warmup, runs, cooldown)
+    check_nnapi(backends, nnapi_allow_fp16, nnapi_accelerator)
     if not os.path.isfile(benchmark_binary):
         raise ValueError(f"No such benchmark_model binary: {benchmark_binary}")
-    binary_abi = elf_abi(benchmark_binary)
+    elf_abi(benchmark_binary)  # a wrong file fails before adb is asked anything
     adb = adb if isinstance(adb, Adb) else Adb(adb, serial)
-    props = adb.properties()
-    abis = [a for a in (props.get("ro.product.cpu.abilist") or
-                        props.get("ro.product.cpu.abi", "")).split(",") if a]
-    if abis and binary_abi not in abis:
-        raise ValueError(f"{benchmark_binary} is built for {binary_abi}, the device runs "
-                         f"{', '.join(abis)}: use the benchmark_model for {abis[0]}")
-    progress(f"device {adb.serial}: {device_info(props)['name']}; pushing to {remote_dir}")
-    _, status = adb.shell(f"mkdir -p {shlex.quote(remote_dir)}")
-    if status != 0:
-        raise AdbError(f"Could not create {remote_dir} on the device")
-    remote_binary = posixpath.join(remote_dir, "benchmark_model")
-    adb.push(benchmark_binary, remote_binary)
-    adb.shell(f"chmod 755 {shlex.quote(remote_binary)}")
-    for entry in entries:
-        adb.push(entry["path"], posixpath.join(remote_dir, os.path.basename(entry["path"])))
-
-    cases = [(b, t, e) for b in backends for t in (threads if b in ("cpu", "xnnpack")
-                                                   else threads[:1]) for e in entries]
+    remote_binary, binary_abi, props = _push_all(adb, benchmark_binary, entries, remote_dir,
+                                                 progress)
+    extra = {"nnapi": nnapi_flags(nnapi_allow_fp16, nnapi_accelerator)}
+    cases = interleaved_cases(entries, backends, threads)
     results = []
     for i, (backend, count, entry) in enumerate(cases, 1):
         name = os.path.basename(entry["path"])
         label = f"{name} [{backend}, {count} thread(s)]"
-        progress(f"[{i}/{len(cases)}] {label}")
-        if cooldown:
+        if cooldown and i > 1:
             time.sleep(cooldown)
+        progress(f"[{i}/{len(cases)}] {label}")
         command = benchmark_command(remote_binary, posixpath.join(remote_dir, name), backend,
-                                    count, warmup, runs, peak_memory)
+                                    count, warmup, runs, peak_memory, extra.get(backend, ()))
         record = {"model": name, "variant": entry.get("variant"), "format": entry.get("format"),
                   "backend": backend, "threads": count}
         try:
-            fields, log = run_case(adb, command, label)
+            fields, shell = run_case(adb, command, label, backend, require_full_delegation)
             record.update(status="ok", **fields)
         except BenchmarkRunError as err:
-            log = str(err)
-            record.update(status="failed", error=str(err))
+            record.update(status="failed", error=str(err), **err.fields)
+            shell = err.shell
             progress(f"    FAILED: {err}")
         if log_dir:
-            write_text(os.path.join(log_dir, f"{i:03d}_{name}_{backend}_{count}.log"), log)
+            _save_log(log_dir, f"{i:03d}_{name}_{backend}_{count}", shell)
         results.append(record)
     settings = {"warmup_runs": warmup, "runs": runs, "backends": list(backends),
-                "threads": list(threads), "interleaved": False, "cooldown_s": cooldown,
-                "serial": adb.serial, "binary_abi": binary_abi,
+                "threads": list(threads), "interleaved": True, "order": "round robin across "
+                "backends", "cooldown_s": cooldown, "serial": adb.serial,
+                "binary_abi": binary_abi, "require_full_delegation": require_full_delegation,
+                "nnapi_allow_fp16": nnapi_allow_fp16, "nnapi_accelerator": nnapi_accelerator,
                 "timed": "benchmark_model: Interpreter::Invoke() per run, random input"}
     runtime = {"name": "benchmark_model", "version": None}
     return new_report("adb", device_info(props), runtime, results, settings)

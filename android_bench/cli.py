@@ -3,6 +3,7 @@ one table with the phone apps' results.
 
     swiftformer-bench host MODEL.tflite... [--backends xnnpack cpu] [--threads 1 2]
     swiftformer-bench adb MODEL.tflite... --benchmark-binary android_aarch64_benchmark_model
+    swiftformer-bench app MODEL.tflite... [--backends xnnpack gpu nnapi]   (the Android app)
     swiftformer-bench report A.json B.json... --output out/bench/all
     swiftformer-bench flow --variants XS L1 --formats float32 int8 [--device-json phone.json]
     swiftformer-bench schema
@@ -27,11 +28,11 @@ def _threads(value):
     return count
 
 
-def _add_timing(parser, threads_default):
+def _add_timing(parser, threads_default, warmup_help="warm-up inferences after the first"):
     parser.add_argument("--threads", type=_threads, nargs="+", default=threads_default,
                         help="CPU thread counts (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=10,
-                        help="warm-up inferences after the first (default: %(default)s)")
+                        help=warmup_help + " (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=50,
                         help="timed inferences per case (default: %(default)s)")
 
@@ -41,6 +42,17 @@ def _add_output(parser, default):
                         help="prefix of the .json/.md/.png written (default: %(default)s)")
     parser.add_argument("--plot-x", choices=("gmacs", "top1"), default="gmacs",
                         help="x axis of the plot: the paper's GMACs or top-1 (default: gmacs)")
+
+
+EXACT_WARMUP = "warm-up inferences per case, the first included (benchmark_model's --warmup_runs)"
+
+
+def _add_nnapi(parser):
+    parser.add_argument("--nnapi-allow-fp16", action="store_true",
+                        help="let NNAPI run float32 models in float16 (fp16 relaxation)")
+    parser.add_argument("--nnapi-accelerator",
+                        help="the NNAPI device to use, e.g. qti-dsp or google-edgetpu "
+                             "(benchmark_model --use_nnapi=true lists them)")
 
 
 def build_parser():
@@ -69,10 +81,33 @@ def build_parser():
     adb.add_argument("--peak-memory", action="store_true",
                      help="--report_peak_memory_footprint=true (a monitoring thread)")
     adb.add_argument("--cooldown", type=float, default=0.0,
-                     help="seconds of rest before each case (thermal throttling)")
-    adb.add_argument("--log-dir", help="keep every raw benchmark_model log there")
-    _add_timing(adb, [4])
+                     help="seconds of rest between cases (thermal throttling); the cases run "
+                          "round robin across backends")
+    adb.add_argument("--log-dir", help="keep every run's stdout, stderr and exit status there")
+    adb.add_argument("--require-full-delegation", action="store_true",
+                     help="record a case as failed when its delegate (XNNPACK, GPU, NNAPI) "
+                          "took only part of the graph")
+    _add_nnapi(adb)
+    _add_timing(adb, [4], EXACT_WARMUP)
     _add_output(adb, "out/bench/android")
+
+    app = commands.add_parser("app", help="benchmark in the Android app (android/), over adb")
+    app.add_argument("models", nargs="+", help="PATH or VARIANT/FORMAT=PATH (.tflite)")
+    app.add_argument("--backends", nargs="+", choices=("cpu", "xnnpack", "gpu", "nnapi"),
+                     default=["xnnpack", "gpu", "nnapi"])
+    app.add_argument("--adb", help="path of adb (default: $ADB, PATH, $ANDROID_HOME)")
+    app.add_argument("--serial", help="device serial when several are attached")
+    app.add_argument("--timeout", type=float, default=1800.0,
+                     help="seconds to wait for the app to finish (default: %(default)s)")
+    app.add_argument("--keep-json", help="also keep the app's JSON, as pulled, at this path")
+    _add_nnapi(app)
+    app.add_argument("--threads", type=_threads, default=4,
+                     help="CPU threads of the interpreter (default: %(default)s)")
+    app.add_argument("--warmup", type=int, default=10,
+                     help=EXACT_WARMUP + " (default: %(default)s)")
+    app.add_argument("--runs", type=int, default=50,
+                     help="timed inferences per case (default: %(default)s)")
+    _add_output(app, "out/bench/android-app")
 
     report = commands.add_parser("report", help="merge benchmark JSON files into one table")
     report.add_argument("json", nargs="+", help="reports from host, adb, the Android or iOS app")
@@ -107,7 +142,8 @@ def _finish(paths, out):
 
 
 def main(argv=None, out=None):
-    """Entry point; returns the exit status (0 ok, 2 bad input, 1 failure)."""
+    """Entry point; returns the exit status (0 ok, 2 bad input or no device, 1 the app failed,
+    crashed or timed out)."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     if args.command == "schema":
@@ -121,6 +157,7 @@ def main(argv=None, out=None):
     progress = (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         from android_bench.adb import AdbError
+        from android_bench.app import AppError
         from android_bench.report import write_outputs
 
         if args.command == "report":
@@ -137,7 +174,19 @@ def main(argv=None, out=None):
             doc = benchmark_android(args.models, args.benchmark_binary, args.backends,
                                     args.threads, args.warmup, args.runs, args.adb, args.serial,
                                     peak_memory=args.peak_memory, cooldown=args.cooldown,
-                                    log_dir=args.log_dir, progress=progress)
+                                    log_dir=args.log_dir, progress=progress,
+                                    require_full_delegation=args.require_full_delegation,
+                                    nnapi_allow_fp16=args.nnapi_allow_fp16,
+                                    nnapi_accelerator=args.nnapi_accelerator)
+            paths = write_outputs([doc], args.output, args.plot_x)
+        elif args.command == "app":
+            from android_bench.app import run_app
+
+            doc = run_app(args.models, args.backends, args.threads, args.warmup, args.runs,
+                          args.adb, args.serial, timeout=args.timeout,
+                          nnapi_allow_fp16=args.nnapi_allow_fp16,
+                          nnapi_accelerator=args.nnapi_accelerator, keep_json=args.keep_json,
+                          progress=progress)
             paths = write_outputs([doc], args.output, args.plot_x)
         else:
             from android_bench.flow import run_flow
@@ -148,7 +197,7 @@ def main(argv=None, out=None):
                              args.runs, args.plot_x, progress)
     except (ValueError, ReportError, AdbError) as err:
         print(f"swiftformer-bench {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, AppError) else 2
     _finish(paths, out)
     return 0
 

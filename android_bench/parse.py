@@ -73,6 +73,17 @@ _LITERT = {
     "overall_memory_mb": re.compile(rf"Overall footprint:\s+({_NUM}) MB"),
     "peak_memory_mb": re.compile(rf"Peak memory:\s+({_NUM}) MB"),
 }
+#: The runtime's line for each delegate it applies (``tensorflow/lite/core/subgraph.cc``,
+#: ``ReplaceNodeSubsetsWithDelegateKernels``), on stderr. Builds before 2023 print
+#: "Replacing N node(s) with delegate (NAME) node, yielding K partitions."; later ones
+#: "Replacing N out of M node(s) ... yielding K partitions for the whole graph." or
+#: "... for subgraph S." (TF 2.21) or "... for subgraph S (NAME)." (LiteRT 2.x). K counts every
+#: piece the graph is cut into, the delegate's and the CPU's: 1 means the delegate runs it all.
+_REPLACING = re.compile(r"Replacing (\d+)(?: out of (\d+))? node\(s\) with delegate \(([^)]*)\) "
+                        r"node, yielding (\d+) partitions(?: for subgraph (\d+))?")
+#: Backend -> what its delegate's kernel name holds (TfLiteXNNPackDelegate, TfLiteGpuDelegateV2,
+#: TfLiteNnapiDelegate), lower case.
+DELEGATE_NAMES = {"xnnpack": "xnnpack", "gpu": "gpu", "nnapi": "nnapi"}
 _ERROR = re.compile(r"^(?:ERROR|FATAL|F\d*|E\d*)[: ]|Failed to |Benchmarking failed|"
                     r"Aborted|Segmentation fault|not found|Permission denied|CANNOT LINK")
 
@@ -94,6 +105,62 @@ def error_lines(text, limit=8):
     """The lines of `text` that look like errors (at most `limit`, last ones kept)."""
     lines = [line.strip() for line in text.splitlines() if _ERROR.search(line.strip())]
     return lines[-limit:]
+
+
+def stderr_messages(stderr, limit=20):
+    """What a run said on stderr besides its INFO lines: errors, warnings and the lines that
+    continue them (the GPU delegate's list of unsupported operations). At most `limit` lines,
+    the last ones kept."""
+    lines = [line.strip() for line in stderr.replace("\r", "").splitlines()]
+    return [line for line in lines if line and not line.startswith("INFO: ")][-limit:]
+
+
+def delegate_coverage(text, backend):
+    """How much of the graph `backend`'s delegate took, from a run's log (stdout and stderr).
+
+    Reads the runtime's "Replacing N out of M node(s) with delegate (NAME) node, yielding K
+    partitions" line (one per subgraph; summed) and benchmark_model's "Explicitly applied ...
+    delegate" line (its delegate kernel count: the partitions the delegate runs).
+
+    Returns:
+        None for ``cpu`` or when the log says nothing about the delegate; else a dict:
+        ``delegate`` (kernel name), ``nodes`` (taken), ``total_nodes`` (None when the build
+        does not print it), ``partitions`` (pieces the graph is cut into, the CPU's included),
+        ``delegate_kernels`` (None when not printed) and ``full`` (the delegate runs the whole
+        graph).
+    """
+    wanted = DELEGATE_NAMES.get(backend)
+    if wanted is None:
+        return None
+    per_subgraph = {}
+    for match in _REPLACING.finditer(text.replace("\r", "")):
+        nodes, total, name, partitions, subgraph = match.groups()
+        if wanted in name.lower():
+            per_subgraph.setdefault(subgraph, (name, int(nodes), total and int(total),
+                                               int(partitions)))
+    found = {}
+    for line in text.splitlines():
+        for key, pattern in (("full", _FULL), ("partial", _PARTIAL), ("none", _NONE)):
+            match = pattern.search(line)
+            if match and wanted in match.group(1).lower():
+                found[key] = match.groups()
+    if not per_subgraph and not found:
+        return None
+    kernels = (1 if "full" in found else int(found["partial"][1]) if "partial" in found
+               else 0 if "none" in found else None)
+    coverage = {"delegate": None, "nodes": 0, "total_nodes": None, "partitions": None,
+                "delegate_kernels": kernels}
+    if per_subgraph:
+        entries = list(per_subgraph.values())
+        totals = [e[2] for e in entries]
+        coverage.update(delegate=entries[0][0], nodes=sum(e[1] for e in entries),
+                        total_nodes=None if None in totals else sum(totals),
+                        partitions=sum(e[3] for e in entries))
+        full = all(e[3] == 1 for e in entries)
+    else:
+        full = "full" in found
+    coverage["full"] = bool(full) and "partial" not in found and "none" not in found
+    return coverage
 
 
 def _stat(rest, count):

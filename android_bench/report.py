@@ -9,19 +9,21 @@ device x backend x threads x format, the paper's iPhone 14 latency as a referenc
 import json
 import os
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 from android_bench.models import VARIANT_ORDER, guess_variant_and_format, paper_value
 from android_bench.schema import SCHEMA, validate
+from converters.report import markdown_table as _markdown_table
 
 PLOT_AXES = {"gmacs": ("gmacs", "GMACs (paper)"), "top1": ("top1", "ImageNet top-1 % (paper)")}
-#: Table columns: (header, row key, number format or None).
+#: Table columns for `converters.report.markdown_table`: (header, row key, format).
 COLUMNS = (
-    ("Source", "source", None), ("Device", "device", None), ("Backend", "backend", None),
-    ("Threads", "threads", None), ("Model", "label", None), ("Init ms", "init_ms", ".1f"),
-    ("First ms", "first_ms", ".2f"), ("Mean ms", "mean_ms", ".2f"),
-    ("Median ms", "median_ms", ".2f"), ("p90 ms", "p90_ms", ".2f"), ("Min ms", "min_ms", ".2f"),
-    ("Peak MB", "peak_memory_mb", ".1f"), ("Runs", "runs", None),
+    ("Source", "source", "{}"), ("Device", "device", "{}"), ("Backend", "backend", "{}"),
+    ("Threads", "threads", "{}"), ("Model", "label", "{}"), ("Init ms", "init_ms", "{:.1f}"),
+    ("First ms", "first_ms", "{:.2f}"), ("Mean ms", "mean_ms", "{:.2f}"),
+    ("Median ms", "median_ms", "{:.2f}"), ("p90 ms", "p90_ms", "{:.2f}"),
+    ("Min ms", "min_ms", "{:.2f}"), ("Peak MB", "peak_memory_mb", "{:.1f}"),
+    ("Runs", "runs", "{}"), ("Ran on", "ran_on", "{}"),
 )
 
 
@@ -45,9 +47,11 @@ def rows(docs):
             fmt = result.get("format") or guessed[1]
             label = (f"{variant} {fmt}" if variant and fmt else
                      f"{variant} ({result['model']})" if variant else result["model"])
+            if result.get("outputs") == "classifier":  # Core ML's label dictionary included
+                label += " classifier"
             out.append({**result, "variant": variant, "format": fmt, "label": label,
                         "source": doc["source"], "device": doc["device"]["name"],
-                        "runtime": doc["runtime"]["name"]})
+                        "runtime": doc["runtime"]["name"], "ran_on": ran_on(result)})
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
     return sorted(out, key=lambda r: (r["source"], r["device"], r["backend"],
                                       r.get("threads") or 0,
@@ -55,24 +59,33 @@ def rows(docs):
                                       r.get("format") or "", r["model"]))
 
 
-def _cell(value, fmt):
-    if value is None:
-        return "–"
-    return format(value, fmt) if fmt else str(value)
+def ran_on(result):
+    """Where a result's work ran, in a few words: the delegate's share of the graph
+    (``delegate_coverage``) or the Neural Engine's share of the operations (``compute_plan``);
+    None when the result does not say."""
+    coverage, plan = result.get("delegate_coverage"), result.get("compute_plan")
+    if coverage:
+        if coverage.get("full"):
+            return "delegate: all"
+        total = coverage.get("total_nodes")
+        parts = coverage.get("partitions")
+        return (f"delegate: {coverage['nodes']}" + (f"/{total}" if total is not None else "")
+                + " nodes" + (f", {parts} parts" if parts else ""))
+    if plan:
+        return f"ANE {plan['neural_engine']}/{plan['operations']} ops"
+    return None
 
 
 def markdown_table(table_rows):
-    """The rows as a Markdown table; failed results listed below it."""
+    """The rows as a Markdown table (`converters.report.markdown_table`); failed results
+    listed below it."""
     ok = [r for r in table_rows if r["status"] == "ok"]
-    lines = ["| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
-             "|" + "|".join("---" if f is None else "---:" for _, _, f in COLUMNS) + "|"]
-    for row in ok:
-        lines.append("| " + " | ".join(_cell(row.get(k), f) for _, k, f in COLUMNS) + " |")
+    lines = [_markdown_table(ok, COLUMNS)]
     failed = [r for r in table_rows if r["status"] != "ok"]
     if failed:
         lines += ["", "Failed:"]
         lines += [f"- {r['source']} / {r['device']} / {r['backend']} / {r['label']}: "
-                  f"{r['error'].splitlines()[0][:300]}" for r in failed]
+                  f"{' / '.join(r['error'].split(chr(10)))[:300]}" for r in failed]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,12 @@ off), ``xnnpack``, ``gpu``, ``nnapi``; Core ML's compute units by their Swift na
 ``cpuOnly``, ``cpuAndGPU``, ``cpuAndNeuralEngine``, ``all``. A result whose ``status`` is
 ``"failed"`` carries ``error`` instead of timings.
 
+Where the work ran: a LiteRT result may carry ``delegate_coverage`` (`COVERAGE_FIELDS`: how
+many nodes and partitions the backend's delegate took, from the runtime's log), a Core ML result
+``compute_plan`` (`COMPUTE_PLAN_FIELDS`: operations per compute device from ``MLComputePlan``,
+iOS 17.4+). The apps run exact counts: in their reports (`EXACT_COUNT_SOURCES`) every ok
+result's ``warmup_runs`` and ``runs`` equal the settings' ``warmup_runs`` and ``runs``.
+
 The report tool writes several reports as one merged file, ``{"schema": "swiftformer-bench/1",
 "reports": [...]}``, and reads it back like single reports.
 
@@ -38,6 +44,33 @@ LITERT_BACKENDS = ("cpu", "xnnpack", "gpu", "nnapi")
 COREML_BACKENDS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
 BACKENDS = LITERT_BACKENDS + COREML_BACKENDS
 STATUSES = ("ok", "failed")
+#: Sources whose warm-up and timed counts are exact (checked by `validate`).
+EXACT_COUNT_SOURCES = ("android-app", "ios-app")
+
+#: ``delegate_coverage``: what the backend's delegate took (`android_bench.parse`).
+COVERAGE_FIELDS = {
+    "delegate": ("string", False, "the delegate kernel's name (TfLiteGpuDelegateV2, ...)"),
+    "nodes": ("integer", True, "graph nodes the delegate took"),
+    "total_nodes": ("integer", False, "graph nodes in all; null when the runtime does not say"),
+    "partitions": ("integer", False, "pieces the graph is cut into, the CPU's included "
+                                     "(1: the delegate runs it all)"),
+    "delegate_kernels": ("integer", False, "partitions the delegate runs"),
+    "full": ("boolean", True, "the delegate runs the whole graph"),
+}
+#: ``compute_plan``: Core ML's MLComputePlan of the loaded model (iOS 17.4+).
+COMPUTE_PLAN_FIELDS = {
+    "operations": ("integer", True, "operations of the main function, constants left out"),
+    "neural_engine": ("integer", True, "operations whose preferred device is the Neural Engine"),
+    "gpu": ("integer", True, "operations preferring the GPU"),
+    "cpu": ("integer", True, "operations preferring the CPU"),
+    "neural_engine_cost": ("number", False, "estimated share of the work (0 to 1) of the "
+                                            "operations on the Neural Engine"),
+    "gpu_cost": ("number", False, "estimated share of the work on the GPU"),
+    "cpu_cost": ("number", False, "estimated share of the work on the CPU"),
+}
+#: Object fields -> their fields; array fields -> their items' type.
+NESTED = {"delegate_coverage": COVERAGE_FIELDS, "compute_plan": COMPUTE_PLAN_FIELDS}
+ARRAY_ITEMS = {"samples_ms": "number", "messages": "string"}
 
 #: name -> (JSON type, required, description). Optional fields may be absent or null.
 RESULT_FIELDS = {
@@ -62,7 +95,15 @@ RESULT_FIELDS = {
     "peak_memory_mb": ("number", False, "peak resident memory added, load to last run"),
     "memory_method": ("string", False, "how memory was measured"),
     "model_size_mb": ("number", False, "model file size"),
-    "delegation": ("string", False, "how much of the graph the delegate took"),
+    "delegation": ("string", False, "how much of the graph the delegate took, in words"),
+    "delegate_coverage": ("object", False, "nodes and partitions the delegate took "
+                                           "(COVERAGE_FIELDS)"),
+    "compute_plan": ("object", False, "Core ML operations per compute device "
+                                      "(COMPUTE_PLAN_FIELDS)"),
+    "outputs": ("string", False, "what the model returns: 'logits', or 'classifier' (Core ML's "
+                                 "label and probability dictionary, built on every call)"),
+    "exit_status": ("integer", False, "exit status of the benchmark process (adb)"),
+    "messages": ("array", False, "what the run printed on stderr besides INFO lines (adb)"),
     "samples_ms": ("array", False, "every timed inference, in order"),
     "error": ("string", False, "why a failed result failed"),
 }
@@ -86,7 +127,7 @@ class ReportError(ValueError):
 
 
 _PY_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "array": (list,),
-             "object": (dict,)}
+             "object": (dict,), "boolean": (bool,)}
 
 
 def _check_fields(obj, fields, where, problems):
@@ -99,11 +140,36 @@ def _check_fields(obj, fields, where, problems):
             if required:
                 problems.append(f"{where}.{name} is missing")
             continue
-        if isinstance(value, bool) or not isinstance(value, _PY_TYPES[kind]):
+        if (isinstance(value, bool) != (kind == "boolean")
+                or not isinstance(value, _PY_TYPES[kind])):
             article = "an" if kind[0] in "aeiou" else "a"
             problems.append(f"{where}.{name} must be {article} {kind}, got {value!r}")
         elif kind == "number" and not math.isfinite(value):
             problems.append(f"{where}.{name} must be finite, got {value!r}")
+        elif name in NESTED:
+            _check_fields(value, NESTED[name], f"{where}.{name}", problems)
+        elif name in ARRAY_ITEMS:
+            _check_items(value, ARRAY_ITEMS[name], f"{where}.{name}", problems)
+
+
+def _check_items(values, kind, where, problems):
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, _PY_TYPES[kind]):
+            problems.append(f"{where}[{i}] must be a {kind}, got {value!r}")
+            return
+
+
+def _check_counts(doc, problems):
+    """The apps' results ran exactly the settings' warm-up and timed counts."""
+    settings = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
+    for i, result in enumerate(doc.get("results") or []):
+        if not isinstance(result, dict) or result.get("status") != "ok":
+            continue
+        for key in ("warmup_runs", "runs"):
+            wanted, ran = settings.get(key), result.get(key)
+            if isinstance(wanted, int) and isinstance(ran, int) and wanted != ran:
+                problems.append(f"results[{i}].{key} is {ran} but settings.{key} is {wanted}: "
+                                f"{doc['source']} runs exact counts")
 
 
 def validate(doc, where="report"):
@@ -144,6 +210,8 @@ def validate(doc, where="report"):
             problems.append(f"{where_i}.mean_ms is missing (required when status is 'ok')")
         elif status == "failed" and not result.get("error"):
             problems.append(f"{where_i}.error is missing (required when status is 'failed')")
+    if doc.get("source") in EXACT_COUNT_SOURCES:
+        _check_counts(doc, problems)
     if problems:
         raise ReportError(f"{where} does not follow {SCHEMA}:\n  " + "\n  ".join(problems))
     return doc
@@ -187,11 +255,15 @@ def load_reports(paths):
     return docs
 
 
-def _property(kind, required, description):
-    types = kind if required else [kind, "null"]
-    prop = {"type": types, "description": description}
+def _property(name, kind, required, description):
+    if name in NESTED:
+        prop = _object(NESTED[name])
+        prop["type"] = "object" if required else ["object", "null"]
+        prop["description"] = description
+        return prop
+    prop = {"type": kind if required else [kind, "null"], "description": description}
     if kind == "array":
-        prop["items"] = {"type": "number"}
+        prop["items"] = {"type": ARRAY_ITEMS.get(name, "number")}
     return prop
 
 
@@ -199,7 +271,7 @@ def _object(fields, extra=None):
     schema = {
         "type": "object",
         "required": [name for name, (_, required, _) in fields.items() if required],
-        "properties": {name: _property(*spec) for name, spec in fields.items()},
+        "properties": {name: _property(name, *spec) for name, spec in fields.items()},
     }
     for name, values in (extra or {}).items():
         schema["properties"][name]["enum"] = list(values)

@@ -2,7 +2,7 @@
 
 The same network as timm's ``swiftformer.py`` and the official code, written out so that the
 benchmark can convert "the PyTorch model" with ``litert-torch`` without installing timm. Module
-names equal timm's, so its ``state_dict`` keys are the canonical keys of `converters.mapping`
+names equal timm's, so its ``state_dict`` keys are the canonical keys of `keras_swiftformer.mapping`
 (weights move over with `load_canonical`). Tensors are NCHW; the input is ImageNet-normalised
 (no built-in preprocessing), the output the mean of the two heads' logits (eval mode).
 
@@ -168,8 +168,8 @@ def load_canonical(model, tensors):
     """Copies canonical (timm-layout) arrays into `model`, in place; returns `model` in eval mode.
 
     Args:
-        tensors: {canonical key: array in PyTorch's shape} (`converters.checkpoints`,
-            `converters.mapping.model_tensors`, or a state dict of this module).
+        tensors: {canonical key: array in PyTorch's shape} (`keras_swiftformer.checkpoints`,
+            `keras_swiftformer.mapping.model_tensors`, or a state dict of this module).
 
     Raises:
         ValueError: keys missing or left over, or a shape that differs (the message lists them).
@@ -191,7 +191,7 @@ def load_canonical(model, tensors):
 
 def from_keras(keras_model, variant, token_weighting="l2"):
     """The PyTorch SwiftFormer with the weights of a Keras SwiftFormer (with top)."""
-    from converters.mapping import model_tensors
+    from keras_swiftformer.mapping import model_tensors
 
     classes = keras_model.get_layer("head").units
     module = SwiftFormer(variant, token_weighting, classes)

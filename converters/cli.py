@@ -110,7 +110,7 @@ def main(argv=None):
         argv.insert(0, "run")
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from converters.checkpoints import CheckpointError
+    from keras_swiftformer.checkpoints import CheckpointError
     from converters.pipeline import PipelineError
 
     try:

@@ -126,8 +126,8 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
     """Writes `content` (`.tflite` bytes of format `fmt`) as ``{name}_{fmt}.tflite`` in
     `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys, ``zip_bytes``,
     the kernel statistics and `extra`."""
-    from converters.files import atomic_output
-    from converters.report import fidelity
+    from keras_swiftformer.files import atomic_output
+    from converters.metrics import fidelity
     from converters.runtime import TFLiteRunner
     from converters.tfmot.tflite_stats import kernel_stats
 

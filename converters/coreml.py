@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 from converters.report import fidelity, sqnr_db
 
 #: Format name -> `export_coreml` options. Compression is applied to the float16 program.

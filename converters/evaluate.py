@@ -1,7 +1,7 @@
 """``swiftformer-eval``: top-1 / top-5 accuracy of SwiftFormer models on an image folder.
 
 A model is a ``.tflite`` file (run through `converters.runtime.TFLiteRunner`), a saved
-``.keras`` model, or a checkpoint in any format `converters.checkpoints` reads (imported on the
+``.keras`` model, or a checkpoint in any format `keras_swiftformer.checkpoints` reads (imported on the
 fly). Images go through the evaluation transform of the weights' source
 (`keras_swiftformer.imagenet.eval_transform`: bicubic resize of the shorter side to
 ``size / crop_pct``, centre crop), with ``crop_pct`` from, in order: ``--crop-pct``, a JSON
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 FLAT_LABEL = re.compile(r"^(\d+)_")
 
@@ -121,7 +121,7 @@ class Evaluated:
             self.kind = "keras"
             self.model = keras.saving.load_model(path, compile=False)
         else:
-            from converters.checkpoints import read_checkpoint
+            from keras_swiftformer.checkpoints import read_checkpoint
             from converters.importer import import_checkpoint
 
             checkpoint = read_checkpoint(path)

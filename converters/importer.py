@@ -1,10 +1,10 @@
 """Checkpoint -> `.keras` file: the import step of the pipeline as a function."""
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 
 def import_checkpoint(checkpoint, output=None, variant=None, **kwargs):
-    """Builds the Keras model of `checkpoint` (any format `converters.checkpoints` reads) and,
+    """Builds the Keras model of `checkpoint` (any format `keras_swiftformer.checkpoints` reads) and,
     if `output` is given, saves it as a `.keras` file (atomically).
 
     Args:
@@ -21,7 +21,7 @@ def import_checkpoint(checkpoint, output=None, variant=None, **kwargs):
 
     if output is not None and not str(output).endswith(".keras"):
         raise ValueError(f"The output must end in .keras, got {output}")
-    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer.checkpoints import read_checkpoint
 
     kwargs.setdefault("input_shape", (None, None, 3))
     checkpoint = read_checkpoint(checkpoint, variant)

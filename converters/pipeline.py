@@ -149,7 +149,7 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
     Returns:
         (model, info dict: checkpoint, format_in, variant, token_weighting, crop_pct, random?)
     """
-    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer.checkpoints import read_checkpoint
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
 
@@ -233,7 +233,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
     """Converts a checkpoint to every requested format and writes the fidelity report.
 
     Args:
-        checkpoint: any checkpoint `converters.checkpoints` reads; None: random weights.
+        checkpoint: any checkpoint `keras_swiftformer.checkpoints` reads; None: random weights.
         variant: "XS", "S", "L1", "L3"; None: read from the checkpoint.
         formats: "all", "float32,int8", or a list: `converters.tflite.TFLITE_FORMATS` and
             ``coreml_`` + a `converters.coreml.COREML_FORMATS` name (`COREML_PIPELINE_FORMATS`).
@@ -258,7 +258,7 @@ def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, i
         dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
         ``keras`` (path of the .keras reference model).
     """
-    from converters.files import atomic_output
+    from keras_swiftformer.files import atomic_output
 
     formats = parse_formats(formats)
     size = parse_input_size(input_size)

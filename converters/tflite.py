@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from converters.files import atomic_output
+from keras_swiftformer.files import atomic_output
 
 TFLITE_FORMATS = ("float32", "float16", "dynamic_int8", "int8", "uint8", "int8_float_io",
                   "int16x8", "int8_mixed")

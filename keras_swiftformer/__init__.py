@@ -1,5 +1,6 @@
 """SwiftFormer in Keras 3: layers, `keras.applications`-style builders and ImageNet helpers."""
 
+from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.layers import (
     TOKEN_WEIGHTINGS,
     AdditiveTokenMixing,
@@ -25,6 +26,7 @@ __all__ = [
     "LayerScale",
     "StochasticDepth",
     "SwiftFormer",
+    "SwiftFormerConfig",
     "SwiftFormerBackbone",
     "SwiftFormerL1",
     "SwiftFormerL3",

@@ -3,7 +3,7 @@
 The evaluation transform is the reference one: resize the shorter side to ``int(size /
 crop_pct)`` with bicubic resampling, then centre-crop ``size``. The official evaluation uses
 ``crop_pct = 0.875`` (256 for 224); timm measured its checkpoints at 0.95
-(`converters.checkpoints.DEFAULT_CROP_PCT` holds the default of each source).
+(`keras_swiftformer.sources` holds the default of each checkpoint format and source).
 """
 
 import functools
@@ -11,10 +11,11 @@ import os
 
 import numpy as np
 
-from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
+from keras_swiftformer.sources import DEFAULT_PREPROCESSING
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DEFAULT_CROP_PCT = 0.875
+DEFAULT_CROP_PCT = DEFAULT_PREPROCESSING.crop_pct
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,58 +16,41 @@
 The model is built functionally from `MODEL_CONFIGS`. Every layer is named after the module path
 of timm's `swiftformer.py` with ``-`` for ``.`` (``stem-0``, ``stages-1-downsample-proj``,
 ``stages-2-blocks-5-attn-to_query``, ``head_dist``...; PyTorch-backend parameter names cannot
-contain dots), so that mapping PyTorch weights is a table lookup (`converters.mapping`, through
-`layer_name` / `module_path`). Tensors are NHWC.
+contain dots), so that mapping PyTorch weights is a table lookup (`keras_swiftformer.mapping`). The
+names and the variant table are defined in `keras_swiftformer.config`, which reads a built model
+back as a `SwiftFormerConfig`. Tensors are NHWC.
 """
 
 import keras
 from keras import layers
 
+from keras_swiftformer.config import (  # noqa: F401  (MODEL_CONFIGS... are public here too)
+    BN_EPSILON,
+    BN_MOMENTUM,
+    HEAD_AVERAGE,
+    HEADS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MLP_RATIO,
+    MODEL_CONFIGS,
+    NORM,
+    POOL,
+    PREDICTIONS,
+    PREPROCESSING,
+    STEM,
+    SwiftFormerConfig,
+    block_name,
+    downsample_name,
+    layer_name,
+    module_path,
+    variant_config,
+)
 from keras_swiftformer.layers import (
     AdditiveTokenMixing,
     LayerScale,
     StochasticDepth,
     check_token_weighting,
 )
-
-#: Depths and widths of the four stages, and what the paper reports (ImageNet-1k, 224x224):
-#: top-1 %, parameters (millions, both heads), GMACs, iPhone 14 latency (ms).
-MODEL_CONFIGS = {
-    "XS": dict(depths=(3, 3, 6, 4), widths=(48, 56, 112, 220),
-               top1=75.7, params_m=3.5, gmacs=0.6, iphone_ms=0.7),
-    "S": dict(depths=(3, 3, 9, 6), widths=(48, 64, 168, 224),
-              top1=78.5, params_m=6.1, gmacs=1.0, iphone_ms=0.8),
-    "L1": dict(depths=(4, 3, 10, 5), widths=(48, 96, 192, 384),
-               top1=80.9, params_m=12.1, gmacs=1.6, iphone_ms=1.1),
-    "L3": dict(depths=(4, 4, 12, 6), widths=(64, 128, 320, 512),
-               top1=83.0, params_m=28.5, gmacs=4.0, iphone_ms=1.9),
-}
-
-# PyTorch's constants, stated once.
-BN_EPSILON = 1e-5  # nn.BatchNorm2d default
-BN_MOMENTUM = 0.9  # = 1 - PyTorch's momentum 0.1
-MLP_RATIO = 4
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def layer_name(path):
-    """timm module path -> Keras layer name: ``stages.0.blocks.2.attn`` -> ``stages-0-blocks-2-attn``."""
-    return path.replace(".", "-")
-
-
-def module_path(name):
-    """Keras layer name -> timm module path (the inverse of `layer_name`)."""
-    return name.replace("-", ".")
-
-
-def variant_config(variant):
-    """Returns the `MODEL_CONFIGS` entry of `variant` (case-insensitive: "xs", "L1"...)."""
-    key = str(variant).upper()
-    if key not in MODEL_CONFIGS:
-        raise ValueError(f"Unknown SwiftFormer variant {variant!r}; known: {sorted(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[key]
-
 
 def batch_norm(name):
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
@@ -90,12 +73,12 @@ def stem(width):
     """(B, H, W, 3) -> (B, H/4, W/4, width): two conv-BN-ReLU, stride 2 each."""
 
     def apply(x):
-        x = strided_conv(width // 2, "stem-0")(x)
-        x = batch_norm("stem-1")(x)
-        x = layers.ReLU(name="stem-2")(x)
-        x = strided_conv(width, "stem-3")(x)
-        x = batch_norm("stem-4")(x)
-        return layers.ReLU(name="stem-5")(x)
+        x = strided_conv(width // 2, STEM[0])(x)
+        x = batch_norm(STEM[1])(x)
+        x = layers.ReLU(name=STEM[2])(x)
+        x = strided_conv(width, STEM[3])(x)
+        x = batch_norm(STEM[4])(x)
+        return layers.ReLU(name=STEM[5])(x)
 
     return apply
 
@@ -201,16 +184,16 @@ def swiftformer_features(x, depths, widths, token_weighting="l2", drop_path_rate
         zip(depths, widths, drop_path_rates(depths, drop_path_rate))
     ):
         if i > 0:
-            x = downsample(width, f"stages-{i}-downsample")(x)
+            x = downsample(width, downsample_name(i))(x)
         for j in range(depth - 1):
-            x = conv_encoder(width, MLP_RATIO * width, f"stages-{i}-blocks-{j}", rates[j])(x)
-        x = swiftformer_encoder(width, f"stages-{i}-blocks-{depth - 1}", token_weighting,
+            x = conv_encoder(width, MLP_RATIO * width, block_name(i, j), rates[j])(x)
+        x = swiftformer_encoder(width, block_name(i, depth - 1), token_weighting,
                                 rates[-1], drop_rate, layer_scale_init_value)(x)
         outputs.append(x)
     return outputs
 
 
-def preprocessing(name="preprocessing"):
+def preprocessing(name=PREPROCESSING):
     """RGB in [0, 255] -> ImageNet-normalised: ``x / (255 std) - mean / std`` per channel."""
     return layers.Rescaling(
         scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
@@ -257,7 +240,7 @@ def SwiftFormer(
             are averaged, as the reference does in eval mode.
         weights: None (random), ``"imagenet"`` (timm's hub checkpoints, current official
             weights), ``"imagenet-hf"`` (Hugging Face's earlier ones), or a path to a checkpoint
-            in any format that `converters.checkpoints` reads (official ``.pth``, timm or
+            in any format that `keras_swiftformer.checkpoints` reads (official ``.pth``, timm or
             Hugging Face folder / ``.safetensors`` / ``.bin``, Keras ``.weights.h5``).
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: (H, W, 3); default (224, 224, 3). ``(None, None, 3)`` accepts any size; the
@@ -305,19 +288,19 @@ def SwiftFormer(
     x = preprocessing()(image) if include_preprocessing else image
     x = swiftformer_features(x, depths, widths, token_weighting, drop_path_rate, drop_rate,
                              layer_scale_init_value)[-1]
-    x = batch_norm("norm")(x)
+    x = batch_norm(NORM)(x)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.GlobalAveragePooling2D(name=POOL)(x)
         if drop_rate > 0:
             x = layers.Dropout(drop_rate, name="head_drop")(x)
-        logits = layers.Average(name="head_avg")(
-            [layers.Dense(classes, name="head")(x), layers.Dense(classes, name="head_dist")(x)]
+        logits = layers.Average(name=HEAD_AVERAGE)(
+            [layers.Dense(classes, name=head)(x) for head in HEADS]
         )
-        x = layers.Activation(classifier_activation, name="predictions")(logits)
+        x = layers.Activation(classifier_activation, name=PREDICTIONS)(logits)
     elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.GlobalAveragePooling2D(name=POOL)(x)
     elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="pool")(x)
+        x = layers.GlobalMaxPooling2D(name=POOL)(x)
 
     model = keras.Model(source_inputs or image, x,
                         name=name or f"swiftformer_{(variant or 'custom').lower()}")
@@ -333,10 +316,8 @@ def SwiftFormerBackbone(variant=None, weights=None, input_shape=(None, None, 3),
     """
     model = SwiftFormer(variant, include_top=False, weights=weights, input_shape=input_shape,
                         **kwargs)
-    # The attention block is the last of each stage, so its output ends the stage.
-    ends = sorted((int(layer.name.split("-")[1]), layer.output) for layer in model.layers
-                  if layer.name.endswith("-layer_scale_2-add"))
-    outputs = {f"P{stage + 2}": output for stage, output in ends}
+    ends = SwiftFormerConfig.from_model(model).stage_ends
+    outputs = {f"P{stage + 2}": model.get_layer(name).output for stage, name in enumerate(ends)}
     return keras.Model(model.inputs, outputs, name=f"{model.name}_backbone")
 
 

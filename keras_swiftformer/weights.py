@@ -1,32 +1,19 @@
-"""Where ``weights=`` comes from: ImageNet sources (download, cache, hash) or a file.
+"""Where ``weights=`` comes from: a pretrained source (download, cache, hash) or a file.
 
-``weights="imagenet"`` is timm's hub repositories ``timm/swiftformer_{xs,s,l1,l3}.dist_in1k``:
-the current official weights (L2 token weighting), at the paper's accuracy. ``"imagenet-hf"`` is
-Hugging Face's ``MBZUAI/swiftformer-*``, converted from the first release's weights and loaded
-with the all-ones token weighting they were trained with.
-
-A download is cached under ``~/.keras/models/swiftformer/`` (or ``$KERAS_HOME``) and converted
-once to canonical ``.safetensors`` (no torch needed afterwards). Checkpoint files are read by
-`converters.checkpoints`; this module only resolves where they are.
+``weights="imagenet"`` / ``"imagenet-hf"`` name rows of `keras_swiftformer.sources.SOURCES`
+(hub repository, file, SHA-256, format). A download goes through ``keras.utils.get_file`` into
+``~/.keras/models/swiftformer/`` (or ``$KERAS_HOME``) and is converted once to canonical
+``.safetensors`` (no torch needed afterwards). Checkpoint files are read by
+`keras_swiftformer.checkpoints`; their weights are assigned by `keras_swiftformer.mapping`.
 """
 
 import dataclasses
 import hashlib
 import os
 
-#: Source name -> (hub repository pattern, file, token weighting, evaluation crop fraction).
-IMAGENET_SOURCES = {
-    "imagenet": dict(repo="timm/swiftformer_{v}.dist_in1k", file="model.safetensors",
-                     token_weighting="l2", crop_pct=0.95),
-    "imagenet-hf": dict(repo="MBZUAI/swiftformer-{v}", file="pytorch_model.bin",
-                        token_weighting="ones", crop_pct=0.875),
-}
-HUB_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
-
-#: Known SHA-256 of the hub files, checked on every download and load. A file whose hash is not
-#: listed here is accepted once and its hash is recorded beside it in the cache (trust on first
-#: use), so a later change of the cached file is still detected.
-KNOWN_SHA256 = {}
+from keras_swiftformer.checkpoints import CheckpointError, read_checkpoint
+from keras_swiftformer.mapping import load_tensors
+from keras_swiftformer.sources import TAGS, weight_source
 
 CACHE_SUBDIR = os.path.join("models", "swiftformer")
 
@@ -49,60 +36,59 @@ def sha256(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def source_url(source, variant):
-    spec = IMAGENET_SOURCES[source]
-    return HUB_URL.format(repo=spec["repo"].format(v=variant.lower()), file=spec["file"])
+def source_url(tag, variant):
+    return weight_source(tag, variant).url
 
 
-def _check_hash(path, url):
+def _check_hash(path, source):
+    """The file's SHA-256 against the source's published one, else against the one recorded
+    beside it at first use (recorded now if there is none)."""
     actual = sha256(path)
-    expected = KNOWN_SHA256.get(url)
+    expected = source.sha256
     record = path + ".sha256"
     if expected is None and os.path.exists(record):
         with open(record) as f:
             expected = f.read().strip()
     if expected is not None and actual != expected:
         raise WeightsDownloadError(
-            f"{path} has SHA-256 {actual}, expected {expected} for {url}: delete it to download "
-            "it again"
+            f"{path} has SHA-256 {actual}, expected {expected} for {source.url}: delete it to "
+            "download it again"
         )
     if not os.path.exists(record):
         with open(record, "w") as f:
             f.write(actual + "\n")
 
 
-def download(source, variant, directory=None):
-    """Path of the hub file of `source` for `variant`, downloaded once into the cache.
+def download(tag, variant, directory=None):
+    """Path of the hub file of `tag` for `variant`, downloaded once into the cache with
+    ``keras.utils.get_file`` (progress bar; the published SHA-256 checked where known).
 
     Raises:
         WeightsDownloadError: offline or a hash mismatch; the message says where to put the
         file by hand.
     """
-    import urllib.request
+    import keras
 
-    if source not in IMAGENET_SOURCES:
-        raise ValueError(f"Unknown weights source {source!r}; known: {sorted(IMAGENET_SOURCES)}")
+    source = weight_source(tag, variant)
     directory = directory or cache_dir()
-    url = source_url(source, variant)
-    spec = IMAGENET_SOURCES[source]
-    path = os.path.join(directory, spec["repo"].format(v=variant.lower()).replace("/", "--"),
-                        spec["file"])
+    subdir = source.repo.replace("/", "--")
+    path = os.path.join(directory, subdir, source.file)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = path + ".part"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as f:
-                while block := response.read(1 << 20):
-                    f.write(block)
-        except OSError as err:
-            if os.path.exists(partial):
+        try:  # into a .part file that get_file removes on failure; renamed once whole
+            partial = keras.utils.get_file(
+                fname=source.file + ".part", origin=source.url, file_hash=source.sha256,
+                hash_algorithm="sha256", cache_dir=directory, cache_subdir=subdir)
+        except Exception as err:  # get_file raises bare Exception / ValueError (hash)
+            partial = os.path.join(directory, subdir, source.file + ".part")
+            if os.path.exists(partial):  # get_file keeps a file that fails its hash
                 os.remove(partial)
             raise WeightsDownloadError(
-                f"Could not download {url} ({err}). Offline? Download it elsewhere and place it "
-                f"at {path}, or pass weights=<path to a checkpoint>."
+                f"Could not download {source.url} ({err}). Offline? Download it elsewhere and "
+                f"place it at {path}, or pass weights=<path to a checkpoint>."
             ) from err
         os.replace(partial, path)
-    _check_hash(path, url)
+    _check_hash(path, source)
     return path
 
 
@@ -110,7 +96,7 @@ def download(source, variant, directory=None):
 class WeightsSource:
     """What a builder needs from ``weights=``: the architecture it implies and a loader."""
 
-    checkpoint: object = None  # converters.checkpoints.Checkpoint
+    checkpoint: object = None  # keras_swiftformer.checkpoints.Checkpoint
     keras_path: str = None  # a .weights.h5 file
     token_weighting_default: str = None
 
@@ -127,8 +113,6 @@ class WeightsSource:
     def check_classes(self, classes):
         found = self.checkpoint.classes if self.checkpoint is not None else None
         if found is not None and found != classes:
-            from converters.checkpoints import CheckpointError
-
             raise CheckpointError(
                 f"{self.checkpoint.path} has {found}-class heads but classes={classes}: pass "
                 f"classes={found}, or ignore_head=True to start new {classes}-class heads"
@@ -141,14 +125,11 @@ class WeightsSource:
             except ValueError as err:
                 raise ValueError(f"{self.keras_path} does not fit {model.name}: {err}") from err
             return
-        from converters.mapping import load_tensors
-
         load_tensors(model, self.checkpoint.tensors, ignore_head, source=self.checkpoint.path)
 
 
 def _converted(source, variant):
     """The hub file of `source`, converted once to canonical .safetensors; its path."""
-    from converters.checkpoints import read_checkpoint
     from safetensors.numpy import save_file
 
     raw = download(source, variant)
@@ -163,18 +144,13 @@ def _converted(source, variant):
 
 def resolve_weights(weights, variant=None):
     """``weights=`` argument -> `WeightsSource` (reads a checkpoint, downloads ImageNet ones)."""
-    if isinstance(weights, str) and weights in IMAGENET_SOURCES:
-        if variant is None:
-            raise ValueError(f"weights={weights!r} needs a variant ('XS', 'S', 'L1', 'L3')")
-        from converters.checkpoints import read_checkpoint
-
-        checkpoint = read_checkpoint(_converted(weights, str(variant).upper()), variant=variant)
+    if isinstance(weights, str) and weights in TAGS:
+        source = weight_source(weights, variant)
+        checkpoint = read_checkpoint(_converted(weights, source.variant), variant=variant)
         return WeightsSource(checkpoint,
-                             token_weighting_default=IMAGENET_SOURCES[weights]["token_weighting"])
-    if hasattr(weights, "tensors"):  # an already read converters.checkpoints.Checkpoint
+                             token_weighting_default=source.preprocessing.token_weighting)
+    if hasattr(weights, "tensors"):  # an already read keras_swiftformer.checkpoints.Checkpoint
         if variant is not None and weights.variant != str(variant).upper():
-            from converters.checkpoints import CheckpointError
-
             raise CheckpointError(f"{weights.path} is SwiftFormer-{weights.variant}, not {variant}")
         return WeightsSource(weights)
     path = os.fspath(weights)
@@ -184,6 +160,4 @@ def resolve_weights(weights, variant=None):
         if variant is None:
             raise ValueError(f"Loading {path} needs the variant: SwiftFormer('XS', weights=...)")
         return WeightsSource(keras_path=path)
-    from converters.checkpoints import read_checkpoint
-
     return WeightsSource(read_checkpoint(path, variant=variant))

@@ -1,13 +1,14 @@
 """android_bench.adb: the adb/benchmark_model flow against a stand-in ``adb`` executable.
 
-No phone is attached to these machines, so a small script plays adb: it answers ``devices -l``,
-``getprop``, ``push`` and the ``benchmark_model`` command with what a configured phone would, and
-logs every call. What is not exercised for real: a phone, the USB link, a real benchmark_model.
+No phone is attached to these machines, so a small script (`tests.support.bench.FAKE_ADB`)
+plays adb: it answers ``devices -l``, ``getprop``, ``push`` and the ``benchmark_model`` command
+with what a configured phone would, writing the phone's stderr to its stderr as the real adb
+does (shell protocol v2, Android 7+), and logs every call. What is not exercised for real: a
+phone, the USB link, a real benchmark_model.
 """
 
 import json
 import os
-import stat
 import sys
 import textwrap
 
@@ -21,89 +22,35 @@ from android_bench.adb import (
     benchmark_android,
     elf_abi,
     find_adb,
+    interleaved_cases,
     parse_devices,
 )
 from android_bench.cli import main
 from android_bench.schema import validate
-from tests.test_bench_parse import CURRENT_XNNPACK, FAILED_GPU
+from tests.support.bench import (
+    CURRENT_XNNPACK_STDERR,
+    CURRENT_XNNPACK_STDOUT,
+    FAILED_GPU_STDERR,
+    FAILED_GPU_STDOUT,
+    GPU_PARTIAL_STDERR,
+    GPU_PARTIAL_STDOUT,
+    benchmark_output,
+    calls,
+    fake_elf,
+    make_fake_adb,
+    quiet,
+    stand_in_models,
+)
 
-PIXEL_PROPS = {
-    "ro.product.manufacturer": "Google", "ro.product.model": "Pixel 7",
-    "ro.build.version.release": "14", "ro.build.version.sdk": "34",
-    "ro.product.cpu.abi": "arm64-v8a", "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a",
-    "ro.soc.manufacturer": "Google", "ro.soc.model": "GS201",
-}
-
-FAKE_ADB = '''\
-#!{python}
-"""Stand-in adb: behaves as the phone described in config.json beside it."""
-import json, os, sys
-here = os.path.dirname(os.path.abspath(__file__))
-config = json.load(open(os.path.join(here, "config.json")))
-with open(os.path.join(here, "calls.log"), "a") as log:
-    log.write(json.dumps(sys.argv[1:]) + "\\n")
-args = sys.argv[1:]
-if args[:1] == ["-s"]:
-    args = args[2:]
-if args[:1] == ["devices"]:
-    print("List of devices attached")
-    for serial, state in config["devices"]:
-        print(f"{{serial}}\\t{{state}} usb:1-1 product:panther model:Pixel_7 transport_id:1")
-    print()
-elif args[:1] == ["push"]:
-    if not os.path.exists(args[1]):
-        sys.exit(f"adb: error: cannot stat '{{args[1]}}': No such file or directory")
-    print(f"{{args[1]}}: 1 file pushed, 0 skipped. 120.5 MB/s (1234 bytes in 0.001s)")
-elif args[:1] == ["shell"]:
-    command, mark = args[1].rsplit("; echo ", 1)
-    mark = mark.replace("$?", "")
-    if command == "getprop":
-        for key, value in config["props"].items():
-            print(f"[{{key}}]: [{{value}}]")
-        print(mark + "0")
-    elif "benchmark_model --graph" in command:
-        failing = any(f in command for f in config.get("fail_when", []))
-        sys.stdout.write(config["failed_output" if failing else "output"])
-        print(mark + ("1" if failing else "0"))
-    else:
-        print(mark + "0")
-else:
-    sys.exit("fake adb: unexpected " + " ".join(args))
-'''
-
-
-def make_fake_adb(directory, devices=(("28161FDH2000B1", "device"),), props=None,
-                  output=CURRENT_XNNPACK, failed_output=FAILED_GPU, fail_when=()):
-    """Writes the stand-in adb and its phone into `directory`; returns its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {"devices": [list(d) for d in devices], "props": props or PIXEL_PROPS,
-              "output": output, "failed_output": failed_output, "fail_when": list(fail_when)}
-    (directory / "config.json").write_text(json.dumps(config))
-    path = directory / "adb"
-    path.write_text(FAKE_ADB.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return str(path)
-
-
-def calls(fake):
-    with open(os.path.join(os.path.dirname(fake), "calls.log")) as f:
-        return [json.loads(line) for line in f]
-
-
-def fake_elf(path, machine=0xB7):
-    """A file with the ELF header of an executable for `machine` (0xB7: AArch64)."""
-    header = b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + (2).to_bytes(2, "little")
-    path.write_bytes(header + machine.to_bytes(2, "little") + b"\x00" * 44)
-    return str(path)
+XNNPACK_OK = benchmark_output(CURRENT_XNNPACK_STDOUT, CURRENT_XNNPACK_STDERR)
+GPU_FAILS = benchmark_output(FAILED_GPU_STDOUT, FAILED_GPU_STDERR, status=1,
+                             when=["--use_gpu=true"])
+GPU_PARTLY = benchmark_output(GPU_PARTIAL_STDOUT, GPU_PARTIAL_STDERR, when=["--use_gpu=true"])
 
 
 @pytest.fixture
 def models(tmp_path):
-    paths = []
-    for name in ("swiftformer_xs_float32.tflite", "swiftformer_l1_int8.tflite"):
-        (tmp_path / name).write_bytes(b"TFL3 stand-in; the fake phone never reads it")
-        paths.append(str(tmp_path / name))
-    return paths
+    return stand_in_models(tmp_path)
 
 
 def test_parse_devices_output():
@@ -154,43 +101,111 @@ def test_binary_must_be_elf_for_the_phones_abi(tmp_path, models):
     fake = make_fake_adb(tmp_path / "adb")
     x86 = fake_elf(tmp_path / "benchmark_model_x86_64", machine=0x3E)
     with pytest.raises(ValueError, match="built for x86_64, the device runs arm64-v8a"):
-        benchmark_android(models, x86, adb=fake, progress=lambda line: None)
+        benchmark_android(models, x86, adb=fake, progress=quiet)
 
 
-def test_full_run_parses_every_case_and_records_failures(tmp_path, models):
-    fake = make_fake_adb(tmp_path / "adb", fail_when=["--use_gpu=true"])
+def test_full_run_interleaves_backends_and_keeps_stderr_of_failures(tmp_path, models):
+    fake = make_fake_adb(tmp_path / "adb", benchmarks=[GPU_FAILS, XNNPACK_OK])
     binary = fake_elf(tmp_path / "android_aarch64_benchmark_model")
     doc = benchmark_android(models, binary, backends=("xnnpack", "gpu"), threads=(1, 4),
                             warmup=10, runs=50, adb=fake, log_dir=str(tmp_path / "logs"),
-                            progress=lambda line: None)
+                            progress=quiet)
     validate(doc)
-    assert doc["source"] == "adb"
+    assert doc["source"] == "adb" and doc["settings"]["interleaved"] is True
     assert doc["device"] == {"name": "Google Pixel 7", "os": "Android 14 (API 34)",
                              "abi": "arm64-v8a", "soc": "Google GS201"}
-    # xnnpack at 1 and 4 threads, gpu once (first thread count), each for both models.
+    # Round robin: one case of each backend in turn; gpu runs at the first thread count only.
     cases = [(r["backend"], r["threads"], r["variant"], r["format"]) for r in doc["results"]]
-    assert cases == [("xnnpack", 1, "XS", "float32"), ("xnnpack", 1, "L1", "int8"),
-                     ("xnnpack", 4, "XS", "float32"), ("xnnpack", 4, "L1", "int8"),
-                     ("gpu", 1, "XS", "float32"), ("gpu", 1, "L1", "int8")]
+    assert cases == [("xnnpack", 1, "XS", "float32"), ("gpu", 1, "XS", "float32"),
+                     ("xnnpack", 1, "L1", "int8"), ("gpu", 1, "L1", "int8"),
+                     ("xnnpack", 4, "XS", "float32"), ("xnnpack", 4, "L1", "int8")]
     ok = doc["results"][0]
     assert ok["status"] == "ok" and ok["mean_ms"] == pytest.approx(9.87452)
     assert ok["peak_memory_mb"] == pytest.approx(49.6172)
-    failed = doc["results"][-1]
+    assert ok["exit_status"] == 0 and ok["messages"] == []
+    assert ok["delegate_coverage"]["full"] is True  # read from stderr
+    failed = doc["results"][1]
     assert failed["status"] == "failed" and "mean_ms" not in failed
-    assert "exit 1" in failed["error"] and "Failed to apply GPU delegate" in failed["error"]
-    assert len(os.listdir(tmp_path / "logs")) == 6
+    assert failed["exit_status"] == 1
+    # The cause is on the phone's stderr: it reaches the report.
+    assert "exit 1" in failed["error"] and "eglChooseConfig failed" in failed["error"]
+    assert "ERROR: Failed to apply GPU delegate." in failed["messages"]
+    logs = sorted(os.listdir(tmp_path / "logs"))
+    assert len(logs) == 18  # stdout, stderr and status of 6 runs
+    stem = os.path.join(tmp_path / "logs", "002_swiftformer_xs_float32.tflite_gpu_1")
+    assert open(stem + ".stderr.log").read() == FAILED_GPU_STDERR
+    assert open(stem + ".stdout.log").read() == FAILED_GPU_STDOUT
+    assert open(stem + ".status").read() == "1\n"
 
     commands = [c[3] for c in calls(fake) if c[2:3] == ["shell"] and "--graph" in c[3]]
     assert len(commands) == 6
     assert ("/data/local/tmp/swiftformer_bench/benchmark_model "
             "--graph=/data/local/tmp/swiftformer_bench/swiftformer_l1_int8.tflite "
             "--num_threads=4 --warmup_runs=10 --warmup_min_secs=0 --num_runs=50 --min_secs=0 "
-            "--use_xnnpack=true") in commands[3]
-    assert "--use_gpu=true" in commands[4]
+            "--use_xnnpack=true") in commands[5]
+    assert "--use_gpu=true" in commands[1]
     pushed = [c[4] for c in calls(fake) if c[2:3] == ["push"]]
     assert pushed == ["/data/local/tmp/swiftformer_bench/benchmark_model",
                       "/data/local/tmp/swiftformer_bench/swiftformer_xs_float32.tflite",
                       "/data/local/tmp/swiftformer_bench/swiftformer_l1_int8.tflite"]
+
+
+def test_round_robin_order_with_uneven_backends():
+    entries = [{"path": "a.tflite"}, {"path": "b.tflite"}]
+    order = [(b, t, e["path"]) for b, t, e in
+             interleaved_cases(entries, ("xnnpack", "gpu", "nnapi"), (1, 2))]
+    assert order == [("xnnpack", 1, "a.tflite"), ("gpu", 1, "a.tflite"),
+                     ("nnapi", 1, "a.tflite"), ("xnnpack", 1, "b.tflite"),
+                     ("gpu", 1, "b.tflite"), ("nnapi", 1, "b.tflite"),
+                     ("xnnpack", 2, "a.tflite"), ("xnnpack", 2, "b.tflite")]
+
+
+def test_partial_delegation_is_recorded_and_can_fail_the_case(tmp_path, models):
+    fake = make_fake_adb(tmp_path / "adb", benchmarks=[GPU_PARTLY, XNNPACK_OK])
+    binary = fake_elf(tmp_path / "bm")
+    doc = benchmark_android(models[:1], binary, backends=("gpu", "xnnpack"), threads=(4,),
+                            adb=fake, progress=quiet)
+    gpu, xnnpack = doc["results"]
+    assert gpu["status"] == "ok" and gpu["mean_ms"] == pytest.approx(7.0502)
+    assert gpu["delegate_coverage"] == {"delegate": "TfLiteGpuDelegateV2", "nodes": 250,
+                                        "total_nodes": 298, "partitions": 3,
+                                        "delegate_kernels": 1, "full": False}
+    assert "GELU: Operation is not supported." in gpu["messages"]
+    assert xnnpack["delegate_coverage"]["full"] is True
+
+    strict = benchmark_android(models[:1], binary, backends=("gpu", "xnnpack"), threads=(4,),
+                               adb=fake, progress=quiet, require_full_delegation=True)
+    gpu, xnnpack = strict["results"]
+    assert gpu["status"] == "failed" and "mean_ms" not in gpu
+    assert ("the TfLiteGpuDelegateV2 took 250 of 298 nodes, the graph runs in 3 partitions"
+            in gpu["error"]) and "--require-full-delegation" in gpu["error"]
+    assert gpu["delegate_coverage"]["nodes"] == 250  # kept for the report
+    assert xnnpack["status"] == "ok"
+    assert strict["settings"]["require_full_delegation"] is True
+    validate(strict)
+
+
+def test_nnapi_options_and_cooldown_reach_the_command(tmp_path, models, monkeypatch):
+    slept, sleep = [], adb_module.time.sleep
+
+    def cool_down(seconds):  # subprocess sleeps too, for milliseconds
+        if seconds >= 1:
+            slept.append(seconds)
+        else:
+            sleep(seconds)
+
+    monkeypatch.setattr(adb_module.time, "sleep", cool_down)
+    fake = make_fake_adb(tmp_path / "adb")
+    doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), backends=("nnapi", "xnnpack"),
+                            adb=fake, progress=quiet, nnapi_allow_fp16=True,
+                            nnapi_accelerator="qti-dsp", cooldown=2.5)
+    commands = [c[3] for c in calls(fake) if c[2:3] == ["shell"] and "--graph" in c[3]]
+    assert ("--use_nnapi=true --nnapi_allow_fp16=true --nnapi_accelerator_name=qti-dsp;"
+            in commands[0])
+    assert "nnapi" not in commands[1]  # the options are NNAPI's only
+    assert slept == [2.5]  # between the two cases, not before the first
+    assert doc["settings"]["nnapi_accelerator"] == "qti-dsp"
+    assert doc["settings"]["nnapi_allow_fp16"] is True
 
 
 def test_options_are_checked_before_adb_is_called(tmp_path, models):
@@ -206,6 +221,11 @@ def test_options_are_checked_before_adb_is_called(tmp_path, models):
                           adb=missing_adb)
     with pytest.raises(ValueError, match="No such benchmark_model binary"):
         benchmark_android(models, str(tmp_path / "missing"), adb=missing_adb)
+    with pytest.raises(ValueError, match="cool-down is a number of seconds"):
+        benchmark_android(models, binary, cooldown=-1, adb=missing_adb)
+    with pytest.raises(ValueError, match="NNAPI options .* nnapi is not among the backends"):
+        benchmark_android(models, binary, backends=("gpu",), nnapi_accelerator="qti-dsp",
+                          adb=missing_adb)
 
 
 def test_cli_reports_no_device_and_writes_nothing(tmp_path, models, capsys):
@@ -252,10 +272,18 @@ def test_shell_exit_status_comes_from_the_marker(tmp_path):
 
 def test_a_backend_the_binary_ignores_is_a_failure_not_a_cpu_number(tmp_path, models):
     """A benchmark_model build without NNAPI warns and runs on the CPU: not an NNAPI result."""
-    output = "WARN: Unconsumed cmdline flags: --use_nnapi=true\n" + CURRENT_XNNPACK
-    fake = make_fake_adb(tmp_path / "adb", output=output)
+    output = "WARN: Unconsumed cmdline flags: --use_nnapi=true\n" + CURRENT_XNNPACK_STDOUT
+    fake = make_fake_adb(tmp_path / "adb",
+                         benchmarks=[benchmark_output(output, CURRENT_XNNPACK_STDERR)])
     doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), backends=("nnapi",),
-                            adb=fake, progress=lambda line: None)
+                            adb=fake, progress=quiet)
     [result] = doc["results"]
     assert result["status"] == "failed" and "mean_ms" not in result
     assert "ignored --use_nnapi=true" in result["error"]
+
+
+def test_shell_keeps_stdout_stderr_and_status_apart(tmp_path):
+    device = Adb(make_fake_adb(tmp_path / "adb"))
+    result = device.shell("cat /sdcard/missing.json")
+    assert result.stdout == "" and result.status == 1
+    assert result.stderr == "cat: /sdcard/missing.json: No such file or directory\n"

@@ -8,8 +8,7 @@ import pytest
 from android_bench.cli import main
 from android_bench.flow import FlowError, convert_variants, run_flow
 from android_bench.schema import ReportError, load_reports
-from tests.test_bench_host import tiny_models
-from tests.test_bench_report import ANDROID_SAMPLE, IOS_SAMPLE
+from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE, tiny_models
 
 HAS_PIPELINE = importlib.util.find_spec("converters.pipeline") is not None
 

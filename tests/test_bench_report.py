@@ -10,10 +10,7 @@ from android_bench.cli import main
 from android_bench.host import latency_summary
 from android_bench.report import markdown_table, plot, rows, write_outputs
 from android_bench.schema import BACKENDS, ReportError, json_schema, load_reports, validate
-from tests.support import ROOT
-
-ANDROID_SAMPLE = ROOT / "android_bench" / "android" / "sample-output.json"
-IOS_SAMPLE = ROOT / "android_bench" / "ios" / "sample-output.json"
+from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE
 
 
 @pytest.fixture
@@ -59,15 +56,56 @@ def test_table_fills_variant_and_format_from_names_and_lists_failures(app_docs):
     table_rows = rows(app_docs)
     labels = {(r["source"], r["backend"], r["label"]) for r in table_rows}
     assert ("android-app", "xnnpack", "XS float32") in labels
-    assert ("ios-app", "all", "XS float16") in labels
+    assert ("ios-app", "all", "XS float16") in labels  # the logits package
+    assert ("ios-app", "all", "XS float16 classifier") in labels  # the second row
     table = markdown_table(table_rows)
     assert "| android-app | Example phone (a format sample: these numbers are not measurements) " \
-           "| xnnpack | 4 | L1 int8 | 20.7 | 6.90 | 4.10 | 4.10 | 4.18 | 4.00 | 16.0 | 3 |" in table
+           "| xnnpack | 4 | L1 int8 | 20.7 | 6.90 | 4.10 | 4.10 | 4.18 | 4.00 | 16.0 | 3 | " \
+           "delegate: all |" in table
+    assert "| gpu | 4 | XS float32 | 1450.0 | 30.10 | 7.00 | 7.00 | 7.80 | 6.00 | 62.5 | 3 | " \
+           "delegate: 250/298 nodes, 3 parts |" in table
     assert "| ios-app | Apple iPhone15,2 (a format sample: these numbers are not measurements) " \
-           "| cpuOnly | – | XS float16 |" in table  # Core ML has no thread count
+           "| cpuOnly | - | XS float16 |" in table  # Core ML has no thread count
+    assert "| cpuAndNeuralEngine | - | XS float16 | 380.0 | 4.30 | 0.80 | 0.80 | 0.84 | 0.75 | " \
+           "14.4 | 3 | ANE 255/261 ops |" in table
     failed = table.split("Failed:\n")[1]
     assert "android-app / Example phone" in failed and "Failed to apply delegate" in failed
     assert "ios-app" in failed and "L1 float16" in failed
+
+
+def test_app_samples_run_exact_warmup_counts(app_docs):
+    for doc in app_docs:
+        ok = [r for r in doc["results"] if r["status"] == "ok"]
+        assert ok and all(r["warmup_runs"] == doc["settings"]["warmup_runs"] == 10 for r in ok)
+        assert all(r["runs"] == doc["settings"]["runs"] for r in ok)
+    for doc in app_docs:  # W + 1 warm-up runs (the first counted apart) are refused
+        changed = copy.deepcopy(doc)
+        changed["results"][0]["warmup_runs"] = 11
+        with pytest.raises(ReportError, match=r"results\[0\].warmup_runs is 11 but "
+                                              r"settings.warmup_runs is 10: .* exact counts"):
+            validate(changed)
+    host = copy.deepcopy(app_docs[0])
+    host.update(source="host")
+    host["results"][0]["warmup_runs"] = 11  # the host tool counts the first run apart
+    validate(host)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["delegate_coverage"].update(full="yes"),
+     r"results\[0\].delegate_coverage.full must be a boolean"),
+    (lambda r: r["delegate_coverage"].pop("nodes"), r"results\[0\].delegate_coverage.nodes is "
+                                                   r"missing"),
+    (lambda r: r.update(delegate_coverage=[1, 2]), r"delegate_coverage must be an object"),
+    (lambda r: r.update(messages=["ERROR: x", 3]), r"results\[0\].messages\[1\] must be a "
+                                                  r"string"),
+    (lambda r: r.update(exit_status=True), r"results\[0\].exit_status must be an integer"),
+    (lambda r: r.update(compute_plan={"operations": 5}), r"compute_plan.neural_engine is missing"),
+])
+def test_where_it_ran_fields_are_checked(app_docs, change, message):
+    doc = copy.deepcopy(app_docs[0])
+    change(doc["results"][0])
+    with pytest.raises(ReportError, match=message):
+        validate(doc)
 
 
 def test_plot_needs_a_variant_and_a_known_axis(app_docs, tmp_path):

@@ -1,4 +1,4 @@
-"""converters.checkpoints and converters.mapping: formats, the name table, bad checkpoints."""
+"""keras_swiftformer.checkpoints and keras_swiftformer.mapping: formats, the name table, bad checkpoints."""
 
 import os
 import shutil
@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from converters.checkpoints import (
+from keras_swiftformer.checkpoints import (
     CheckpointError,
     detect_format,
     load_state_dict,
@@ -14,7 +14,7 @@ from converters.checkpoints import (
     to_canonical,
 )
 from converters.importer import import_checkpoint
-from converters.mapping import load_tensors, model_tensors
+from keras_swiftformer.mapping import load_tensors, model_tensors
 from keras_swiftformer import SwiftFormerL1, SwiftFormerXS
 from tests.support import FIXTURES, GOLDEN_CASES, run_python
 
@@ -71,7 +71,7 @@ def test_safetensors_needs_no_torch():
         "        if name == 'torch' or name.startswith('torch.'):\n"
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, NoTorch())\n"
-        "from converters.checkpoints import read_checkpoint\n"
+        "from keras_swiftformer.checkpoints import read_checkpoint\n"
         f"print(read_checkpoint({str(TIMM_DIR)!r}).variant, 'torch' in sys.modules)\n"
     )
     assert run_python(code).split()[-2:] == ["XS", "False"]

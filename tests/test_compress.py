@@ -67,14 +67,15 @@ def test_twin_round_trip(token_weighting, token_sum):
 def test_copy_weights_checks_every_layer():
     from keras_swiftformer import SwiftFormer
 
-    from converters.tfmot.twin import TwinError, build_twin, copy_weights
+    from converters.tfmot.twin import build_twin, copy_weights
+    from keras_swiftformer.checkpoints import CheckpointError
 
     twin = build_twin(tiny_model())
     other = SwiftFormer(**{**TINY64, "widths": (16, 16, 32, 48)}, classes=10)
-    with pytest.raises(TwinError, match=r"stages-3.* does not match"):
+    with pytest.raises(CheckpointError, match=r"stages-3.* does not match"):
         copy_weights(twin, other)
     headless = SwiftFormer(**TINY64, include_top=False)
-    with pytest.raises(TwinError, match="only in .*head"):
+    with pytest.raises(CheckpointError, match="only in .*head"):
         copy_weights(twin, headless)
 
 

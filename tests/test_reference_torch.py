@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks.reference_torch import SwiftFormer, from_keras, load_canonical  # noqa: E402
-from converters.checkpoints import read_checkpoint  # noqa: E402
+from keras_swiftformer.checkpoints import read_checkpoint  # noqa: E402
 from tests.support import GOLDEN_CASES, assert_close_to_golden, golden  # noqa: E402
 
 

@@ -121,7 +121,7 @@ def timm_adaptive_clip(grad, param, clip=0.01, eps=1e-3):
 
 
 def test_agc_units_equal_timm_on_the_pytorch_layout():
-    from converters.mapping import PARAMETERS
+    from keras_swiftformer.mapping import PARAMETERS
 
     model = SwiftFormer(**TINY, classes=5, input_shape=(32, 32, 3))
     units = agc_unit_axes(model)

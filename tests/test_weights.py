@@ -1,11 +1,13 @@
 """keras_swiftformer.weights: weights="imagenet" from the cache, offline errors, hashes."""
 
+import dataclasses
 import os
 import shutil
 
 import pytest
 
 from keras_swiftformer import SwiftFormerXS
+from keras_swiftformer import sources as sources_lib
 from keras_swiftformer import weights as weights_lib
 from tests.support import FIXTURES, assert_close_to_golden, golden
 
@@ -14,16 +16,16 @@ from tests.support import FIXTURES, assert_close_to_golden, golden
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     # A closed local port: the download code runs for real and fails as offline.
-    monkeypatch.setattr(weights_lib, "HUB_URL", "http://127.0.0.1:9/{repo}/resolve/main/{file}")
+    monkeypatch.setattr(sources_lib, "HUB_URL", "http://127.0.0.1:9/{repo}/resolve/main/{file}")
     return tmp_path / "models" / "swiftformer"
 
 
-def _place(cache, source, variant, src):
-    spec = weights_lib.IMAGENET_SOURCES[source]
-    folder = cache / spec["repo"].format(v=variant.lower()).replace("/", "--")
+def _place(cache, tag, variant, src):
+    source = sources_lib.weight_source(tag, variant)
+    folder = cache / source.repo.replace("/", "--")
     folder.mkdir(parents=True)
-    shutil.copy(src, folder / spec["file"])
-    return folder / spec["file"]
+    shutil.copy(src, folder / source.file)
+    return folder / source.file
 
 
 def _assert_source_matches_golden(source, case, token_weighting):
@@ -72,12 +74,57 @@ def test_changed_cached_file_fails_its_recorded_hash(cache):
 
 def test_known_hash_is_checked(cache, monkeypatch):
     path = _place(cache, "imagenet", "XS", FIXTURES / "timm/swiftformer_xs_random/model.safetensors")
-    url = weights_lib.source_url("imagenet", "XS")
-    monkeypatch.setitem(weights_lib.KNOWN_SHA256, url, "0" * 64)
+    _publish_hash(monkeypatch, "imagenet", "XS", "0" * 64)
     with pytest.raises(weights_lib.WeightsDownloadError, match="expected 0000"):
         weights_lib.download("imagenet", "XS")
-    monkeypatch.setitem(weights_lib.KNOWN_SHA256, url, weights_lib.sha256(path))
+    _publish_hash(monkeypatch, "imagenet", "XS", weights_lib.sha256(path))
     assert weights_lib.download("imagenet", "XS") == str(path)
+
+
+def _publish_hash(monkeypatch, tag, variant, digest):
+    source = sources_lib.SOURCES[(tag, variant)]
+    monkeypatch.setitem(sources_lib.SOURCES, (tag, variant),
+                        dataclasses.replace(source, sha256=digest))
+
+
+def _serve(monkeypatch, folder):
+    """Points the hub at a local folder laid out as the hub is (file:// URLs): the real
+    download code (keras.utils.get_file) runs on local files."""
+    monkeypatch.setattr(sources_lib, "HUB_URL", folder.as_uri() + "/{repo}/{file}")
+
+
+def _hub_copy(tmp_path, tag, variant, src):
+    source = sources_lib.weight_source(tag, variant)
+    target = tmp_path / "hub" / source.repo / source.file
+    target.parent.mkdir(parents=True)
+    shutil.copy(src, target)
+    return target
+
+
+def test_download_through_get_file_checks_the_published_hash(cache, tmp_path, monkeypatch):
+    hub = _hub_copy(tmp_path, "imagenet", "XS",
+                    FIXTURES / "timm/swiftformer_xs_random/model.safetensors")
+    _serve(monkeypatch, tmp_path / "hub")
+    _publish_hash(monkeypatch, "imagenet", "XS", "f" * 64)
+    with pytest.raises(weights_lib.WeightsDownloadError, match="hash"):
+        weights_lib.download("imagenet", "XS")
+    assert not [p for p in cache.rglob("*") if p.is_file()]  # nothing half-written stays
+    _publish_hash(monkeypatch, "imagenet", "XS", weights_lib.sha256(hub))
+    path = weights_lib.download("imagenet", "XS")
+    assert weights_lib.sha256(path) == weights_lib.sha256(hub)
+    _assert_source_matches_golden("imagenet", "timm_xs", "l2")
+
+
+def test_every_variant_has_both_sources_with_their_facts():
+    for variant in ("XS", "S", "L1", "L3"):
+        timm = sources_lib.weight_source("imagenet", variant)
+        hf = sources_lib.weight_source("imagenet-hf", variant)
+        assert (timm.preprocessing.token_weighting, timm.preprocessing.crop_pct) == ("l2", 0.95)
+        assert (hf.preprocessing.token_weighting, hf.preprocessing.crop_pct) == ("ones", 0.875)
+    with pytest.raises(ValueError, match="Unknown weights source"):
+        sources_lib.weight_source("imagenet-22k", "XS")
+    with pytest.raises(ValueError, match="needs a variant"):
+        sources_lib.weight_source("imagenet", None)
 
 
 def test_source_urls_point_at_the_hub_repositories():

@@ -53,8 +53,10 @@ def augment(images, seed, min_area=0.5):
     return tf.where(flip, tf.reverse(crops, axis=[2]), crops)
 
 
-def distillation_loss(student_logits, teacher_logits, loss="mse+kl", tau=1.0):
-    """Scalar loss of `student_logits` (B, K) against `teacher_logits` (B, K) (see module)."""
+def logit_matching_loss(student_logits, teacher_logits, loss="mse+kl", tau=1.0):
+    """Scalar loss of `student_logits` (B, K) matching the float model's `teacher_logits` (B, K):
+    relative MSE and/or soft KL (see module). Not the recipe's `keras_swiftformer.training.losses.
+    distillation_loss`, which trains on labels with a teacher."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     total = 0.0
@@ -166,7 +168,7 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=None, 
         x = augment(x, step_seed)
         target = tf.stop_gradient(tf.convert_to_tensor(teacher(x, training=False)))
         with tf.GradientTape() as tape:
-            value = distillation_loss(student(x, training=True), target, loss, tau)
+            value = logit_matching_loss(student(x, training=True), target, loss, tau)
         apply(tape.gradient(value, variables))
         return value
 

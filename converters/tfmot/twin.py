@@ -17,6 +17,7 @@ import tf_keras
 from keras import ops
 
 from converters.inference_graph import FoldedTokenMixingMath
+from keras_swiftformer.mapping import copy_weights  # noqa: F401  (public here: twin <-> model)
 from keras_swiftformer.layers import (
     L2_EPSILON,
     AdditiveTokenMixingMath,
@@ -28,10 +29,6 @@ from keras_swiftformer.layers import (
 #: Keras 3 config keys tf_keras layers do not take, with the value that makes dropping them
 #: harmless; any other value is an error.
 KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None, "lora_alpha": None}
-
-#: Weights named differently by the two Keras versions: tf_keras name -> Keras 3 name.
-WEIGHT_ALIASES = {"depthwise_kernel": "kernel"}
-
 
 def _identity(x):
     return x
@@ -327,57 +324,6 @@ def build_twin(model, batch_size=None, copy=True):
     if copy:
         copy_weights(model, twin)
     return twin
-
-
-def _weight_name(variable):
-    """'stem-0/kernel:0' or 'kernel' -> 'kernel' (Keras 3's name for aliases)."""
-    name = variable.name.split(":")[0].split("/")[-1]
-    return WEIGHT_ALIASES.get(name, name)
-
-
-def _layers_with_weights(model):
-    """{layer name: layer} of the layers that hold weights; a TFMOT wrapper counts as the layer
-    it wraps (its own variables -- quantiser ranges, masks -- are not model weights)."""
-    found = {}
-    for layer in model.layers:
-        inner = getattr(layer, "layer", layer)
-        if inner.weights:
-            found[inner.name] = inner
-    return found
-
-
-def copy_weights(source, target):
-    """Copies every weight of `source` into `target`, layer by layer (matched by name), each
-    layer's weights by order, checking the layer sets, the counts, names and shapes.
-
-    Works either way between a Keras 3 model and its twin, and from or to a model whose layers
-    TFMOT has wrapped (QAT, pruning, clustering wrappers: their inner layers' weights).
-
-    Returns:
-        Number of arrays copied.
-
-    Raises:
-        TwinError: the layers or weights do not correspond; nothing is copied.
-    """
-    src, dst = _layers_with_weights(source), _layers_with_weights(target)
-    if set(src) != set(dst):
-        raise TwinError(f"Layers with weights differ: only in {source.name}: "
-                        f"{sorted(set(src) - set(dst))[:8]}, only in {target.name}: "
-                        f"{sorted(set(dst) - set(src))[:8]}")
-    pairs = []
-    for name, layer in src.items():
-        a, b = layer.weights, dst[name].weights
-        if len(a) != len(b):
-            raise TwinError(f"Layer {name}: {len(a)} weights in {source.name}, {len(b)} in "
-                            f"{target.name}")
-        for x, y in zip(a, b):
-            if _weight_name(x) != _weight_name(y) or tuple(x.shape) != tuple(y.shape):
-                raise TwinError(f"Layer {name}: weight {_weight_name(x)} {tuple(x.shape)} does "
-                                f"not match {_weight_name(y)} {tuple(y.shape)}")
-            pairs.append((x, y))
-    for x, y in pairs:
-        y.assign(ops.convert_to_numpy(x))
-    return len(pairs)
 
 
 def freeze_batch_norm(model):

@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_swiftformer.sources import DEFAULT_PREPROCESSING
 from keras_swiftformer.training.config import parse_rand_augment
 
 
@@ -79,7 +80,7 @@ def decode_random_resized_crop(encoded, seed, size, scale=(0.08, 1.0), ratio=(3 
     return resize(crop, (size, size))
 
 
-def decode_center_crop(encoded, size, crop_pct=0.875):
+def decode_center_crop(encoded, size, crop_pct=DEFAULT_PREPROCESSING.crop_pct):
     """Encoded image -> (size, size, 3) float32: the evaluation transform in TensorFlow (shorter
     side to ``int(size / crop_pct)``, bicubic, centre crop), as `keras_swiftformer.imagenet.
     eval_transform` does with PIL (the two resamplers differ by a few grey levels)."""

@@ -24,6 +24,8 @@ import re
 import keras
 import numpy as np
 
+from keras_swiftformer.files import atomic_output
+
 from keras_swiftformer.training.distribute import to_numpy
 
 PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
@@ -72,8 +74,6 @@ class TrainingState:
 
     def save(self, directory, epoch, record, keep=2):
         """Writes ``epoch-<epoch>.npz`` atomically; removes checkpoints beyond `keep`."""
-        from converters.files import atomic_output
-
         arrays = {key: to_numpy(v) for key, v in self._entries()}
         arrays["__record__"] = np.asarray(json.dumps({**record, "epoch": epoch}))
         path = os.path.join(directory, f"epoch-{epoch:04d}.npz")

@@ -20,6 +20,9 @@ import os
 import re
 import typing
 
+from keras_swiftformer.config import MODEL_CONFIGS
+from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+
 DISTRIBUTIONS = ("auto", "none", "jax", "mirrored")
 DISTILLATIONS = ("auto", "none", "hard", "soft")
 CLIP_MODES = ("agc", "norm", "none")
@@ -110,7 +113,7 @@ class TrainConfig:
     crop_scale: tuple = _field((0.08, 1.0), "random-resized-crop area range", nargs=2, type=float)
     crop_ratio: tuple = _field((3 / 4, 4 / 3), "random-resized-crop aspect range", nargs=2,
                                type=float)
-    crop_pct: float = _field(0.875, "validation: resize to size / crop_pct, centre crop")
+    crop_pct: float = _field(DEFAULT_PREPROCESSING.crop_pct, "validation: resize to size / crop_pct, centre crop")
 
     # Engine.
     distribution: str = _field("auto", "'jax' (keras.distribution.DataParallel, multi-process), "
@@ -275,7 +278,6 @@ def make_config(recipe="official", **values):
 
 def validate(config):
     """Raises ValueError naming the first invalid field of `config`."""
-    from keras_swiftformer.model import MODEL_CONFIGS
 
     def need(ok, message):
         if not ok:

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_swiftformer.imagenet import IMAGE_EXTENSIONS, class_index
+from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, IMAGE_EXTENSIONS, class_index
 from keras_swiftformer.training import augment as augment_lib
 
 JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
@@ -309,7 +309,7 @@ def train_dataset(image_set, batch_size, image_size, *, seed=0, start_step=0, sh
     return _options(dataset.prefetch(tf.data.AUTOTUNE))
 
 
-def eval_dataset(image_set, batch_size, image_size, crop_pct=0.875, shard=(0, 1), parallel=None):
+def eval_dataset(image_set, batch_size, image_size, crop_pct=DEFAULT_CROP_PCT, shard=(0, 1), parallel=None):
     """The validation batches of one worker, once, in file order.
 
     The set is padded to a multiple of the global batch with weight-0 copies of the first

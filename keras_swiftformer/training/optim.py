@@ -23,6 +23,8 @@ bias, BatchNorm gamma/beta  (c,)            all      -- one norm for the whole t
 import keras
 from keras import ops
 
+from keras_swiftformer.config import default_clip_axes, parameter_roles
+
 AGC_EPS = 1e-3
 GRAD_NORM_FLOOR = 1e-6
 
@@ -47,44 +49,18 @@ def adaptive_clip(grad, param, axes, clip_factor=0.01, eps=AGC_EPS):
     return ops.where(grad_norm < max_norm, grad, clipped)
 
 
-def default_unit_axes(shape):
-    """Units of a weight of unknown role: whole tensor if 1-D, else per last-axis slice."""
-    return None if len(shape) <= 1 else tuple(range(len(shape) - 1))
-
-
 def agc_unit_axes(model):
-    """{variable path: unit axes} for the trainable weights of `model` (see the module table)."""
-    units = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        kind = type(layer).__name__
-        for variable in layer.trainable_weights:
-            short = variable.path.rsplit("/", 1)[-1]
-            if kind == "Conv2D" and short == "kernel":
-                axes = (0, 1, 2)
-            elif kind == "DepthwiseConv2D" and short == "kernel":
-                axes = (0, 1, 3)
-            elif kind == "Dense" and short == "kernel":
-                axes = (0,)
-            elif (kind, short) in (("LayerScale", "gamma"), ("AdditiveTokenMixing", "w_g")):
-                axes = ()
-            else:
-                axes = default_unit_axes(variable.shape)
-            units.setdefault(variable.path, axes)
-    return units
+    """{variable path: unit axes} for the trainable weights of `model` (see the module table;
+    `keras_swiftformer.config.parameter_roles` states them)."""
+    return {path: role.clip_axes for path, role in parameter_roles(model).items()}
 
 
 def no_decay_variables(model):
     """Biases and BatchNorm scales/offsets: the tensors timm's optimiser factory leaves
     undecayed in the official code (1-D there). Layer scales (C, 1, 1) and ``w_g`` (D, 1) are
     2-D or 3-D in PyTorch and are decayed."""
-    skip = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        for variable in layer.trainable_weights:
-            short = variable.path.rsplit("/", 1)[-1]
-            if short in ("bias", "beta") or (type(layer).__name__ == "BatchNormalization"
-                                             and short == "gamma"):
-                skip.append(variable)
-    return skip
+    roles = parameter_roles(model)
+    return [v for v in model.trainable_weights if not roles[v.path].decay]
 
 
 def _global_gradients(grads):
@@ -112,7 +88,7 @@ class AdamWAGC(keras.optimizers.AdamW):
         agc_clip_factor: clip factor (0.01 in the recipe); 0 disables clipping.
         agc_eps: floor of the parameter norm.
         agc_unit_axes: {variable path: unit axes} from `agc_unit_axes`; other variables use
-            `default_unit_axes`.
+            `keras_swiftformer.config.default_clip_axes`.
         kwargs: `keras.optimizers.AdamW` arguments.
     """
 
@@ -131,7 +107,7 @@ class AdamWAGC(keras.optimizers.AdamW):
             if grad is None:
                 clipped.append(None)
                 continue
-            axes = self.agc_unit_axes.get(variable.path, default_unit_axes(variable.shape))
+            axes = self.agc_unit_axes.get(variable.path, default_clip_axes(variable.shape))
             clipped.append(ops.cast(adaptive_clip(grad, variable, axes, self.agc_clip_factor,
                                                   self.agc_eps), grad.dtype))
         return clipped

@@ -19,7 +19,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_swiftformer.model import MODEL_CONFIGS, SwiftFormer, layer_name, module_path
+from keras_swiftformer.config import HEADS, SwiftFormerConfig, module_path
+from keras_swiftformer.files import atomic_output
+from keras_swiftformer.mapping import copy_weights
+from keras_swiftformer.model import SwiftFormer
 from keras_swiftformer.training import checkpoint as ckpt
 from keras_swiftformer.training import data as data_lib
 from keras_swiftformer.training import distribute
@@ -28,7 +31,6 @@ from keras_swiftformer.training.config import RESUME_FIELDS
 from keras_swiftformer.training.losses import distillation_loss, soft_target_cross_entropy
 from keras_swiftformer.training.optim import lr_schedule, make_optimizer
 
-HEADS = ("head", "head_dist")
 MODEL_FILE, INFO_FILE = "model.keras", "model.json"
 
 
@@ -134,43 +136,6 @@ def official_init(model, seed, layers=None):
                 variable.assign(rng.normal(0.0, 1.0, variable.shape).astype("float32"))
 
 
-def describe(model):
-    """Architecture of a SwiftFormer Keras model: dict(depths, widths, token_weighting,
-    classes), read from its layer names and shapes."""
-    depths, widths = [], []
-    paths = [module_path(layer.name) for layer in model.layers]
-    for stage in range(4):
-        blocks = {int(path.split(".")[3]) for path in paths
-                  if path.startswith(f"stages.{stage}.blocks.")}
-        if not blocks:
-            raise ValueError(f"{model.name} is not a SwiftFormer model (no stages.{stage}.blocks)")
-        depths.append(max(blocks) + 1)
-        attn = model.get_layer(layer_name(f"stages.{stage}.blocks.{max(blocks)}.attn"))
-        widths.append(int(attn.w_g.shape[0]))
-    attn = model.get_layer(layer_name(f"stages.0.blocks.{depths[0] - 1}.attn"))
-    try:
-        classes = int(model.get_layer("head").kernel.shape[-1])
-    except ValueError:
-        classes = None
-    return dict(depths=tuple(depths), widths=tuple(widths),
-                token_weighting=attn.token_weighting, classes=classes)
-
-
-def variant_of(depths, widths):
-    for name, spec in MODEL_CONFIGS.items():
-        if tuple(spec["depths"]) == tuple(depths) and tuple(spec["widths"]) == tuple(widths):
-            return name
-    return None
-
-
-def copy_weights(source, target, skip=()):
-    """Copies weights layer by layer (same names) from `source` to `target`, except `skip`."""
-    for layer in target.layers:
-        if layer.weights and layer.name not in skip:
-            weights = source.get_layer(layer.name).weights
-            layer.set_weights([distribute.to_numpy(w) for w in weights])
-
-
 def apply_freeze(student, spec):
     """Freezes the layers named by `spec`: "body" (all but the heads), or comma-separated
     module-path prefixes ("stem,stages.0")."""
@@ -196,7 +161,7 @@ def apply_freeze(student, spec):
 @dataclasses.dataclass
 class Models:
     student: object
-    architecture: dict
+    architecture: SwiftFormerConfig
     teacher: object = None
     teacher_index: object = None
     source: dict = None  # what the student started from
@@ -221,21 +186,21 @@ def build_models(config, classes):
         official_init(student, config.seed)
     elif config.finetune.endswith(".keras"):
         original = _load_keras(config.finetune)
-        arch = describe(original)
-        reset = config.reset_head or arch["classes"] != len(classes)
-        student = SwiftFormer(depths=arch["depths"], widths=arch["widths"],
-                              token_weighting=config.token_weighting or arch["token_weighting"],
+        arch = SwiftFormerConfig.from_model(original)
+        reset = config.reset_head or arch.classes != len(classes)
+        student = SwiftFormer(depths=arch.depths, widths=arch.widths,
+                              token_weighting=config.token_weighting or arch.token_weighting,
                               name=original.name, **common)
-        copy_weights(original, student, skip=HEADS if reset else ())
+        copy_weights(original, student, skip=HEADS if reset else (), read=distribute.to_numpy)
         if reset:
             official_init(student, config.seed, layers=HEADS)
         source = {"from": config.finetune, "reset_head": bool(reset)}
         if config.teacher == "original":  # the same model at the training size, logits out
-            teacher = SwiftFormer(depths=arch["depths"], widths=arch["widths"],
-                                  token_weighting=arch["token_weighting"],
-                                  classes=arch["classes"], input_shape=size,
+            teacher = SwiftFormer(depths=arch.depths, widths=arch.widths,
+                                  token_weighting=arch.token_weighting,
+                                  classes=arch.classes, input_shape=size,
                                   classifier_activation=None, name=f"{original.name}_teacher")
-            copy_weights(original, teacher)
+            copy_weights(original, teacher, read=distribute.to_numpy)
             original = teacher
     else:
         checkpoint, variant = _read_checkpoint(config)
@@ -249,7 +214,7 @@ def build_models(config, classes):
         if config.teacher == "original":
             original = SwiftFormer(variant, weights=checkpoint, classes=checkpoint.classes,
                                    input_shape=size, classifier_activation=None)
-    arch = describe(student)
+    arch = SwiftFormerConfig.from_model(student)
     teacher = index = None
     if config.teacher and not config.teacher.endswith(".npz"):
         teacher = original if config.teacher == "original" else _load_keras(config.teacher)
@@ -268,7 +233,7 @@ def _read_checkpoint(config):
         from keras_swiftformer.weights import resolve_weights
 
         return resolve_weights(config.finetune, config.variant).checkpoint, config.variant
-    from converters.checkpoints import read_checkpoint
+    from keras_swiftformer.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(config.finetune)
     return checkpoint, checkpoint.variant
@@ -313,12 +278,12 @@ def export_model(student, architecture, classes):
     keras.config.set_dtype_policy("float32")
     try:
         with distribute.local():
-            model = SwiftFormer(variant_of(architecture["depths"], architecture["widths"]),
-                                depths=architecture["depths"], widths=architecture["widths"],
-                                token_weighting=architecture["token_weighting"],
+            model = SwiftFormer(architecture.variant, depths=architecture.depths,
+                                widths=architecture.widths,
+                                token_weighting=architecture.token_weighting,
                                 classes=len(classes), input_shape=(None, None, 3),
                                 name=student.name)
-            copy_weights(student, model)
+            copy_weights(student, model, read=distribute.to_numpy)
     finally:
         keras.config.set_dtype_policy(policy)
     return model
@@ -333,8 +298,6 @@ def weights_digest(model):
 
 
 def _write_json(path, value):
-    from converters.files import atomic_output
-
     with atomic_output(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(value, f, indent=1, default=str)
@@ -350,6 +313,71 @@ class TrainResult:
     initial_val: dict
     runtime: object
     resumed_from: int
+
+
+def _read_data(config):
+    """(train set, validation set or None, saved teacher logits or None, steps per epoch)."""
+    train_set = data_lib.read_split(config.data, config.train_split, None,
+                                    config.check_images, config.on_bad_image)
+    val_set = (data_lib.read_split(config.data, config.val_split, train_set.classes,
+                                   config.check_images, config.on_bad_image)
+               if config.val_split else None)
+    saved_logits = None
+    if config.teacher and config.teacher.endswith(".npz"):
+        saved_logits = data_lib.read_teacher_logits(config.teacher, train_set)
+        index = teacher_class_index(config, train_set.classes, saved_logits.shape[1])
+        if index is not None:
+            saved_logits = saved_logits[:, index]
+    steps = config.steps_per_epoch or len(train_set) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"{len(train_set)} training images make no full batch of "
+                         f"{config.batch_size}")
+    return train_set, val_set, saved_logits, steps
+
+
+def _compiled(config, runtime, models, steps, distillation):
+    """The `TrainingModel` around `models`, compiled with the recipe's optimiser (in the
+    runtime's scope); returns (model, optimizer)."""
+    network = heads_model(models.student)
+    mix = (MixUpCutMix(config.mixup, config.cutmix, config.mixup_switch_prob, config.seed)
+           if config.mixup > 0 or config.cutmix > 0 else None)
+    model = TrainingModel(network, mix, models.teacher, models.teacher_index, distillation,
+                          config.distillation_alpha, config.distillation_tau,
+                          config.label_smoothing, name="training")
+    if runtime.engine == "mirrored" and runtime.replicas > 1:
+        for layer in models.student.layers:  # BatchNorm statistics over the global batch
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    schedule = lr_schedule(config.peak_lr, steps * config.epochs,
+                           int(round(config.warmup_epochs * steps)), config.warmup_lr,
+                           config.min_lr)
+    optimizer = make_optimizer(network, schedule, config.weight_decay, config.opt_eps,
+                               config.clip_mode, config.clip_grad, config.ema_decay)
+    jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
+    # compile() wraps the optimiser in a LossScaleOptimizer under mixed_float16.
+    model.compile(optimizer=optimizer, jit_compile=jit)
+    model.optimizer.build(model.trainable_variables)
+    return model, model.optimizer
+
+
+def _resumable(config, runtime, model, models, optimizer):
+    """The training state, restored from the last checkpoint unless `config.overwrite`;
+    returns (Checkpointer callback or None, initial epoch)."""
+    skip = {id(v) for v in (models.teacher.variables if models.teacher is not None else [])}
+    skip |= {id(v) for v in model.metrics_variables}
+    state = ckpt.TrainingState([v for v in model.variables if id(v) not in skip], optimizer)
+    record = {"config": {name: getattr(config, name) for name in RESUME_FIELDS}}
+    directory = ckpt.checkpoint_dir(config.output, config.checkpoint, runtime.process_id)
+    writer = ckpt.is_writer(config.checkpoint, runtime.process_id)
+    if config.overwrite and writer and directory and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    found = [] if config.overwrite else ckpt.list_checkpoints(directory)
+    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
+    if found:
+        state.restore(found[-1][1], expected=record["config"])
+    callback = (ckpt.Checkpointer(state, directory, record, writer, config.keep_checkpoints)
+                if directory is not None else None)
+    return callback, initial_epoch
 
 
 def train(config, shard=None):
@@ -375,60 +403,13 @@ def train(config, shard=None):
     if config.mixed_precision:
         keras.config.set_dtype_policy(config.mixed_precision)
     runtime.check_batch(config.batch_size)
-
-    train_set = data_lib.read_split(config.data, config.train_split, None,
-                                    config.check_images, config.on_bad_image)
-    val_set = (data_lib.read_split(config.data, config.val_split, train_set.classes,
-                                   config.check_images, config.on_bad_image)
-               if config.val_split else None)
-    saved_logits = None
-    if config.teacher and config.teacher.endswith(".npz"):
-        saved_logits = data_lib.read_teacher_logits(config.teacher, train_set)
-        index = teacher_class_index(config, train_set.classes, saved_logits.shape[1])
-        if index is not None:
-            saved_logits = saved_logits[:, index]
-    steps = config.steps_per_epoch or len(train_set) // config.batch_size
-    if steps < 1:
-        raise ValueError(f"{len(train_set)} training images make no full batch of "
-                         f"{config.batch_size}")
+    train_set, val_set, saved_logits, steps = _read_data(config)
     distillation = config.resolved_distillation()
-
     with runtime.scope():
         models = build_models(config, train_set.classes)
         frozen = apply_freeze(models.student, config.freeze)
-        network = heads_model(models.student)
-        mix = (MixUpCutMix(config.mixup, config.cutmix, config.mixup_switch_prob, config.seed)
-               if config.mixup > 0 or config.cutmix > 0 else None)
-        model = TrainingModel(network, mix, models.teacher, models.teacher_index, distillation,
-                              config.distillation_alpha, config.distillation_tau,
-                              config.label_smoothing, name="training")
-        if runtime.engine == "mirrored" and runtime.replicas > 1:
-            for layer in models.student.layers:  # BatchNorm statistics over the global batch
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
-        schedule = lr_schedule(config.peak_lr, steps * config.epochs,
-                               int(round(config.warmup_epochs * steps)), config.warmup_lr,
-                               config.min_lr)
-        optimizer = make_optimizer(network, schedule, config.weight_decay, config.opt_eps,
-                                   config.clip_mode, config.clip_grad, config.ema_decay)
-        jit = {"auto": "auto", "true": True, "false": False}[config.jit_compile]
-        # compile() wraps the optimiser in a LossScaleOptimizer under mixed_float16.
-        model.compile(optimizer=optimizer, jit_compile=jit)
-        optimizer = model.optimizer
-        optimizer.build(model.trainable_variables)
-
-    skip = {id(v) for v in (models.teacher.variables if models.teacher is not None else [])}
-    skip |= {id(v) for v in model.metrics_variables}
-    state = ckpt.TrainingState([v for v in model.variables if id(v) not in skip], optimizer)
-    record = {"config": {name: getattr(config, name) for name in RESUME_FIELDS}}
-    directory = ckpt.checkpoint_dir(config.output, config.checkpoint, runtime.process_id)
-    writer = ckpt.is_writer(config.checkpoint, runtime.process_id)
-    if config.overwrite and writer and directory and os.path.isdir(directory):
-        shutil.rmtree(directory)
-    found = [] if config.overwrite else ckpt.list_checkpoints(directory)
-    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
-    if found:
-        state.restore(found[-1][1], expected=record["config"])
+        model, optimizer = _compiled(config, runtime, models, steps, distillation)
+    checkpointer, initial_epoch = _resumable(config, runtime, model, models, optimizer)
 
     shard = shard or runtime.shard
     sample_augment = SampleAugment(config.rand_augment, config.color_jitter, config.reprob)
@@ -440,18 +421,14 @@ def train(config, shard=None):
     val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.image_size,
                                     config.crop_pct, shard, config.data_workers)
               if val_set is not None else None)
-
     initial_val = {}
     if val_ds is not None and config.finetune and initial_epoch == 0:
         initial_val = model.evaluate(val_ds, verbose=0, return_dict=True)
-    callbacks = []
-    if directory is not None:
-        callbacks.append(ckpt.Checkpointer(state, directory, record, writer,
-                                           config.keep_checkpoints))
     started = time.time()
     history = model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, validation_data=val_ds,
-                        validation_freq=config.val_every, callbacks=callbacks, shuffle=False,
+                        validation_freq=config.val_every,
+                        callbacks=[checkpointer] if checkpointer else [], shuffle=False,
                         verbose=config.verbose if runtime.is_chief else 0)
     elapsed = time.time() - started
 
@@ -464,14 +441,11 @@ def train(config, shard=None):
     _write_json(os.path.join(config.output, "workers", f"worker-{runtime.process_id}.json"),
                 worker)
     if runtime.is_chief:
-        from converters.files import atomic_output
-
+        arch = models.architecture
         info = {"classes": train_set.classes, "image_size": config.image_size,
                 "crop_pct": config.crop_pct, "include_preprocessing": True,
-                **{k: list(v) if isinstance(v, tuple) else v
-                   for k, v in models.architecture.items() if k != "classes"},
-                "variant": variant_of(models.architecture["depths"],
-                                      models.architecture["widths"]),
+                "depths": list(arch.depths), "widths": list(arch.widths),
+                "token_weighting": arch.token_weighting, "variant": arch.variant,
                 "source": models.source, "frozen_layers": len(frozen),
                 "distillation": distillation, "engine": runtime.engine,
                 "processes": runtime.num_processes, "replicas": runtime.replicas,

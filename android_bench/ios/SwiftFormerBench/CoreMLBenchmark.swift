@@ -3,6 +3,8 @@ import CoreVideo
 import Foundation
 
 /// Compute units, named in the JSON as Core ML names them.
+/// All four are selected by default: `cpuAndNeuralEngine` shows the Neural Engine's number
+/// without the GPU, `all` lets Core ML choose.
 let computeUnitChoices: [(name: String, units: MLComputeUnits)] = [
     ("cpuOnly", .cpuOnly), ("cpuAndGPU", .cpuAndGPU), ("cpuAndNeuralEngine", .cpuAndNeuralEngine),
     ("all", .all),
@@ -135,8 +137,10 @@ final class BenchCase {
     }
 
     /// Loads the model (init: Core ML's load, including its device-specific compilation),
-    /// makes the input, runs the first and the warm-up predictions.
-    func load(warmup: Int, probe: inout MemoryProbe) throws {
+    /// makes the input and runs exactly `warmup` warm-up predictions, the first included
+    /// (as benchmark_model's --warmup_runs). On iOS 17.4+ it also reads the compute plan
+    /// (not timed): which device each operation is planned on.
+    func load(warmup: Int, probe: inout MemoryProbe) async throws {
         probe.start()
         let configuration = MLModelConfiguration()
         configuration.computeUnits = units
@@ -145,14 +149,22 @@ final class BenchCase {
         result.initMs = nowMs() - start
         result.initMemoryMb = probe.sample()
         self.model = model
+        // A classifier package returns Core ML's label -> probability dictionary, built on
+        // every prediction; a logits package (classifier=False) returns one array.
+        result.outputs = model.modelDescription.predictedFeatureName == nil
+            ? "logits" : "classifier"
         input = try randomInput(for: model.modelDescription)
-        let warm = try (0...warmup).map { _ in try predictMs() }
-        result.firstMs = warm[0]
-        result.warmupMeanMs = warm.reduce(0, +) / Double(warm.count)
+        let warm = try (0..<warmup).map { _ in try predictMs() }
+        result.firstMs = warm.first
+        result.warmupMeanMs = warm.isEmpty ? nil : warm.reduce(0, +) / Double(warm.count)
         result.warmupRuns = warm.count
         result.peakMemoryMb = probe.peakAbove()
         result.memoryMethod = MemoryProbe.method
         result.modelSizeMb = sizeMB(of: source)
+        if #available(iOS 17.4, *) {  // after the memory probe: the plan is not the model's
+            result.computePlan = try? await computePlanSummary(
+                of: compiled, configuration: configuration)
+        }
     }
 
     func predictMs() throws -> Double {
@@ -196,7 +208,10 @@ func runBenchmark(models: [URL], computeUnits: [(name: String, units: MLComputeU
     for (i, benchCase) in cases.enumerated() {
         progress("[\(i + 1)/\(cases.count)] loading \(benchCase.name) [\(benchCase.backend)]")
         do {
-            try benchCase.load(warmup: warmup, probe: &probe)
+            try await benchCase.load(warmup: warmup, probe: &probe)
+            if let plan = benchCase.result.computePlan {
+                progress("    Neural Engine: \(plan.neuralEngine) of \(plan.operations) ops")
+            }
         } catch {
             benchCase.result.error = error.localizedDescription
             benchCase.model = nil

@@ -39,6 +39,7 @@ struct Settings: Codable {
     var computeUnits: [String]
     var interleaved = true
     var timed = "MLModel.prediction(from:) with one random input made before timing"
+    var computePlanSource = "MLComputePlan of each model x compute units (iOS 17.4+)"
 }
 
 struct BenchResult: Codable, Identifiable {
@@ -62,12 +63,14 @@ struct BenchResult: Codable, Identifiable {
     var memoryMethod: String?
     var modelSizeMb: Double?
     var samplesMs: [Double]?
+    var outputs: String?
+    var computePlan: ComputePlanSummary?
     var error: String?
 
     enum CodingKeys: String, CodingKey {
         case model, backend, status, initMs, firstMs, warmupMeanMs, warmupRuns, meanMs,
              medianMs, p90Ms, minMs, maxMs, stdMs, runs, initMemoryMb, peakMemoryMb,
-             memoryMethod, modelSizeMb, samplesMs, error
+             memoryMethod, modelSizeMb, samplesMs, outputs, computePlan, error
     }
 }
 

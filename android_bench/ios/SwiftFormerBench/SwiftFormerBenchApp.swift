@@ -19,7 +19,7 @@ final class BenchmarkRunner: ObservableObject {
     @Published var reportURL: URL?
     @Published var warmup = 10
     @Published var runs = 50
-    @Published var selected: Set<String> = ["cpuOnly", "cpuAndGPU", "all"]
+    @Published var selected: Set<String> = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
 
     let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
 
@@ -111,10 +111,15 @@ struct ContentView: View {
                         VStack(alignment: .leading) {
                             Text("\(result.model) · \(result.backend)").font(.headline)
                             if let mean = result.meanMs, let median = result.medianMs,
-                               let first = result.firstMs, let initMs = result.initMs {
-                                Text(String(format: "init %.1f  first %.2f  mean %.2f  median %.2f",
-                                            initMs, first, mean, median))
+                               let initMs = result.initMs {
+                                Text(String(format: "init %.1f  mean %.2f  median %.2f  (%@)",
+                                            initMs, mean, median, result.outputs ?? "?"))
                                     .font(.caption.monospaced())
+                                if let plan = result.computePlan {
+                                    Text("Neural Engine \(plan.neuralEngine), GPU \(plan.gpu), "
+                                         + "CPU \(plan.cpu) of \(plan.operations) ops")
+                                        .font(.caption)
+                                }
                             } else {
                                 Text(result.error ?? "failed").foregroundStyle(.red)
                             }

@@ -12,6 +12,7 @@ import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
 import org.tensorflow.lite.gpu.CompatibilityList
 import org.tensorflow.lite.gpu.GpuDelegate
+import org.tensorflow.lite.nnapi.NnApiDelegate
 
 /** LiteRT backends, named as in the benchmark JSON schema (android_bench/schema.py). */
 enum class Backend(val id: String) {
@@ -66,15 +67,26 @@ class MemoryProbe {
         else "largest sampled VmRSS above VmRSS before loading"
 }
 
+/** NNAPI delegate options: fp16 relaxation of float32 models, and the NNAPI device to use. */
+data class NnapiSettings(val allowFp16: Boolean = false, val accelerator: String? = null)
+
 /** One model under one backend: loaded, warmed up, then invoked by the interleaved loop. */
-class Case(val model: File, val backend: Backend, val threads: Int) {
+class Case(
+    val model: File,
+    val backend: Backend,
+    val threads: Int,
+    private val nnapi: NnapiSettings = NnapiSettings(),
+) {
     private var interpreter: Interpreter? = null
     private var gpuDelegate: GpuDelegate? = null
+    private var nnapiDelegate: NnApiDelegate? = null
     private lateinit var input: ByteBuffer
     private lateinit var output: ByteBuffer
     val samples = ArrayList<Double>()
     val fields = LinkedHashMap<String, Any>()
     var error: String? = null
+    /** What the backend's delegate took of the graph; null when the log could not be read. */
+    var coverage: Coverage? = null
 
     val label: String get() = "${model.name} [${backend.id}, $threads thread(s)]"
 
@@ -86,7 +98,13 @@ class Case(val model: File, val backend: Backend, val threads: Int) {
         when (backend) {
             Backend.CPU -> options.setUseXNNPACK(false)
             Backend.XNNPACK -> options.setUseXNNPACK(true)
-            Backend.NNAPI -> options.setUseNNAPI(true)
+            Backend.NNAPI -> {
+                val nnapiOptions = NnApiDelegate.Options().setAllowFp16(nnapi.allowFp16)
+                nnapi.accelerator?.let { nnapiOptions.setAcceleratorName(it) }
+                val delegate = NnApiDelegate(nnapiOptions)
+                nnapiDelegate = delegate
+                options.addDelegate(delegate)
+            }
             Backend.GPU -> {
                 val compatibility = CompatibilityList()
                 try {
@@ -104,14 +122,20 @@ class Case(val model: File, val backend: Backend, val threads: Int) {
         return options
     }
 
-    /** Loads the model (init), sets random input, runs the first and warm-up inferences. */
-    fun load(warmup: Int, probe: MemoryProbe, random: Random) {
+    /**
+     * Loads the model (init), reads what the delegate took from this process's log, sets
+     * random input and runs exactly `warmup` warm-up inferences, the first one included (as
+     * benchmark_model's --warmup_runs).
+     */
+    fun load(warmup: Int, probe: MemoryProbe, random: Random, id: String) {
         probe.start()
+        DelegateLog.mark(id)
         val start = SystemClock.elapsedRealtimeNanos()
         val interpreter = Interpreter(mapModel(), options())
         interpreter.allocateTensors()
         val initMs = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
         this.interpreter = interpreter
+        coverage = DelegateLog.linesSince(id)?.let { DelegateLog.coverage(it, backend) }
         val initMemory = probe.sampleMb()
         val inputTensor = interpreter.getInputTensor(0)
         input = ByteBuffer.allocateDirect(inputTensor.numBytes()).order(ByteOrder.nativeOrder())
@@ -122,10 +146,12 @@ class Case(val model: File, val backend: Backend, val threads: Int) {
         }
         output = ByteBuffer.allocateDirect(interpreter.getOutputTensor(0).numBytes())
             .order(ByteOrder.nativeOrder())
-        val warm = (0..warmup).map { invokeMs() }
+        val warm = List(warmup) { invokeMs() }
         fields["init_ms"] = initMs
-        fields["first_ms"] = warm[0]
-        fields["warmup_mean_ms"] = warm.average()
+        if (warm.isNotEmpty()) {
+            fields["first_ms"] = warm[0]
+            fields["warmup_mean_ms"] = warm.average()
+        }
         fields["warmup_runs"] = warm.size
         fields["init_memory_mb"] = initMemory
         fields["peak_memory_mb"] = probe.peakMb()
@@ -152,8 +178,10 @@ class Case(val model: File, val backend: Backend, val threads: Int) {
     fun close() {
         interpreter?.close()
         gpuDelegate?.close()
+        nnapiDelegate?.close()
         interpreter = null
         gpuDelegate = null
+        nnapiDelegate = null
     }
 }
 
@@ -185,6 +213,7 @@ class Benchmark(
     private val threads: Int,
     private val warmup: Int,
     private val runs: Int,
+    private val nnapi: NnapiSettings = NnapiSettings(),
     private val seed: Int = 0,
 ) {
     fun run(progress: (String) -> Unit): List<Case> {
@@ -192,11 +221,13 @@ class Benchmark(
         require(warmup >= 0 && runs >= 1) { "Need warmup >= 0 and runs >= 1" }
         val random = Random(seed)
         val probe = MemoryProbe()
-        val cases = backends.flatMap { b -> models.map { Case(it, b, threads) } }
+        val cases = backends.flatMap { b -> models.map { Case(it, b, threads, nnapi) } }
         cases.forEachIndexed { i, case ->
             progress("[${i + 1}/${cases.size}] loading ${case.label}")
             try {
-                case.load(warmup, probe, random)
+                val id = "case-${i + 1}-${SystemClock.elapsedRealtimeNanos()}"
+                case.load(warmup, probe, random, id)
+                case.coverage?.let { progress("    ${it.describe()}") }
             } catch (e: Throwable) { // an unsupported delegate must not stop the others
                 case.error = "${e.javaClass.simpleName}: ${e.message}"
                 case.close()

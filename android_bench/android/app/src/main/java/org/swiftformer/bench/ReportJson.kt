@@ -19,7 +19,7 @@ import org.tensorflow.lite.TensorFlowLite
 object ReportJson {
     const val SCHEMA = "swiftformer-bench/1"
 
-    fun build(context: Context, cases: List<Case>, settings: Map<String, Any>): JSONObject {
+    fun build(context: Context, cases: List<Case>, settings: Map<String, Any?>): JSONObject {
         val results = JSONArray()
         cases.forEach { results.put(result(it)) }
         return JSONObject()
@@ -37,6 +37,9 @@ object ReportJson {
             .put("model", case.model.name)
             .put("backend", case.backend.id)
             .put("threads", case.threads)
+        case.coverage?.let {
+            result.put("delegate_coverage", it.toJson()).put("delegation", it.describe())
+        }
         val error = case.error
         if (error != null || case.samples.isEmpty()) {
             return result.put("status", "failed").put("error", error ?: "no timed inference ran")
@@ -75,11 +78,27 @@ object ReportJson {
         return format.format(Date())
     }
 
-    /** Writes the report beside the models, whole or not at all. */
-    fun write(report: JSONObject, file: File): File {
+    /** Writes `text` to `file` whole or not at all (a partial file, then a rename). */
+    fun writeAtomically(text: String, file: File): File {
         val partial = File(file.parentFile, file.name + ".partial")
-        partial.writeText(report.toString(1))
+        partial.writeText(text)
         check(partial.renameTo(file)) { "Could not write $file" }
         return file
+    }
+
+    /** Writes the report beside the models. */
+    fun write(report: JSONObject, file: File): File = writeAtomically(report.toString(1), file)
+
+    /**
+     * The completion marker `swiftformer-bench app` polls for, written after the report:
+     * {"run_id", "status": "ok" | "failed", "json": report file name, "error"}.
+     */
+    fun writeMarker(file: File, runId: String?, report: File?, error: String?): File {
+        val marker = JSONObject()
+            .put("run_id", runId ?: JSONObject.NULL)
+            .put("status", if (error == null) "ok" else "failed")
+            .put("json", report?.name ?: JSONObject.NULL)
+            .put("error", error ?: JSONObject.NULL)
+        return writeAtomically(marker.toString(), file)
     }
 }

@@ -9,8 +9,8 @@ be assigned and every tensor used: a difference is an error that lists the keys.
 
 import numpy as np
 
-from converters.checkpoints import CheckpointError
-from keras_swiftformer.model import module_path
+from keras_swiftformer.checkpoints import CheckpointError
+from keras_swiftformer.config import module_path
 
 HEAD_LAYERS = ("head", "head_dist")
 
@@ -124,3 +124,67 @@ def model_tensors(model):
         key: np.asarray(transform.to_torch(np.asarray(variable)), dtype=np.float32)
         for key, variable, transform in weight_table(model)
     }
+
+
+#: Weights named differently by the two Keras versions: tf_keras name -> Keras 3 name.
+WEIGHT_ALIASES = {"depthwise_kernel": "kernel"}
+
+
+def _weight_name(variable):
+    """'stem-0/kernel:0' or 'kernel' -> 'kernel' (Keras 3's name for aliases)."""
+    name = variable.name.split(":")[0].split("/")[-1]
+    return WEIGHT_ALIASES.get(name, name)
+
+
+def _layers_with_weights(model, skip=()):
+    """{layer name: layer} of the layers that hold weights, except `skip`; a wrapper (TFMOT's
+    QAT, pruning, clustering) counts as the layer it wraps (its own variables are not model
+    weights)."""
+    found = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.weights and inner.name not in skip:
+            found[inner.name] = inner
+    return found
+
+
+def copy_weights(source, target, skip=(), read=None):
+    """Copies every weight of `source` into `target`, layer by layer (matched by name), each
+    layer's weights by order, checking the layer sets, counts, names and shapes first.
+
+    Works between models of the same architecture in Keras 3 or tf_keras, wrapped or not.
+
+    Args:
+        skip: names of layers left as they are in `target` (new heads).
+        read: variable -> NumPy array (default ``keras.ops.convert_to_numpy``); training passes
+            one that reads variables replicated across processes.
+
+    Returns:
+        Number of arrays copied.
+
+    Raises:
+        CheckpointError: the layers or weights do not correspond; nothing is copied.
+    """
+    import keras
+
+    read = read or keras.ops.convert_to_numpy
+    src, dst = _layers_with_weights(source, skip), _layers_with_weights(target, skip)
+    if set(src) != set(dst):
+        raise CheckpointError(f"Layers with weights differ: only in {source.name}: "
+                              f"{sorted(set(src) - set(dst))[:8]}, only in {target.name}: "
+                              f"{sorted(set(dst) - set(src))[:8]}")
+    pairs = []
+    for name, layer in src.items():
+        a, b = layer.weights, dst[name].weights
+        if len(a) != len(b):
+            raise CheckpointError(f"Layer {name}: {len(a)} weights in {source.name}, {len(b)} "
+                                  f"in {target.name}")
+        for x, y in zip(a, b):
+            if _weight_name(x) != _weight_name(y) or tuple(x.shape) != tuple(y.shape):
+                raise CheckpointError(
+                    f"Layer {name}: weight {_weight_name(x)} {tuple(x.shape)} does not match "
+                    f"{_weight_name(y)} {tuple(y.shape)}")
+            pairs.append((x, y))
+    for x, y in pairs:
+        y.assign(np.asarray(read(x)))
+    return len(pairs)

@@ -21,18 +21,10 @@ import zipfile
 
 import numpy as np
 
-from keras_swiftformer.model import MODEL_CONFIGS
+from keras_swiftformer.config import variant_of
+from keras_swiftformer.sources import FORMAT_DEFAULTS
 
 FORMATS = ("official", "timm", "hf")
-
-#: The token weighting each format's checkpoints were trained with (see fixtures/README.md):
-#: the current official code and timm normalise over the tokens; Hugging Face's port (and the
-#: official code before July 2023) weights every token 1.
-DEFAULT_TOKEN_WEIGHTING = {"official": "l2", "timm": "l2", "hf": "ones"}
-
-#: Evaluation crop fraction of each source: the official evaluation and transformers' processor
-#: resize to 256 for 224 (0.875); timm measured its hub checkpoints at 0.95.
-DEFAULT_CROP_PCT = {"official": 0.875, "timm": 0.95, "hf": 0.875}
 
 WRAPPER_KEYS = ("model", "state_dict", "model_ema")
 FILE_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -99,12 +91,17 @@ class Checkpoint:
     config: dict = None
 
     @property
+    def preprocessing(self):
+        """Its format's `keras_swiftformer.sources.Preprocessing` (token weighting, crop...)."""
+        return FORMAT_DEFAULTS[self.format]
+
+    @property
     def token_weighting(self):
-        return DEFAULT_TOKEN_WEIGHTING[self.format]
+        return self.preprocessing.token_weighting
 
     @property
     def crop_pct(self):
-        return DEFAULT_CROP_PCT[self.format]
+        return self.preprocessing.crop_pct
 
 
 def find_weights_file(path):
@@ -251,14 +248,6 @@ def infer_architecture(tensors):
         widths.append(int(w_g.shape[0]))
     head = tensors.get("head.weight")
     return tuple(depths), tuple(widths), (int(head.shape[0]) if head is not None else None)
-
-
-def variant_of(depths, widths):
-    """The `MODEL_CONFIGS` key with these depths and widths, or None."""
-    for name, config in MODEL_CONFIGS.items():
-        if tuple(config["depths"]) == tuple(depths) and tuple(config["widths"]) == tuple(widths):
-            return name
-    return None
 
 
 def _read_config(path):
