@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support import photos, reference
+from tests.support import photos
 from tests.support.cache import default_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -56,6 +56,8 @@ def _cases(root, prefix=""):
 
 
 def _generated_fixtures():
+    from tests.support import reference
+
     try:
         return reference.ensure(CACHE)
     except ImportError as err:  # a setup error, named for the developer
