@@ -2,12 +2,12 @@
 
 import pytest
 
-from tests.conftest import run_python
+from tests.support import run_python
 
 SCRIPT = """
 import numpy as np
 from keras_swiftformer import SwiftFormer
-from tests.conftest import GOLDEN_CASES, golden, tolerance
+from tests.support import GOLDEN_CASES, golden, tolerance
 import keras
 assert keras.backend.backend() == {backend!r}, keras.backend.backend()
 for case in {cases!r}:

@@ -16,7 +16,7 @@ from keras_swiftformer.checkpoints import (
 from converters.importer import import_checkpoint
 from keras_swiftformer.mapping import load_tensors, model_tensors
 from keras_swiftformer import SwiftFormerL1, SwiftFormerXS
-from tests.conftest import FIXTURES, GOLDEN_CASES
+from tests.support import FIXTURES, GOLDEN_CASES, run_python
 
 torch = pytest.importorskip("torch")
 
@@ -74,8 +74,6 @@ def test_safetensors_needs_no_torch():
         "from keras_swiftformer.checkpoints import read_checkpoint\n"
         f"print(read_checkpoint({str(TIMM_DIR)!r}).variant, 'torch' in sys.modules)\n"
     )
-    from tests.conftest import run_python
-
     assert run_python(code).split()[-2:] == ["XS", "False"]
 
 

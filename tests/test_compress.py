@@ -2,19 +2,17 @@
 clustering, and the pipeline's --qat / --prune / --cluster (tiny configuration;
 `test_compress_qat.py` runs XS)."""
 
-import os
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_python
+from tests.support import TINY, relative_error, run_python
 
 # Through our guard, which keeps tf.keras meaning Keras 3 for the rest of the session.
 pytest.importorskip("converters.tfmot", exc_type=ImportError)
 
-TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3),
-            classifier_activation=None)
-ATTENTIONS = 4  # attention blocks of TINY, each with a (1, D) w_g kernel left dense
+TINY64 = dict(TINY, input_shape=(64, 64, 3), classifier_activation=None)
+ATTENTIONS = 4  # attention blocks of TINY64, each with a (1, D) w_g kernel left dense
 
 
 def tiny_model(token_weighting="l2", token_sum="sum", seed=0, classes=10):
@@ -22,7 +20,7 @@ def tiny_model(token_weighting="l2", token_sum="sum", seed=0, classes=10):
     that no branch is an identity."""
     from keras_swiftformer import SwiftFormer
 
-    model = SwiftFormer(**TINY, token_weighting=token_weighting, classes=classes)
+    model = SwiftFormer(**TINY64, token_weighting=token_weighting, classes=classes)
     for layer in model.layers:
         if hasattr(layer, "token_sum"):
             layer.token_sum = token_sum
@@ -45,11 +43,6 @@ def images(count, seed=0, size=64):
     return synthetic_images(count, (size, size), seed).astype("float32")
 
 
-def relative_error(reference, actual):
-    reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
-    return float(np.max(np.abs(actual - reference)) / np.max(np.abs(reference)))
-
-
 @pytest.mark.parametrize("token_weighting,token_sum", [("l2", "sum"), ("ones", "mean")])
 def test_twin_round_trip(token_weighting, token_sum):
     """Same outputs from the twin (1e-6 relative); weights back into a fresh Keras 3 model give
@@ -65,7 +58,7 @@ def test_twin_round_trip(token_weighting, token_sum):
         [tuple(w.shape) for w in model.get_layer("stem-1").weights]
     x = images(4)
     reference = model.predict(x, verbose=0)
-    assert relative_error(reference, twin.predict(x, verbose=0)) < 1e-6
+    assert relative_error(twin.predict(x, verbose=0), reference) < 1e-6
     fresh = keras.models.clone_model(model)
     assert copy_weights(twin, fresh) == len(model.weights)
     np.testing.assert_array_equal(fresh.predict(x, verbose=0), reference)
@@ -78,10 +71,10 @@ def test_copy_weights_checks_every_layer():
     from keras_swiftformer.checkpoints import CheckpointError
 
     twin = build_twin(tiny_model())
-    other = SwiftFormer(**{**TINY, "widths": (16, 16, 32, 48)}, classes=10)
+    other = SwiftFormer(**{**TINY64, "widths": (16, 16, 32, 48)}, classes=10)
     with pytest.raises(CheckpointError, match=r"stages-3.* does not match"):
         copy_weights(twin, other)
-    headless = SwiftFormer(**TINY, include_top=False)
+    headless = SwiftFormer(**TINY64, include_top=False)
     with pytest.raises(CheckpointError, match="only in .*head"):
         copy_weights(twin, headless)
 
@@ -103,7 +96,7 @@ def test_observed_mix_is_the_mixins_math(token_weighting, token_sum):
                                    lambda name, x: seen.append(name) or x)
     assert seen == list(layer.points())  # every point, in computation order
     for a, b in zip(plain, observed):
-        assert relative_error(a, b) < 1e-6
+        assert relative_error(b, a) < 1e-6
 
 
 @pytest.mark.parametrize("token_weighting", ["l2", "ones"])
@@ -117,7 +110,7 @@ def test_folded_twin_round_trip_and_observed_points(token_weighting):
     folded = for_inference(tiny_model(token_weighting), projections="conv")
     twin = build_twin(folded)
     x = images(4)
-    assert relative_error(folded.predict(x, verbose=0), twin.predict(x, verbose=0)) < 1e-6
+    assert relative_error(twin.predict(x, verbose=0), folded.predict(x, verbose=0)) < 1e-6
 
     rng = np.random.default_rng(3)
     query, key = (rng.normal(size=(2, 8, 8, 16)).astype("float32") for _ in range(2))
@@ -129,7 +122,7 @@ def test_folded_twin_round_trip_and_observed_points(token_weighting):
     observed = layer._folded_mix([query, key], layer.w_g, lambda name, t: seen.append(name) or t)
     assert seen == list(layer.points())
     for a, b in zip(reference([query, key]), observed):
-        assert relative_error(a, b) < 1e-6
+        assert relative_error(b, a) < 1e-6
 
 
 def test_relative_adam_steps_by_each_tensors_scale():
@@ -256,9 +249,7 @@ def test_bad_compression_specs_fail_before_any_work(args, message, tmp_path, cap
 
 @pytest.mark.parametrize("qat", [
     False,
-    pytest.param(True, marks=pytest.mark.skipif(
-        not os.environ.get("SWIFTFORMER_SLOW_TESTS"),
-        reason="5 minutes on 2 cores; set SWIFTFORMER_SLOW_TESTS=1")),
+    pytest.param(True, marks=pytest.mark.slow),  # 5 minutes on 2 cores
 ])
 def test_pipeline_flags_add_rows(qat, tmp_path, monkeypatch, capsys):
     """``swiftformer-convert run [--qat] --prune 2:4 --cluster 8`` (on the tiny model):

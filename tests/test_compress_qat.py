@@ -4,7 +4,7 @@ size so that it fits the test budget; `benchmarks/compress_report.py` measures 2
 import numpy as np
 import pytest
 
-from tests.conftest import GOLDEN_CASES, SAMPLES
+from tests.support import GOLDEN_CASES, SAMPLES
 
 # Through our guard, which keeps tf.keras meaning Keras 3 for the rest of the session.
 pytest.importorskip("converters.tfmot", exc_type=ImportError)

@@ -9,19 +9,14 @@ import pytest
 from converters.evaluate import dataset_labels, main
 from keras_swiftformer import SwiftFormer
 from keras_swiftformer.imagenet import load_images
-from tests.conftest import GOLDEN_CASES, SAMPLES
-
-TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32))
+from tests.support import GOLDEN_CASES, SAMPLES, TINY, labelled_tree
 
 
 @pytest.fixture(scope="module")
 def val_tree(tmp_path_factory):
-    """val/<synset>/<photo> symlinks for the first 10 sample photos."""
-    root = tmp_path_factory.mktemp("val")
-    for name in sorted(os.listdir(SAMPLES))[:10]:
-        (root / name.split("_")[1]).mkdir()
-        os.symlink(SAMPLES / name, root / name.split("_")[1] / name)
-    return root
+    """val/<synset>/<photo> symlinks, one photo of each of the first 10 classes of SAMPLES
+    (7 from a bare clone)."""
+    return labelled_tree(tmp_path_factory.mktemp("val"), SAMPLES, classes=10)
 
 
 def expected_topk(model, paths, labels, size, crop_pct):
@@ -33,7 +28,7 @@ def expected_topk(model, paths, labels, size, crop_pct):
 def test_keras_model_with_sidecar_classes_and_tflite(tmp_path, val_tree):
     from converters.tflite import export_tflite
 
-    model = SwiftFormer(**TINY, classes=10, input_shape=(48, 48, 3))
+    model = SwiftFormer(**TINY, classes=len(os.listdir(val_tree)), input_shape=(48, 48, 3))
     model.save(tmp_path / "tiny.keras")
     classes = sorted(os.listdir(val_tree))[::-1]  # the model's output order: reversed folders
     (tmp_path / "tiny.json").write_text(json.dumps({"classes": classes, "crop_pct": 0.9}))
@@ -51,7 +46,7 @@ def test_keras_model_with_sidecar_classes_and_tflite(tmp_path, val_tree):
     top1, top5 = expected_topk(model, paths, labels, 48, 0.9)
     assert keras_result["top1"] == pytest.approx(top1)
     assert keras_result["top5"] == pytest.approx(top5)
-    assert tflite_result["kind"] == "tflite" and tflite_result["images"] == 10
+    assert tflite_result["kind"] == "tflite" and tflite_result["images"] == len(classes)
     assert tflite_result["crop_pct"] == 0.9  # the sidecar beside tiny.tflite (tiny.json)
     agree = np.mean([a[0] == b[0] for a, b in zip(keras_result["top5_indices"],
                                                   tflite_result["top5_indices"])])
@@ -71,7 +66,8 @@ def test_checkpoint_uses_its_source_crop_and_file_name_labels(tmp_path):
 
 def test_folders_that_do_not_fit_the_model_are_refused(tmp_path, val_tree, capsys):
     paths, labels, scheme = dataset_labels(str(val_tree), num_outputs=1000)
-    assert scheme == "ImageNet synsets" and labels.max() < 1000 and len(paths) == 10
+    assert scheme == "ImageNet synsets" and labels.max() < 1000
+    assert len(paths) == len(os.listdir(val_tree))
     with pytest.raises(ValueError, match="not among the model's classes"):
         dataset_labels(str(val_tree), classes=["cat", "dog"])
     (tmp_path / "flat").mkdir()
@@ -81,4 +77,4 @@ def test_folders_that_do_not_fit_the_model_are_refused(tmp_path, val_tree, capsy
     model = SwiftFormer(**TINY, classes=3, input_shape=(32, 32, 3))
     model.save(tmp_path / "three.keras")
     assert main([str(tmp_path / "three.keras"), "--data", str(val_tree)]) == 2
-    assert "Labels reach 9 but the model has 3 outputs" in capsys.readouterr().err
+    assert f"Labels reach {len(paths) - 1} but the model has 3 outputs" in capsys.readouterr().err

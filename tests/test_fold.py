@@ -17,14 +17,9 @@ from keras_swiftformer import SwiftFormer, SwiftFormerBackbone
 from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.layers import AdditiveTokenMixing
 from keras_swiftformer.model import BN_EPSILON, IMAGENET_MEAN, IMAGENET_STD
-from tests.conftest import GOLDEN_CASES, assert_close_to_golden, golden
+from tests.support import GOLDEN_CASES, assert_close_to_golden, golden, relative_error
 
 RNG = np.random.default_rng(0)
-
-
-def relative_error(actual, reference):
-    actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)
-    return float(np.max(np.abs(actual - reference)) / np.max(np.abs(reference)))
 
 
 def random_bn(channels):

@@ -13,7 +13,7 @@ from keras_swiftformer.imagenet import (
     load_images,
     preprocess_input,
 )
-from tests.conftest import SAMPLES
+from tests.support import SAMPLES
 
 
 def test_class_names_agree_with_the_sample_file_names():

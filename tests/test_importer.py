@@ -4,7 +4,7 @@ import numpy as np
 
 import keras
 from converters.cli import main
-from tests.conftest import GOLDEN_CASES, golden
+from tests.support import GOLDEN_CASES, golden
 
 
 def test_import_subcommand_writes_a_keras_file_matching_golden(tmp_path, capsys):

@@ -14,7 +14,7 @@ from keras_swiftformer import (
     SwiftFormerXS,
 )
 from keras_swiftformer.imagenet import list_images, load_images, preprocess_input
-from tests.conftest import GOLDEN_CASES, SAMPLES, assert_close_to_golden, golden, run_python
+from tests.support import GOLDEN_CASES, SAMPLES, assert_close_to_golden, golden, run_python
 
 # Reference trainable parameter counts (both heads, 1000 classes, BN statistics excluded).
 REFERENCE_PARAMS = {"XS": 3_475_360, "S": 6_092_128, "L1": 12_057_920, "L3": 28_494_736}

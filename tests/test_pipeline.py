@@ -16,7 +16,8 @@ from converters.pipeline import DEFAULT_FORMATS, run_pipeline
 from converters.runtime import TFLiteRunner
 from keras_swiftformer import SwiftFormer
 from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
-from tests.conftest import GOLDEN_CASES, SAMPLES, assert_close_to_golden, golden, run_python
+from tests.support import (GOLDEN_CASES, SAMPLES, TINY, assert_close_to_golden, golden,
+                           run_python)
 
 #: format -> (SQNR floor in dB, top-1 agreement floor) against the Keras float32 model.
 FLOORS = {
@@ -322,7 +323,7 @@ def test_corrupt_images_named_in_the_error_or_skipped_with_a_warning(tmp_path, c
 
 
 def test_unknown_format_for_export_and_missing_calibration(tmp_path):
-    model = SwiftFormer("XS", depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3))
+    model = SwiftFormer("XS", **TINY, input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="Unknown TFLite format"):
         tflite.export_tflite(model, tmp_path / "m.tflite", "int4")
     with pytest.raises(ValueError, match="needs calibration"):

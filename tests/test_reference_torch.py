@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from benchmarks.reference_torch import SwiftFormer, from_keras, load_canonical  # noqa: E402
 from keras_swiftformer.checkpoints import read_checkpoint  # noqa: E402
-from tests.conftest import GOLDEN_CASES, assert_close_to_golden, golden  # noqa: E402
+from tests.support import GOLDEN_CASES, assert_close_to_golden, golden  # noqa: E402
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))

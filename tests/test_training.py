@@ -25,24 +25,8 @@ from keras_swiftformer.training.optim import (
     no_decay_variables,
 )
 from keras_swiftformer.training.trainer import teacher_class_index
-from tests.conftest import SAMPLES
-
-TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32))
-
-
-def make_tree(root, classes=3, per_class=4, size=(36, 44)):
-    """train/ and val/ folders of small noisy JPEG and PNG images."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", per_class), ("val", 2)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / (f"{i}.jpg" if i % 2 else f"{i}.png"))
-    return root
+from tests.support import SAMPLES, TINY, photos_by_class
+from tests.support.datasets import make_tree
 
 
 # --- losses ----------------------------------------------------------------------------------
@@ -379,7 +363,7 @@ def test_a_finished_model_is_never_overwritten_silently(tmp_path):
 
 
 def test_samples_map_to_imagenet_synset_folders():
-    names = sorted(os.listdir(SAMPLES))[:3]
+    names = [path.name for path in photos_by_class(SAMPLES, 3)]
     synsets = [name.split("_")[1] for name in names]
     assert data_lib.imagenet_class_indices(synsets) == [int(n.split("_")[0]) for n in names]
     assert data_lib.imagenet_class_indices(["cats", "dogs"]) is None

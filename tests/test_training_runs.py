@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import keras
-from tests.conftest import GOLDEN_CASES, ROOT, SAMPLES, run_python
-from tests.test_training import make_tree
+from tests.support import GOLDEN_CASES, ROOT, SAMPLES, TINY, labelled_tree, run_python
+from tests.support.datasets import make_tree
 
 TIMEOUT = 900
 TINY_ARGS = ["--depths", "1", "1", "1", "1", "--widths", "16", "16", "32", "32",
@@ -179,15 +179,9 @@ def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(tmp_path, datase
 
 
 def sample_tree(root, classes=10):
-    """train/ and val/ trees of symlinks to the first `classes` sample photos, one per class,
-    in folders named by synset."""
-    photos = sorted(p for p in os.listdir(SAMPLES))[:classes]
-    for split in ("train", "val"):
-        for name in photos:
-            folder = root / split / name.split("_")[1]
-            folder.mkdir(parents=True)
-            os.symlink(SAMPLES / name, folder / name)
-    return root
+    """train/ and val/ trees of symlinks to the first photos (up to 2) of each of the first
+    `classes` classes of SAMPLES, in folders named by synset (7 classes from a bare clone)."""
+    return labelled_tree(root, SAMPLES, classes, splits=("train", "val"), per_class=2)
 
 
 def test_finetune_on_samples_lowers_val_loss_and_saves_a_swiftformer(tmp_path):
@@ -207,7 +201,7 @@ def test_finetune_on_samples_lowers_val_loss_and_saves_a_swiftformer(tmp_path):
     model = keras.saving.load_model(result.path, compile=False)
     info = json.load(open(tmp_path / "run" / "model.json"))
     assert info["source"]["reset_head"] and info["classes"] == sorted(os.listdir(data / "train"))
-    fresh = SwiftFormer("XS", classes=10, input_shape=(None, None, 3))
+    fresh = SwiftFormer("XS", classes=len(info["classes"]), input_shape=(None, None, 3))
     fresh.set_weights(model.get_weights())
     x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     np.testing.assert_allclose(fresh.predict(x, verbose=0), model.predict(x, verbose=0),
@@ -226,7 +220,7 @@ def test_finetune_from_keras_with_the_original_model_as_hard_teacher(tmp_path):
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.training.cli import main
 
-    original = SwiftFormer(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32))
+    original = SwiftFormer(**TINY)
     original.save(tmp_path / "original.keras")
     data = sample_tree(tmp_path / "data", classes=4)
     args = ["--recipe", "finetune", "--data", str(data), "--output", str(tmp_path / "run"),

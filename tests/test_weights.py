@@ -9,7 +9,7 @@ import pytest
 from keras_swiftformer import SwiftFormerXS
 from keras_swiftformer import sources as sources_lib
 from keras_swiftformer import weights as weights_lib
-from tests.conftest import FIXTURES, assert_close_to_golden, golden
+from tests.support import FIXTURES, assert_close_to_golden, golden
 
 
 @pytest.fixture
