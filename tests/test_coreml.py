@@ -12,14 +12,8 @@ from converters import coreml  # noqa: E402
 from converters.coreml.mil_eval import MILError, MLProgram  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
-<<<<<<< HEAD
-from tests.conftest import GOLDEN_CASES, SAMPLES, golden, run_python  # noqa: E402
 from keras_swiftformer.random_weights import realistic_weights  # noqa: E402
-from tests.coreml_support import to_pixels  # noqa: E402
-=======
-from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from tests.support import GOLDEN_CASES, SAMPLES, golden, run_python  # noqa: E402
->>>>>>> fixtures
+from tests.support import GOLDEN_CASES, SAMPLES, golden, run_python, to_pixels  # noqa: E402
 
 CASE = "original_xs"
 CLASSIFIER_FORMATS = ("float16", "int8", "palettize6", "palettize4", "w8a8")
@@ -58,13 +52,7 @@ def reports(packages, golden_model):
     return out
 
 
-<<<<<<< HEAD
 def test_importing_the_package_loads_neither_coremltools_nor_tensorflow():
-=======
-def test_legacy_tf_keras_in_the_process_is_named(tmp_path):
-    """With tf.keras resolved to tf_keras (TF_USE_LEGACY_KERAS=1), coremltools would refuse
-    the Keras 3 model with an unrelated message; the export says why, and writes nothing."""
->>>>>>> fixtures
     out = run_python(
         "import sys\n"
         "from converters.coreml import COREML_FORMATS\n"
@@ -281,76 +269,6 @@ def test_spec_check_reports_differences(reports):
     with pytest.raises(coreml.CoreMLVerificationError, match="outputs"):
         coreml.check_spec(reports["float16"]["spec"], precision="float16", compression=None,
                           classifier=False)
-<<<<<<< HEAD
     with pytest.raises(coreml.CoreMLVerificationError, match="mean pixel"):
         coreml.check_spec(reports["float16"]["spec"], precision="float16", compression=None,
                           classifier=True, mean_pixel=[0.0, 0.0, 0.0])
-=======
-
-
-@pytest.mark.parametrize("precision, pipeline", [("float16", "ours"), ("float32", "ours"),
-                                                ("float16", "coremltools default")])
-def test_l2_normalisation_of_large_vectors_is_float16_safe(precision, pipeline, tmp_path):
-    """||x|| > 256: the sum of squares overflows float16 unless `coreml.pass_pipeline`'s pass
-    rescales x first. A four-op MIL program, converted and run by the evaluator."""
-    import coremltools as ct
-    from coremltools.converters.mil import Builder as mb
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 8, 300))], opset_version=ct.target.iOS16)
-    def l2_normalize(x):
-        square_sum = mb.reduce_sum(x=mb.mul(x=x, y=x), axes=[-1], keep_dims=True)
-        return mb.mul(x=x, y=mb.rsqrt(x=mb.maximum(x=square_sum, y=np.float32(1e-24))))
-
-    passes = coreml.pass_pipeline(precision) if pipeline == "ours" else ct.PassPipeline.DEFAULT
-    mlmodel = ct.convert(l2_normalize, convert_to="mlprogram", skip_model_load=True,
-                         compute_precision=getattr(ct.precision, precision.upper()),
-                         minimum_deployment_target=ct.target.iOS16, pass_pipeline=passes)
-    mlmodel.save(str(tmp_path / "l2.mlpackage"))
-    program = MLProgram(tmp_path / "l2.mlpackage")
-    x = np.random.default_rng(0).normal(0, 100, (1, 8, 300)).astype(np.float32)
-    y = program.run({next(iter(program.inputs)): x})[program.outputs[0]]
-    expected = x / np.linalg.norm(x, axis=-1, keepdims=True)
-    if pipeline == "ours":
-        np.testing.assert_allclose(y, expected, atol=2e-3)
-        assert program.overflows == {}
-    else:  # what float16 Core ML computes without the pass: every vector zeroed
-        assert program.overflows and np.all(y == 0)
-
-
-def realistic_weights(model, seed=0):
-    """Random weights at the fixtures' scale (BatchNorm statistics, layer scales of 0.5-1), so
-    that every fold changes the numbers."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        name, shape = w.path.rsplit("/", 1)[-1], w.shape
-        if name in ("gamma", "moving_variance"):
-            w.assign(rng.uniform(0.5, 1.5, shape))
-        elif name in ("beta", "bias", "moving_mean"):
-            w.assign(rng.normal(0, 0.05, shape))
-        elif name == "kernel":
-            w.assign(rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape))
-    return model
-
-
-@pytest.mark.slow  # 2-5 minutes per variant on 2 cores
-@pytest.mark.parametrize("variant", ["S", "L1", "L3"])
-def test_every_variant_exports_and_verifies_in_every_format(variant, tmp_path):
-    model = realistic_weights(SwiftFormer(variant, include_preprocessing=False,
-                                          classifier_activation=None))
-    paths = coreml.export_coreml_formats(model, tmp_path, name=variant.lower())
-    image = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3))
-    for fmt, path in paths.items():
-        report = coreml.verify_coreml(path, model, image,
-                                      rtol=1e-3 if fmt == "float32" else None)
-        assert report["weights"]["checked"] > 150
-
-
-def test_palette_indices_unpack_as_coremltools_packs():
-    from coremltools.optimize._utils import pack_elements_into_bits
-
-    rng = np.random.default_rng(0)
-    for nbits in (4, 6):
-        values = rng.integers(0, 2**nbits, 101).astype(np.uint8)
-        packed = pack_elements_into_bits(values, nbits)
-        np.testing.assert_array_equal(unpack_indices(packed, nbits, values.size), values)
->>>>>>> fixtures

@@ -16,7 +16,7 @@ from converters.coreml.graph import (  # noqa: E402
 from converters.coreml.mil_eval import MLProgram  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
-from tests.conftest import SAMPLES  # noqa: E402
+from tests.support import SAMPLES  # noqa: E402
 from keras_swiftformer.random_weights import realistic_weights  # noqa: E402
 
 #: The official PyTorch SwiftFormer-S through coremltools 9.0 (ImageType, FLOAT16, iOS 16):
@@ -144,7 +144,7 @@ def test_l1_float16_query_norms_beyond_float16_stay_finite(tmp_path):
     """The L1 fixture on two photos: query and key vectors with ||x|| > 256, whose sum of
     squares passes float16's 65504 (33 of 196 were zeroed before the protection), come out
     finite and within the float16 bound."""
-    from tests.conftest import GOLDEN_CASES
+    from tests.support import GOLDEN_CASES
 
     checkpoint, _, variant = GOLDEN_CASES["original_l1"]
     model = SwiftFormer(variant, weights=str(checkpoint), include_preprocessing=False,

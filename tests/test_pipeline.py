@@ -15,9 +15,8 @@ from converters.cli import main
 from converters.pipeline import DEFAULT_FORMATS, run_pipeline
 from converters.runtime import TFLiteRunner
 from keras_swiftformer import SwiftFormer
-from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
 from tests.support import (GOLDEN_CASES, SAMPLES, TINY, assert_close_to_golden, golden,
-                           run_python)
+                           run_python, to_pixels)
 
 #: format -> (SQNR floor in dB, top-1 agreement floor) against the Keras float32 model.
 FLOORS = {
@@ -37,12 +36,6 @@ FLOORS = {
     "coreml_palettize4": (7.0, 0.0),
     "coreml_w8a8": (20.0, 0.5),  # measured 23.3 dB, 0.75 (calibrated on the calibration split)
 }
-
-
-def pixels(normalised):
-    """ImageNet-normalised NHWC -> the raw RGB scale the exported models take."""
-    return normalised * np.float32(255) * np.asarray(IMAGENET_STD, np.float32) + np.asarray(
-        IMAGENET_MEAN, np.float32) * np.float32(255)
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +127,7 @@ def test_float_tflite_matches_golden(xs_pipeline):
     for fmt, scale in (("float32", 1.0), ("float16", 100.0)):
         runner = TFLiteRunner(xs_pipeline["models"][fmt])
         assert runner.input_shape == (1, 224, 224, 3)
-        assert_close_to_golden(runner.predict(pixels(data["inputs"])), data["logits"], scale)
+        assert_close_to_golden(runner.predict(to_pixels(data["inputs"])), data["logits"], scale)
 
 
 def test_integer_io_models_take_raw_pixels(xs_pipeline):
@@ -179,7 +172,7 @@ def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
 
 def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_path):
     """Each LiteRT file the pipeline wrote, in MediaPipe Tasks' ImageClassifier (mediapipe
-    1.2.2, its own venv: tests/mediapipe_tasks.py), on the evaluation photos as uint8 at the
+    1.2.2, its own venv: tests/support/mediapipe_tasks.py), on the evaluation photos as uint8 at the
     model's size: its top-1 label is the Keras model's on every photo for float32, and is the
     LiteRT interpreter's on the same file (the format's own error against Keras is floored by
     `test_every_format_meets_its_fidelity_floor`)."""
@@ -188,7 +181,7 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
     from converters.metadata import LABEL_FILE, read
     from converters.pipeline import image_paths, split_images
     from keras_swiftformer.imagenet import class_names
-    from tests.mediapipe_tasks import mediapipe_python, run_mediapipe
+    from tests.support.mediapipe_tasks import mediapipe_python, run_mediapipe
 
     python, why = mediapipe_python()
     if python is None:
@@ -229,7 +222,7 @@ def test_float32_tflite_of_other_checkpoints_matches_golden(case, tmp_path):
     path = tflite.export_tflite(model, tmp_path / "m.tflite")
     data = golden(case)
     runner = TFLiteRunner(path)
-    assert_close_to_golden(runner.predict(pixels(data["inputs"])), data["logits"])
+    assert_close_to_golden(runner.predict(to_pixels(data["inputs"])), data["logits"])
     for op in ("SHAPE", "GATHER", "PACK", "REDUCE_PROD", "TRANSPOSE"):
         assert op not in runner.op_types()
 
@@ -241,7 +234,7 @@ def test_non_square_and_dynamic_batch_export(tmp_path):
     runner = TFLiteRunner(path)
     assert runner.dynamic_batch
     data = golden("original_xs")
-    odd = pixels(data["inputs_odd"])
+    odd = to_pixels(data["inputs_odd"])
     out = runner.predict(np.concatenate([odd, odd]), batch_size=2)
     assert_close_to_golden(out[1:], data["logits_odd"])
 

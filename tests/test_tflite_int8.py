@@ -9,7 +9,7 @@ from keras import layers
 from converters import calibration, tflite
 from converters.report import fidelity
 from converters.runtime import TFLiteRunner
-from tests.conftest import GOLDEN_CASES, SAMPLES
+from tests.support import GOLDEN_CASES, SAMPLES
 
 RNG = np.random.default_rng(0)
 

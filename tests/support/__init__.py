@@ -101,6 +101,14 @@ def assert_close_to_golden(actual, reference, scale=1.0):
     return err
 
 
+def to_pixels(normalised):
+    """ImageNet-normalised NHWC -> the raw RGB [0, 255] values the exported models take."""
+    from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
+
+    std, mean = np.asarray(IMAGENET_STD, np.float32), np.asarray(IMAGENET_MEAN, np.float32)
+    return (np.asarray(normalised, np.float32) * std + mean) * np.float32(255)
+
+
 def relative_error(actual, reference):
     """max|actual - reference| / max|reference|, in float64."""
     actual, reference = np.asarray(actual, np.float64), np.asarray(reference, np.float64)

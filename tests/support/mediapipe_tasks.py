@@ -8,7 +8,7 @@ Python that has ``mediapipe==1.2.2``), else ``$XDG_CACHE_HOME/keras-swiftformer/
 Run as a script by that venv's Python, this module opens `.tflite` files in MediaPipe's
 ``ImageClassifier`` and reads their metadata with MediaPipe's own schema bindings:
 
-    python tests/mediapipe_tasks.py SPEC.json  ->  JSON on stdout
+    python tests/support/mediapipe_tasks.py SPEC.json  ->  JSON on stdout
 """
 
 import json
