@@ -32,7 +32,9 @@ def _run_parser(sub):
     p.add_argument("--images", "--calibration-dir", dest="images", default=None,
                    help="folder of photos: even-indexed ones calibrate, odd-indexed ones "
                    "evaluate (default: synthetic images)")
-    p.add_argument("--num-calibration", type=int, default=32)
+    p.add_argument("--num-calibration", type=int, default=100,
+                   help="calibration photos (default 100: the int8 ranges of 32 photos cost "
+                   "XS about 3 dB, measured in benchmarks/int8_results.md)")
     p.add_argument("--num-evaluation", type=int, default=64)
     p.add_argument("--output-dir", default="converted")
     p.add_argument("--token-weighting", choices=("l2", "ones"), default=None,

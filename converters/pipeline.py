@@ -342,7 +342,7 @@ def _prepare(checkpoint, variant, size, token_weighting, softmax, image_dir, pat
 
 
 def run_pipeline(checkpoint=None, variant="XS", formats="all", input_size=224, image_dir=None,
-                 num_calibration=32, num_evaluation=64, output_dir="converted",
+                 num_calibration=100, num_evaluation=64, output_dir="converted",
                  token_weighting=None, softmax=False, graph="folded", qat=False, prune=(),
                  cluster=(), compress_steps=100, on_bad_image="error", latency_runs=30,
                  license=None, progress=print):
