@@ -36,10 +36,10 @@ import time
 import numpy as np
 
 from android_bench.host import interleaved_order, random_input
-from benchmarks.op_profile import make_interpreter
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 from converters.litert_inspect import delegation
 from converters.metrics import fidelity
+from converters.runtime import make_interpreter
 from converters.tflite import convert
 from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS

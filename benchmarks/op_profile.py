@@ -20,7 +20,7 @@ import numpy as np
 
 from converters.litert_inspect import flatbuffer_utils as _flatbuffer_utils
 from converters.litert_inspect import set_random_input
-from converters.runtime import interpreter_class
+from converters.runtime import make_interpreter
 
 
 def _is_constant(model, tensor):
@@ -112,18 +112,6 @@ def time_invoke(interpreter, runs, warmup=3):
         interpreter.invoke()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def make_interpreter(content, num_threads=1, use_xnnpack=True):
-    """A LiteRT interpreter of `content` (any number of inputs), tensors allocated."""
-    Interpreter, _, resolver = interpreter_class()
-    kwargs = {"model_content": content, "num_threads": num_threads}
-    if resolver is not None:
-        kwargs["experimental_op_resolver_type"] = (
-            resolver.AUTO if use_xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter = Interpreter(**kwargs)
-    interpreter.allocate_tensors()
-    return interpreter
 
 
 def _is_delegated(interpreter):

@@ -59,14 +59,9 @@ def activation_statistics(content, images, sample_size=2048, seed=0):
     """Runs the calibrated float model on `images` (N, H, W, C) and gathers, per recorded
     tensor, {"min", "max", "sample"}: the extremes over all images and a random sample of
     ``sample_size`` values per image (for `mse_range`)."""
-    from converters.runtime import interpreter_class
+    from converters.runtime import make_interpreter
 
-    Interpreter, _, resolver = interpreter_class()
-    kwargs = {"model_content": bytes(content), "experimental_preserve_all_tensors": True}
-    if resolver is not None:
-        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(**kwargs)
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
     tensors = recorded_tensors(content)
     rng = np.random.default_rng(seed)
     stats = {i: {"min": np.inf, "max": -np.inf, "samples": [], "size": 0} for i in tensors}

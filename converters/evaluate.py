@@ -191,15 +191,19 @@ def evaluate(model_path, folder, size=None, crop_pct=None, batch_size=32, limit=
     }
 
 
+#: Columns of the accuracy table: (title, key of `_table_row`, format).
+TABLE_COLUMNS = (("model", "format", "{}"), ("kind", "kind", "{}"), ("images", "images", "{}"),
+                 ("top-1 %", "top1", "{:.2f}"), ("top-5 %", "top5", "{:.2f}"),
+                 ("input", "input", "{}"), ("crop", "crop_pct", "{}"))
+
+
 def format_table(results):
-    """Markdown table of `evaluate` results."""
-    rows = ["| model | kind | images | top-1 % | top-5 % | input | crop |",
-            "|---|---|---:|---:|---:|---|---:|"]
-    for r in results:
-        rows.append(f"| {os.path.basename(r['model'])} | {r['kind']} | {r['images']} | "
-                    f"{100 * r['top1']:.2f} | {100 * r['top5']:.2f} | "
-                    f"{r['size'][0]}x{r['size'][1]} | {r['crop_pct']} |")
-    return "\n".join(rows)
+    """Markdown table of `evaluate` results (`converters.report.markdown_table`)."""
+    from converters.report import markdown_table
+
+    rows = [{**r, "format": os.path.basename(r["model"]),
+             "input": f"{r['size'][0]}x{r['size'][1]}"} for r in results]
+    return markdown_table(rows, TABLE_COLUMNS)
 
 
 def build_parser():

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from converters.runtime import interpreter_class
+from converters.runtime import make_interpreter
 
 #: Ratio to float32 above which the report flags a format as running on slow kernels.
 SLOW_RATIO = 3.0
@@ -41,12 +41,10 @@ def flatbuffer_utils():
 def delegation(content, num_threads=1):
     """What XNNPACK takes of `content`: ``{"ops": count, "partitions": delegate partitions,
     "undelegated": {op type: count}}`` (ops run by LiteRT's own kernels)."""
-    Interpreter, _, _ = interpreter_class()
     details = {}
     for fusion_off in (False, True):
-        interpreter = Interpreter(model_content=content, num_threads=num_threads,
-                                  experimental_disable_delegate_node_fusion=fusion_off)
-        interpreter.allocate_tensors()
+        interpreter = make_interpreter(content, num_threads,
+                                       experimental_disable_delegate_node_fusion=fusion_off)
         details[fusion_off] = interpreter._get_ops_details()  # noqa
     # With node fusion off every delegated op gets its own DELEGATE node, which takes over
     # the op's outputs; an op whose outputs no DELEGATE node produces was not delegated.

@@ -29,6 +29,35 @@ def interpreter_class():
     return tf.lite.Interpreter, "tensorflow", tf.lite.experimental.OpResolverType
 
 
+def make_interpreter(content, num_threads=None, use_xnnpack=True, preserve_all_tensors=False,
+                     allocate=True, **options):
+    """A LiteRT interpreter of the `.tflite` bytes `content`: the one place interpreters are made.
+
+    Args:
+        num_threads: CPU threads (None: the runtime's default).
+        use_xnnpack: False runs LiteRT's builtin kernels only (no default delegate), e.g. to
+            read the graph as converted.
+        preserve_all_tensors: keep every intermediate tensor readable (calibration, debugging).
+        allocate: allocate the tensors (False to resize inputs first).
+        options: further keyword arguments of the Interpreter (e.g.
+            ``experimental_disable_delegate_node_fusion``).
+
+    Raises:
+        ValueError: `content` is not a loadable model.
+    """
+    Interpreter, _, resolver = interpreter_class()
+    kwargs = dict(model_content=bytes(content), num_threads=num_threads, **options)
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+    if resolver is not None:
+        kwargs["experimental_op_resolver_type"] = (
+            resolver.AUTO if use_xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(**kwargs)
+    if allocate:
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 def quantize(x, dtype, scale, zero_point):
     """float -> integer tensor with the given affine parameters (round half to even, clipped)."""
     info = np.iinfo(dtype)
@@ -62,18 +91,12 @@ class TFLiteRunner:
             with open(path, "rb") as f:
                 content = f.read()
         self.path, self._content = path, content
-        Interpreter, self.runtime, resolver = interpreter_class()
-        kwargs = dict(model_content=content, num_threads=num_threads,
-                      experimental_preserve_all_tensors=preserve_all_tensors)
-        if resolver is not None:
-            kwargs["experimental_op_resolver_type"] = (
-                resolver.AUTO if use_xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
+        self.runtime = interpreter_class()[1]
         try:
-            self.interpreter = Interpreter(**kwargs)
+            self.interpreter = make_interpreter(content, num_threads, use_xnnpack,
+                                                preserve_all_tensors)
         except ValueError as err:
             raise ValueError(f"{path or 'model'} is not a loadable .tflite model: {err}") from err
-        self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ValueError(f"Expected one input, the model has {len(inputs)}")
@@ -141,10 +164,5 @@ class TFLiteRunner:
     def op_types(self):
         """Sorted distinct builtin op names of the graph as converted, before any delegate
         takes nodes (e.g. ['ADD', 'CONV_2D', ...])."""
-        Interpreter, _, resolver = interpreter_class()
-        kwargs = {"model_content": self._content}
-        if resolver is not None:
-            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        plain = Interpreter(**kwargs)
-        plain.allocate_tensors()
+        plain = make_interpreter(self._content, use_xnnpack=False)
         return sorted({op["op_name"] for op in plain._get_ops_details()})

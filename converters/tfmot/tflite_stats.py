@@ -5,22 +5,16 @@ the Keras model it came from.
 
 import numpy as np
 
+from converters.litert_inspect import flatbuffer_utils
+
 #: Ops whose second input is a kernel: (op type, axis of the output channels in TFLite's layout).
 #: TFLite lays kernels out as (out, h, w, in) for CONV_2D, (1, h, w, out) for DEPTHWISE_CONV_2D
 #: and (out, in) for FULLY_CONNECTED.
 KERNEL_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1}
 
 
-def _flatbuffer_utils():
-    try:
-        from ai_edge_litert.tools import flatbuffer_utils
-    except ImportError:  # the same module in TensorFlow's tree
-        from tensorflow.lite.tools import flatbuffer_utils
-    return flatbuffer_utils
-
-
 def _graph(content):
-    fb = _flatbuffer_utils()
+    fb = flatbuffer_utils()
     model = fb.read_model_from_bytearray(bytearray(content))
     return fb, model, model.subgraphs[0]
 
