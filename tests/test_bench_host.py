@@ -1,7 +1,6 @@
 """android_bench.host and the ``host`` command, on tiny SwiftFormers exported to .tflite."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -15,25 +14,7 @@ from android_bench.host import (
     random_input,
 )
 from android_bench.schema import load_reports, validate
-
-TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3))
-
-
-def tiny_models(tmp_path_factory):
-    """A tiny SwiftFormer (64x64) exported once per session to float32 .tflite, and a copy
-    under a second name (the harness, not the format, is under test; an export costs ~20 s):
-    {"float32": path, "float16": path}. Shared by the host and flow tests."""
-    folder = tmp_path_factory.getbasetemp() / "bench_tiny_models"
-    paths = {fmt: folder / f"tiny_{fmt}.tflite" for fmt in ("float32", "float16")}
-    if not all(p.exists() for p in paths.values()):
-        from converters.tflite import export_tflite
-        from keras_swiftformer import SwiftFormer
-
-        model = SwiftFormer(classifier_activation=None, **TINY)
-        export_tflite(model, paths["float32"], "float32")
-        shutil.copyfile(paths["float32"], paths["float16"])
-    return {fmt: str(path) for fmt, path in paths.items()}
-
+from tests.support.bench import tiny_models
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -13,6 +13,8 @@ import shutil
 import stat
 import sys
 
+from tests.support import TINY as SUPPORT_TINY
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ANDROID_SAMPLE = ROOT / "android_bench" / "android" / "sample-output.json"
 IOS_SAMPLE = ROOT / "android_bench" / "ios" / "sample-output.json"
@@ -422,7 +424,7 @@ def fake_elf(path, machine=0xB7):
     return str(path)
 
 
-TINY = dict(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3))
+TINY = dict(SUPPORT_TINY, input_shape=(64, 64, 3))
 
 
 def tiny_models(tmp_path_factory):
