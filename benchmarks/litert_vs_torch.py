@@ -39,6 +39,7 @@ from android_bench.host import interleaved_order, random_input
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 from converters.litert_inspect import delegation
 from converters.metrics import fidelity
+from converters.report import markdown_table
 from converters.runtime import make_interpreter
 from converters.tflite import convert
 from keras_swiftformer.config import SwiftFormerConfig
@@ -54,6 +55,9 @@ SIZE = 224
 
 #: Model keys in table order; the reference of the float ratio comes first.
 MODELS = ("litert_torch", "keras_naive", "ours_float32", "ours_int8", "ours_int8_mixed")
+MODEL_TITLES = {"litert_torch": "litert-torch f32", "keras_naive": "Keras naive f32",
+                "ours_float32": "ours f32", "ours_int8": "ours int8",
+                "ours_int8_mixed": "ours int8 mixed"}
 
 
 def keras_model(variant):
@@ -177,30 +181,24 @@ def _ms(row, key):
 
 def markdown(results, info):
     """The results as Markdown: latency table, fidelity and graph tables, how it was measured."""
-    lines = [
-        "| variant | threads | litert-torch f32 | Keras naive f32 | ours f32 | ours int8 | "
-        "ours int8 mixed | ours f32 / litert-torch | (CPU time) | ours f32 / naive | "
-        "int8 / ours f32 | mixed / ours f32 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in results:
-        lines.append(
-            f"| {row['variant']} | {row['threads']} | "
-            + " | ".join(_ms(row, key) for key in MODELS) + " | "
-            + " | ".join([_ratio(row, "ours_float32", "litert_torch"),
-                          _ratio(row, "ours_float32", "litert_torch", "cpu_median_ms"),
-                          _ratio(row, "ours_float32", "keras_naive"),
-                          _ratio(row, "ours_int8", "ours_float32"),
-                          _ratio(row, "ours_int8_mixed", "ours_float32")]) + " |")
+    ratios = (("ours f32 / litert-torch", "ours_float32", "litert_torch", "median_ms"),
+              ("(CPU time)", "ours_float32", "litert_torch", "cpu_median_ms"),
+              ("ours f32 / naive", "ours_float32", "keras_naive", "median_ms"),
+              ("int8 / ours f32", "ours_int8", "ours_float32", "median_ms"),
+              ("mixed / ours f32", "ours_int8_mixed", "ours_float32", "median_ms"))
+    latency = [{"variant": row["variant"], "threads": row["threads"],
+                **{key: _ms(row, key) for key in MODELS},
+                **{title: _ratio(row, a, b, stat) for title, a, b, stat in ratios}}
+               for row in results]
+    lines = [markdown_table(latency, (("variant", "variant", "{}"), ("threads", "threads", "{}"))
+                            + tuple((MODEL_TITLES[key], key, "{}") for key in MODELS)
+                            + tuple((title, title, "{}") for title, *_ in ratios))]
     lines += ["", "Times: median wall-clock ms per inference. (CPU time): the same ratio of the "
               "median process CPU time per inference, which other processes on the machine do "
               "not inflate (with 2 threads it counts the threads' spinning too).", "",
               "Fidelity against the Keras float model (sample photos) and the graphs as LiteRT "
-              "runs them:", "",
-              "| variant | model | SQNR (dB) | top-1 agreement | ops | XNNPACK partitions | "
-              "ops left to LiteRT's own kernels | size (MB) |",
-              "|---|---|---:|---:|---:|---:|---|---:|"]
-    seen = set()
+              "runs them:", ""]
+    seen, graphs = set(), []
     for row in results:
         if row["variant"] in seen:
             continue
@@ -210,10 +208,14 @@ def markdown(results, info):
                 continue
             fid, graph = row["fidelity"][key], row["graphs"][key]
             left = ", ".join(f"{op} x{n}" for op, n in sorted(graph["undelegated"].items()))
-            lines.append(f"| {row['variant']} | {key} | {fid['sqnr_db']:.1f} | "
-                         f"{fid['top1_agreement']:.3f} | {graph['ops']} | {graph['partitions']} | "
-                         f"{left or 'none'} | {graph['size_mb']:.1f} |")
-    lines += ["", info]
+            graphs.append({"variant": row["variant"], "model": key, **fid, **graph,
+                           "left": left or "none"})
+    lines += [markdown_table(graphs, (
+        ("variant", "variant", "{}"), ("model", "model", "{}"), ("SQNR (dB)", "sqnr_db", "{:.1f}"),
+        ("top-1 agreement", "top1_agreement", "{:.3f}"), ("ops", "ops", "{}"),
+        ("XNNPACK partitions", "partitions", "{}"),
+        ("ops left to LiteRT's own kernels", "left", "{}"), ("size (MB)", "size_mb", "{:.1f}"))),
+        "", info]
     return "\n".join(lines)
 
 

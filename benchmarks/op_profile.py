@@ -20,6 +20,7 @@ import numpy as np
 
 from converters.litert_inspect import flatbuffer_utils as _flatbuffer_utils
 from converters.litert_inspect import set_random_input
+from converters.report import markdown_table
 from converters.runtime import make_interpreter
 
 
@@ -152,16 +153,19 @@ def by_op_type(rows):
 def format_profile(rows, whole, top=20):
     """A Markdown summary: time by op type, then the `top` slowest ops."""
     total = sum(r["ms"] for r in rows)
-    lines = [f"whole model {whole:.2f} ms; sum of {len(rows)} single-op models {total:.2f} ms",
-             "", "| op | XNNPACK | count | ms | share |", "|---|---|---:|---:|---:|"]
-    for (op, delegated), (count, ms) in by_op_type(rows).items():
-        lines.append(f"| {op} | {'yes' if delegated else 'no'} | {count} | {ms:.3f} | "
-                     f"{100 * ms / total:.1f} % |")
-    lines += ["", "| # | op | output | XNNPACK | ms |", "|---:|---|---|---|---:|"]
-    for row in sorted(rows, key=lambda r: -r["ms"])[:top]:
-        lines.append(f"| {row['index']} | {row['op']} | {row['shape']} | "
-                     f"{'yes' if row['delegated'] else 'no'} | {row['ms']:.3f} |")
-    return "\n".join(lines)
+    by_type = [{"op": op, "xnnpack": "yes" if delegated else "no", "count": count, "ms": ms,
+                "share": 100 * ms / total}
+               for (op, delegated), (count, ms) in by_op_type(rows).items()]
+    slowest = [{**row, "xnnpack": "yes" if row["delegated"] else "no"}
+               for row in sorted(rows, key=lambda r: -r["ms"])[:top]]
+    return "\n".join([
+        f"whole model {whole:.2f} ms; sum of {len(rows)} single-op models {total:.2f} ms", "",
+        markdown_table(by_type, (("op", "op", "{}"), ("XNNPACK", "xnnpack", "{}"),
+                                 ("count", "count", "{}"), ("ms", "ms", "{:.3f}"),
+                                 ("share", "share", "{:.1f} %"))), "",
+        markdown_table(slowest, (("#", "index", "{}"), ("op", "op", "{}"),
+                                 ("output", "shape", "{}"), ("XNNPACK", "xnnpack", "{}"),
+                                 ("ms", "ms", "{:.3f}")))])
 
 
 def main(argv=None):
