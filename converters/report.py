@@ -29,6 +29,7 @@ COLUMNS = (
     ("XNNPACK partitions", "xnnpack_partitions", "{}"),
     ("GPU analyser", "gpu_compatible", "{}"),
     ("MediaPipe", "mediapipe", "{}"),
+    ("Core ML ops", "coreml_ops", "{}"),
     ("file", "file", "{}"),
 )
 #: Text of boolean cells, by row key.
@@ -43,6 +44,8 @@ def _cell(row, key, fmt):
         return "-"
     if key in FLAGS:
         return FLAGS[key][0] if value else FLAGS[key][1]
+    if key == "coreml_ops":  # `converters.coreml.op_summary`
+        return f"{value['count']} ({value['transposes']} transposes)"
     if key == "latency_ratio" and row.get("slow"):
         return fmt.format(value) + " SLOW"
     if key.endswith("bytes"):
@@ -89,7 +92,20 @@ def markdown_report(info, rows):
             lines.append(f"- **{key.replace('_', ' ')}**: {info[key]}")
     lines += ["", "Metrics compare each model's logits with the Keras float32 model on the "
               "evaluation images (never used for calibration).", "", markdown_table(rows), ""]
-    return "\n".join(lines + litert_notes(rows))
+    return "\n".join(lines + litert_notes(rows) + coreml_notes(rows))
+
+
+def coreml_notes(rows):
+    """Markdown lines under the table: each Core ML program's op histogram (non-constant MIL
+    operations, most frequent first)."""
+    programs = [r for r in rows if not r.get("error") and r.get("coreml_ops")]
+    if not programs:
+        return []
+    lines = ["Core ML programs, non-constant operations by type:", ""]
+    for row in programs:
+        ops = ", ".join(f"{op} {n}" for op, n in row["coreml_ops"]["histogram"].items())
+        lines.append(f"- {row['format']}: {ops}")
+    return lines
 
 
 def litert_notes(rows):

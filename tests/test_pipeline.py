@@ -164,8 +164,12 @@ def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
     assert "latency_ms" not in rows["coreml_float32"]
     with open(xs_pipeline["report"]["markdown"]) as f:
         text = f.read()
-    for title in ("ms (host)", "x float32", "XNNPACK partitions", "GPU analyser", "MediaPipe"):
+    for title in ("ms (host)", "x float32", "XNNPACK partitions", "GPU analyser", "MediaPipe",
+                  "Core ML ops"):
         assert f" {title} |" in text
+    ops = rows["coreml_float16"]["coreml_ops"]
+    assert ops["transposes"] == 0 and ops["count"] == sum(ops["histogram"].values())
+    assert f"| {ops['count']} (0 transposes) |" in text and "- coreml_float16: conv " in text
     assert "**int16x8 is slow here**" in text and " SLOW |" in text
     assert "interleaved" in xs_pipeline["info"]["latency"]
 
