@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from keras_swiftformer.config import PREPROCESSING
 from keras_swiftformer.files import atomic_output
 
 FLAT_LABEL = re.compile(r"^(\d+)_")
@@ -131,7 +132,7 @@ class Evaluated:
         shape = self.model.inputs[0].shape
         self.size = (shape[1], shape[2]) if shape[1] and shape[2] else None
         self.num_outputs = int(self.model.outputs[0].shape[-1])
-        self.normalize = not any(layer.name == "preprocessing" for layer in self.model.layers)
+        self.normalize = not any(layer.name == PREPROCESSING for layer in self.model.layers)
 
     def predict(self, images, batch_size):
         from keras_swiftformer.imagenet import preprocess_input

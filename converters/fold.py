@@ -12,7 +12,8 @@ Kernel layouts are Keras's: Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, C
 
 import numpy as np
 
-from keras_swiftformer.config import POOL, SwiftFormerConfig, module_path
+from keras_swiftformer.config import (HEADS, NORM, POOL, PREPROCESSING, SwiftFormerConfig,
+                                      module_path)
 
 
 def _f64(*arrays):
@@ -205,9 +206,9 @@ def fold_swiftformer(model):
     folded = {}
     kernel, bias = _weights(layers, "stem.0")
     if geometry.include_preprocessing:
-        config = layers["preprocessing"].get_config()
+        config = layers[PREPROCESSING].get_config()
         pixel, scale = rescaling_as_centering(config["scale"], config["offset"], kernel.shape[2])
-        folded["preprocessing"] = [pixel]
+        folded[PREPROCESSING] = [pixel]
         kernel, bias = fold_affine_before(kernel, bias, scale)
     folded["stem.0"] = fold_affine_after(kernel, bias, *_bn(layers, "stem.1"))
     kernel, bias = _weights(layers, "stem.3")
@@ -220,10 +221,10 @@ def fold_swiftformer(model):
         for j in range(depth - 1):
             _fold_conv_block(layers, f"stages.{i}.blocks.{j}", folded)
         _fold_attention_block(layers, f"stages.{i}.blocks.{depth - 1}", folded)
-    norm = _bn(layers, "norm")
+    norm = _bn(layers, NORM)
     if geometry.top == "logits":
-        kernels, biases = zip(_weights(layers, "head"), _weights(layers, "head_dist"))
-        folded["head"] = fold_affine_before(*average_linear(kernels, biases), *norm)
+        kernels, biases = zip(*(_weights(layers, head) for head in HEADS))
+        folded[HEADS[0]] = fold_affine_before(*average_linear(kernels, biases), *norm)
     else:
-        folded["norm"] = [a.astype(np.float32) for a in norm]
+        folded[NORM] = [a.astype(np.float32) for a in norm]
     return geometry, folded
