@@ -246,7 +246,7 @@ class _Graphs:
     graph built once, on first use."""
 
     def __init__(self, model, graph):
-        self.model, self.graph, self._folded = model, graph, None
+        self.model, self.graph, self._folded, self._contents = model, graph, None, {}
 
     def for_format(self, fmt):
         """(name, model, float_ops of `tflite.FLOAT_OPS_FORMATS`) to convert `fmt` from."""
@@ -258,14 +258,29 @@ class _Graphs:
             self._folded = for_inference(self.model)
         return "folded", self._folded, FOLDED_FLOAT_OPS
 
+    def export(self, fmt, path, calibration):
+        """Writes `fmt`, converted from its graph, to `path`; returns the graph's name. A
+        format that is another's file under its earlier name (`tflite.ALIASES`) is converted
+        once and copied."""
+        graph, model, float_ops = self.for_format(fmt)
+        key = (graph, tflite.ALIASES.get(fmt, fmt))
+        if key in self._contents:
+            with open(path, "wb") as f:
+                f.write(self._contents[key])
+        else:
+            tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops)
+            if key[1] in tflite.ALIASES.values():
+                with open(path, "rb") as f:
+                    self._contents[key] = f.read()
+        return graph
+
 
 def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):
     from converters.runtime import TFLiteRunner
     from keras_swiftformer.files import atomic_output
 
-    graph, model, float_ops = graphs.for_format(fmt)
     with atomic_output(path) as tmp:  # the file appears with its metadata, or not at all
-        tflite.export_tflite(model, tmp, fmt, calibration=calibration, float_ops=float_ops)
+        graph = graphs.export(fmt, tmp, calibration)
         labeller(tmp, fmt, os.path.basename(path))
     actual = TFLiteRunner(path).predict(evaluation)
     return {"graph": graph, "size_bytes": os.path.getsize(path),

@@ -52,6 +52,9 @@ ROUNDING_IMAGES = 32
 FLOAT_HEAD_LAYERS = ("head",)
 #: Input and output type of the calibrated formats: int8 takes float32 because MediaPipe Tasks
 #: opens float32 or uint8 input only.
+#: A format that is another's file under its earlier name (with `converters.calibration`'s
+#: ranges; the "converter" path keeps int8_mixed's own deny-list conversion).
+ALIASES = {"int8_mixed": "int8"}
 _IO_TYPES = {"int8": "float32", "uint8": "uint8", "int8_float_io": "float32",
              "int8_mixed": "float32"}
 
