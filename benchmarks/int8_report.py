@@ -143,17 +143,10 @@ def tensor_sqnr(reference, quantized, images):
     """[(tensor name, SQNR dB)] in `quantized`'s graph order: each integer tensor, dequantised,
     against the float tensor of the same name in `reference` (a float `.tflite`), over
     `images`: where a quantised model's error builds up."""
-    from converters.runtime import dequantize, interpreter_class, quantize
+    from converters.runtime import dequantize, make_interpreter, quantize
 
-    Interpreter, _, resolver = interpreter_class()
-
-    def interpreter(content):
-        it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        it.allocate_tensors()
-        return it
-
-    floats, ints = interpreter(reference), interpreter(quantized)
+    floats, ints = (make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
+                    for content in (reference, quantized))
     by_name = {d["name"]: d for d in floats.get_tensor_details()}
     order = [out for op in ints._get_ops_details() for out in op["outputs"]]
     details = {d["index"]: d for d in ints.get_tensor_details()}

@@ -319,7 +319,7 @@ def _coreml_row(model, path, fmt, evaluation, info, calibration=None):
     """Exports one Core ML format and verifies it on Linux (spec, every weight, and the
     program run by the numpy evaluator) against the Keras model. ``w8a8`` calibrates on
     `calibration`, default the evaluation images after the ones the evaluator runs."""
-    from converters.coreml import COREML_FORMATS, export_coreml, verify_coreml
+    from converters.coreml import export_coreml, verify_coreml
 
     images = evaluation[:COREML_EVALUATION_IMAGES]
     options = dict(COREML_FORMATS[fmt])
