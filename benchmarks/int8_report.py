@@ -5,14 +5,18 @@ weights drawn like them for S and L3, as `benchmarks.litert_vs_torch`) goes thro
 `converters.inference_graph.for_inference` and is exported as:
 
 - ``float32``: our float file, the latency reference;
-- ``int8 (converter)`` / ``int8_mixed (converter)``: the previous formats, the TFLite
-  converter's min/max calibration (``ranges="converter"``): full integer with int8 I/O, and
-  float I/O with `FOLDED_FLOAT_OPS` in float;
-- ``int8`` / ``int8_mixed``: the current defaults (`converters.weight_rounding`: GPTQ rounding
-  of the pointwise kernels; `converters.calibration`: error-minimising ranges, per-image
-  summaries at min/max, the classifier head in float);
-- ``int8 (nearest weights)``: the default without GPTQ (the converter's rounding);
-- ``int8 (32 photos)``: the default with the pipeline's former 32 calibration photos;
+- ``int8 (converter)``: what the TFLite converter gives on its own (min/max calibration,
+  ``ranges="converter"``), full integer inside, float32 I/O;
+- ``int8 (previous)``: the default before issue 16's second step: GPTQ rounding of the
+  pointwise kernels (`converters.weight_rounding`), error-minimising ranges
+  (`converters.calibration`), the classifier head and only the ops XNNPACK has no int8 kernel
+  for (`UNSUPPORTED_INT8_OPS`) in float;
+- ``int8``: the pipeline's default (float32 I/O): as the previous, with every op but the
+  convolutions and projections in float (`FOLDED_FLOAT_OPS`) and GELU inputs' ranges chosen
+  for the error after the GELU;
+- ``uint8``: the same file with uint8 input and output;
+- ablations of the default: ``int8 (plain MSE ranges)`` (no GELU-aware ranges),
+  ``int8 (nearest weights)`` (no GPTQ), ``int8 (32 photos)`` (the former calibration size);
 - ``dynamic_int8``: int8 weights, float activations;
 - competitor rows, where ``litert-torch`` and ``ai-edge-quantizer`` are installed (a separate
   venv: ``python -m venv --system-site-packages V && V/bin/pip install ai-edge-quantizer
@@ -22,11 +26,13 @@ weights drawn like them for S and L3, as `benchmarks.litert_vs_torch`) goes thro
   ``dynamic_wi8_afp32``.
 
 Photos: /work/shared/images/imagenet_samples split as the pipeline does (even-indexed calibrate,
-odd-indexed evaluate). Fidelity is SQNR and top-1 agreement against the Keras float model;
-latency is LiteRT with XNNPACK, batch 1, 224x224, all files of a variant interleaved
+odd-indexed evaluate). Fidelity is SQNR and top-1 agreement against the Keras float model,
+and for each photo whose top-1 changed, the float model's margin between its first and second
+class in units of that photo's logit std (random-weight fixtures have near ties: a margin of
+0.01 sigma flips at any int8 noise level); latency is LiteRT with XNNPACK, batch 1, 224x224, all files of a variant interleaved
 (`benchmarks.litert_vs_torch.time_interleaved`). With ``--plot``, the accumulated error of
-every quantised tensor of XS (SQNR of the tensor against the float model's, graph order) before
-and after, on one axis.
+every tensor of XS (SQNR of the tensor against the float model's, graph order) in the
+converter's full-integer file, the previous default and the current one, on one axis.
 
     python -m benchmarks.int8_report --variants XS S L1 L3 --markdown benchmarks/int8_results.md \\
         --json benchmarks/int8_results.json --plot benchmarks/int8_layers.png
@@ -45,27 +51,28 @@ from benchmarks.litert_vs_torch import (SAMPLES, SIZE, keras_model, litert_torch
                                         normalise_nchw, time_interleaved, write_outputs)
 from converters.litert_inspect import delegation
 from converters import calibration
-from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+from converters.inference_graph import FOLDED_FLOAT_OPS, UNSUPPORTED_INT8_OPS, for_inference
 from converters.report import fidelity, markdown_table
 from converters.tflite import configure, convert, saved_model
 
 #: Row keys in table order; "float32" is the latency reference.
-ROWS = ("float32", "int8 (converter)", "int8_mixed (converter)", "int8", "int8_mixed",
-        "int8 (nearest weights)", "int8 (32 photos)", "dynamic_int8")
+ROWS = ("float32", "int8 (converter)", "int8 (previous)", "int8", "uint8",
+        "int8 (plain MSE ranges)", "int8 (nearest weights)", "int8 (32 photos)", "dynamic_int8")
 #: Rows of the PyTorch model through litert-torch (NCHW normalised input), when installed.
 COMPETITORS = ("litert-torch float32", "litert-torch + AEQ static_wi8_ai8",
                "litert-torch + AEQ dynamic_wi8_afp32")
 #: `converters.report.markdown_table` columns: (title, row key, format).
 COLUMNS = (("variant", "variant", "{}"), ("model", "model", "{}"),
            ("SQNR (dB)", "sqnr_db", "{:.2f}"), ("top-1 agreement", "top1_agreement", "{:.3f}"),
+           ("flipped photos' float margin (σ)", "flip_margins", "{}"),
            ("size (MB)", "size_mb", "{:.2f}"), ("XNNPACK partitions", "partitions", "{}"),
            ("median ms", "median_ms", "{:.2f}"), ("/ float32", "ratio", "{:.2f}"),
            ("/ float32 (CPU time)", "cpu_ratio", "{:.2f}"))
 
 
-def calibrated_pair(folded, images):
-    """The default int8 and int8_mixed from one weight rounding and one calibration (what
-    `convert` does for each): {"int8": bytes, "int8_mixed": bytes}."""
+def calibrated_rows(folded, images):
+    """The default int8, uint8 and two ablations from one weight rounding and one calibration
+    (what `convert` does for each): {row key: bytes}."""
     import tempfile
 
     import tensorflow as tf
@@ -81,9 +88,15 @@ def calibrated_pair(folded, images):
         calibrated = calibration.calibrate(converter)
     stats = calibration.activation_statistics(calibrated, images)
     ranged = calibration.with_ranges(calibrated, calibration.choose_ranges(stats, "mse"))
+    plain = calibration.with_ranges(calibrated, calibration.choose_ranges(
+        {i: {**entry, "consumers": []} for i, entry in stats.items()}, "mse"))
     nodes = calibration.head_nodes(ranged)
-    return {"int8": calibration.quantize(ranged, "int8", FOLDED_FLOAT_OPS, nodes),
-            "int8_mixed": calibration.quantize(ranged, "float32", FOLDED_FLOAT_OPS, nodes)}
+    return {"int8": calibration.quantize(ranged, "float32", FOLDED_FLOAT_OPS, nodes),
+            "uint8": calibration.quantize(ranged, "uint8", FOLDED_FLOAT_OPS, nodes),
+            "int8 (plain MSE ranges)": calibration.quantize(plain, "float32", FOLDED_FLOAT_OPS,
+                                                            nodes),
+            "int8 (previous)": calibration.quantize(plain, "float32", UNSUPPORTED_INT8_OPS,
+                                                    nodes)}
 
 
 def export_rows(model, calibration_images, log=print):
@@ -92,11 +105,8 @@ def export_rows(model, calibration_images, log=print):
     steps = {
         "float32": lambda: {"float32": convert(folded, "float32")},
         "int8 (converter)": lambda: {"int8 (converter)": convert(
-            folded, "int8", calibration_images, ranges="converter")},
-        "int8_mixed (converter)": lambda: {"int8_mixed (converter)": convert(
-            folded, "int8_mixed", calibration_images, float_ops=FOLDED_FLOAT_OPS,
-            ranges="converter")},
-        "defaults": lambda: calibrated_pair(folded, calibration_images),
+            folded, "int8_float_io", calibration_images, ranges="converter")},
+        "defaults": lambda: calibrated_rows(folded, calibration_images),
         "int8 (nearest weights)": lambda: {"int8 (nearest weights)": convert(
             folded, "int8", calibration_images, float_ops=FOLDED_FLOAT_OPS, weights="nearest")},
         "int8 (32 photos)": lambda: {"int8 (32 photos)": convert(
@@ -140,9 +150,11 @@ def competitor_rows(model, variant, calibration_images, log=print):
 
 
 def tensor_sqnr(reference, quantized, images):
-    """[(tensor name, SQNR dB)] in `quantized`'s graph order: each integer tensor, dequantised,
-    against the float tensor of the same name in `reference` (a float `.tflite`), over
-    `images`: where a quantised model's error builds up."""
+    """[(tensor name, SQNR dB)] in `quantized`'s graph order: each of its tensors that
+    `reference` (a float `.tflite`) has under the same name and shape, integer ones
+    dequantised, against the float one, over `images`: where a quantised model's error builds
+    up (float tensors of a partly quantised model carry the error of the int8 ops before
+    them)."""
     from converters.runtime import dequantize, make_interpreter, quantize
 
     floats, ints = (make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
@@ -151,7 +163,8 @@ def tensor_sqnr(reference, quantized, images):
     order = [out for op in ints._get_ops_details() for out in op["outputs"]]
     details = {d["index"]: d for d in ints.get_tensor_details()}
     pairs = [(details[i], by_name[details[i]["name"]]) for i in order
-             if details[i]["name"] in by_name and np.dtype(details[i]["dtype"]).kind == "i"]
+             if details[i]["name"] in by_name
+             and tuple(details[i]["shape"]) == tuple(by_name[details[i]["name"]]["shape"])]
     signal, noise = np.zeros(len(pairs)), np.zeros(len(pairs))
     for image in np.asarray(images, np.float32):
         for it in (floats, ints):
@@ -163,32 +176,32 @@ def tensor_sqnr(reference, quantized, images):
             it.invoke()
         for k, (q, f) in enumerate(pairs):
             want = floats.get_tensor(f["index"]).astype(np.float64)
-            got = dequantize(ints.get_tensor(q["index"]), *q["quantization"])
-            if want.shape != got.shape:
-                continue
+            got = ints.get_tensor(q["index"])
+            if np.dtype(q["dtype"]).kind in "iu":
+                got = dequantize(got, *q["quantization"])
             signal[k] += np.sum(want**2)
-            noise[k] += np.sum((got - want) ** 2)
+            noise[k] += np.sum((np.asarray(got, np.float64) - want) ** 2)
     return [(q["name"], float(10 * np.log10(s / max(n, 1e-30))))
             for (q, _), s, n in zip(pairs, signal, noise)]
 
 
-def plot_layers(before, after, path, title):
-    """Line plot of two `tensor_sqnr` results over the tensors they share (graph order)."""
+def plot_layers(series, path, title):
+    """Line plot of `tensor_sqnr` results ({label: result}) over the tensors all of them
+    share, in the first one's graph order."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    after_by_name = dict(after)
-    shared = [(name, value, after_by_name[name]) for name, value in before
-              if name in after_by_name]
-    labels = [name.split(";")[-1].split("/")[-2] if "/" in name else name
-              for name, _, _ in shared]
+    lookups = [dict(result) for result in series.values()]
+    first = next(iter(series.values()))
+    shared = [name for name, _ in first if all(name in lookup for lookup in lookups)]
+    labels = [name.split(";")[-1].split("/")[-2] if "/" in name else name for name in shared]
     figure, axis = plt.subplots(figsize=(16, 5))
-    axis.plot([b for _, b, _ in shared], label="before: converter min/max", marker=".")
-    axis.plot([a for _, _, a in shared], label="after: converters.calibration", marker=".")
+    for label, lookup in zip(series, lookups):
+        axis.plot([lookup[name] for name in shared], label=label, marker=".")
     axis.axhline(30, color="grey", linestyle=":", label="30 dB")
-    finite = [v for _, b, a in shared for v in (b, a) if np.isfinite(v)]
+    finite = [v for lookup in lookups for v in (lookup[n] for n in shared) if np.isfinite(v)]
     axis.set_ylim(min(finite) - 2, min(60.0, max(finite)) + 2)  # exact tensors: off the top
     step = max(1, len(labels) // 60)
     axis.set_xticks(range(0, len(labels), step))
@@ -200,6 +213,26 @@ def plot_layers(before, after, path, title):
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+#: `plot_layers` series: (label, row key).
+PLOTTED = (("converter min/max, full integer", "int8 (converter)"),
+           ("previous default", "int8 (previous)"), ("int8 now", "int8"))
+
+
+def flip_margins(reference, got):
+    """Top-1 margins (first minus second logit, in units of the photo's logit std) of the
+    float model on the photos where `got`'s top-1 differs: how close to a tie they were."""
+    order = np.sort(reference, axis=-1)
+    margins = (order[:, -1] - order[:, -2]) / reference.std(axis=-1)
+    flipped = np.argmax(got, axis=-1) != np.argmax(reference, axis=-1)
+    return margin_text(sorted(margins[flipped]))
+
+
+def margin_text(margins, shown=4):
+    """'0.000, 0.011' for a few margins; the first `shown` and a count for more."""
+    text = ", ".join(f"{m:.3f}" for m in margins[:shown]) or "-"
+    return text + (f" and {len(margins) - shown} more" if len(margins) > shown else "")
 
 
 def measure_variant(variant, calibration_images, evaluation, threads, runs, log=print):
@@ -216,10 +249,12 @@ def measure_variant(variant, calibration_images, evaluation, threads, runs, log=
     rows = []
     for key, content in contents.items():
         images = normalise_nchw(evaluation) if key in COMPETITORS else evaluation
-        result = fidelity(reference, TFLiteRunner(content=content).predict(images))
+        got = TFLiteRunner(content=content).predict(images)
+        result = fidelity(reference, got)
         rows.append({"variant": variant, "model": key, "weights": source,
                      "sqnr_db": round(result["sqnr_db"], 2),
                      "top1_agreement": round(result["top1_agreement"], 3),
+                     "flip_margins": flip_margins(reference, got),
                      "size_mb": round(len(content) / 2**20, 2),
                      "partitions": delegation(content)["partitions"],
                      "median_ms": round(times[key]["median_ms"], 2),
@@ -258,13 +293,13 @@ def main(argv=None):
         print(markdown_table(variant_rows, COLUMNS), flush=True)
         if args.plot and variant == args.variants[0]:
             images = evaluation[:8]
-            before = tensor_sqnr(contents["float32"], contents["int8_mixed (converter)"], images)
-            after = tensor_sqnr(contents["float32"], contents["int8_mixed"], images)
-            plot_layers(before, after, args.plot,
+            series = {label: tensor_sqnr(contents["float32"], contents[key], images)
+                      for label, key in PLOTTED}
+            plot_layers(series, args.plot,
                         f"SwiftFormer-{variant}: accumulated int8 error per tensor, "
                         f"{len(images)} evaluation photos")
             with open(os.path.splitext(args.plot)[0] + ".json", "w") as f:
-                json.dump({"before": before, "after": after}, f)
+                json.dump(series, f)
         write(rows, notes, args, command, len(calibration_images), len(evaluation))
 
 

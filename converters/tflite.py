@@ -12,8 +12,9 @@ float32               float weights and activations
 float16               float16 weights, dequantised at load (float activations)
 dynamic_int8          int8 weights, float activations (dynamic-range quantisation)
 int8                  integer inside except the `float_ops` and the classifier (pooling and
-                      head; one XNNPACK partition for the folded graph), float32 input and
-                      output: the int8 file MediaPipe opens (it refuses int8 input)
+                      head); for the folded graph int8 convolutions and projections, float
+                      elsewhere, one XNNPACK partition; float32 input and output: the int8
+                      file MediaPipe opens (it refuses int8 input)
 uint8                 as int8 with uint8 input and output (camera pixels as they are)
 int8_float_io         full integer inside (no float op), float input and output
 int16x8               16-bit activations, 8-bit weights, float input and output
@@ -23,7 +24,8 @@ int8_mixed            the same file as int8 (its earlier name, kept for scripts)
 Integer formats need calibration images (`calibration`), fed through the reference evaluation
 transform (`keras_swiftformer.imagenet.load_images`). The int8 formats take their activation
 ranges from `converters.calibration` (`RANGES`): by default each tensor's range minimises its
-int8 error on the calibration images instead of spanning their min and max; and their
+int8 error on the calibration images (for a GELU's input, the error after the GELU) instead of
+spanning their min and max; and their
 pointwise kernels are rounded by GPTQ (`converters.weight_rounding`, `WEIGHT_ROUNDINGS`).
 """
 

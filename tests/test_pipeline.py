@@ -135,13 +135,24 @@ def test_integer_io_models_take_raw_pixels(xs_pipeline):
     assert runner.input_dtype == np.uint8
     scale, zero_point = runner.input_quantization
     assert abs(scale - 1.0) < 0.02 and zero_point == 0  # calibrated on 0..255 pixels
-    # int8 is integer inside with float32 I/O (the int8 file MediaPipe opens), and keeps the
-    # folded graph's GELU, RSQRT and MAXIMUM in float: one XNNPACK partition.
+    # int8 has float32 I/O (the int8 file MediaPipe opens), int8 convolutions and projections
+    # (all but the classifier head) and the folded graph's other ops in float
+    # (FOLDED_FLOAT_OPS): one XNNPACK partition.
+    from converters.inference_graph import FOLDED_FLOAT_OPS
     from converters.litert_inspect import delegation
 
     int8 = TFLiteRunner(xs_pipeline["models"]["int8"])
     assert int8.input_dtype == np.float32 and "QUANTIZE" in int8.op_types()
     assert int8.predict(np.zeros((1, 224, 224, 3))).dtype == np.float32
+    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in int8.interpreter.get_tensor_details()}
+    outputs = {}
+    for op in int8.interpreter._get_ops_details():
+        outputs.setdefault(op["op_name"], []).append(dtypes[op["outputs"][0]])
+    assert outputs["CONV_2D"] == [np.int8] * len(outputs["CONV_2D"])
+    assert outputs["FULLY_CONNECTED"][:-1] == [np.int8] * (len(outputs["FULLY_CONNECTED"]) - 1)
+    assert outputs["FULLY_CONNECTED"][-1] == np.float32  # the head
+    for op in FOLDED_FLOAT_OPS:
+        assert outputs[op] == [np.float32] * len(outputs[op]), op
     with open(xs_pipeline["models"]["int8"], "rb") as f:
         assert delegation(f.read())["partitions"] == 1
 

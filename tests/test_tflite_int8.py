@@ -47,6 +47,43 @@ def test_choose_ranges_keeps_per_image_summaries_at_min_max():
         calibration.choose_ranges(stats, "kl")
 
 
+def test_mse_range_after_gelu_spends_its_levels_where_gelu_keeps_differences():
+    # A pre-GELU tensor: GELU maps everything below about -3 to nearly 0, so the range
+    # chosen for the error after it clips that side far harder than plain MSE does.
+    values = RNG.normal(-1.0, 2.5, 100_000)
+    plain = calibration.mse_range(values, values.min(), values.max())
+    aware = calibration.mse_range(values, values.min(), values.max(), after=calibration.gelu)
+    assert plain[0] < aware[0] < -2.0, (plain, aware)
+    target = calibration.gelu(values)
+
+    def error_after_gelu(low, high):
+        return calibration.quantization_mse(values, low, high, after=calibration.gelu,
+                                            target=target)
+
+    assert error_after_gelu(*aware) < 0.8 * error_after_gelu(*plain)
+    # Without `after` the error is the tensor's own: the plain range is the better there.
+    assert calibration.quantization_mse(values, *plain) < calibration.quantization_mse(
+        values, *aware)
+
+
+def test_gelu_tanh_form_is_within_a_thousandth_of_the_exact_one():
+    x = np.linspace(-8, 8, 2001)
+    exact = keras.ops.convert_to_numpy(keras.activations.gelu(x, approximate=False))
+    np.testing.assert_allclose(calibration.gelu(x), exact, atol=1e-3)
+
+
+def test_choose_ranges_uses_the_function_of_a_tensors_only_consumer():
+    sample = RNG.normal(-1.0, 2.5, 50_000)
+    entry = {"min": sample.min(), "max": sample.max(), "size": 50_000, "sample": sample}
+    stats = {0: {**entry, "consumers": ["GELU"]}, 1: {**entry, "consumers": ["ADD", "GELU"]},
+             2: {**entry, "consumers": []}, 3: entry}
+    ranges = calibration.choose_ranges(stats, "mse")
+    assert ranges[0] == calibration.mse_range(sample, entry["min"], entry["max"],
+                                              after=calibration.gelu)
+    plain = calibration.mse_range(sample, entry["min"], entry["max"])
+    assert ranges[1] == ranges[2] == ranges[3] == plain  # other or mixed consumers: plain
+
+
 @pytest.fixture(scope="module")
 def small_model():
     image = keras.Input((16, 16, 3))
@@ -74,6 +111,8 @@ def test_with_ranges_rewrites_the_recorded_ranges_only(small_model, tmp_path):
     assert all(rewritten[i] == recorded[i] for i in others)
     stats = calibration.activation_statistics(calibrated, images)
     assert set(stats) == set(recorded)
+    # The convolution's output feeds the GELU only (the input of `CONSUMER_FUNCTIONS`).
+    assert ["GELU"] in [entry["consumers"] for entry in stats.values()]
     for i, entry in stats.items():  # the interpreter sees what the converter recorded
         assert entry["min"] == pytest.approx(recorded[i][1], abs=1e-4)
         assert entry["max"] == pytest.approx(recorded[i][2], abs=1e-4)
@@ -97,15 +136,15 @@ def test_int8_formats_keep_their_io_types_and_float_ops(small_model):
         tflite.convert(model, "int8", images, ranges="kl")
 
 
-#: (case, int8 floor, int8_mixed floor): (SQNR dB, top-1 agreement) regression floors a
+#: case -> (SQNR dB, top-1 agreement) regression floors for the default int8 (float32 I/O), a
 #: little under what benchmarks/int8_report.py measured on 2026-12-01 on the shared fixtures
-#: (100 calibration / 64 evaluation photos, 224 px, float32 I/O): XS 30.29 dB / 0.969, L1
-#: 30.81 / 0.953. int8 and int8_mixed are the same file since int8 took float32 I/O.
-FIXTURE_FLOORS = {"original_xs": ((30.0, 0.95), (30.0, 0.95)),
-                  "original_l1": ((30.0, 0.93), (30.0, 0.93))}
+#: (100 calibration / 64 evaluation photos, 224 px): XS 34.23 dB / 0.984, L1 33.76 / 0.938. The
+#: top-1 floors sit lower: the fixtures' random weights leave photos whose first two classes
+#: are within 0.01 of a logit std, which any int8 noise may swap.
+FIXTURE_FLOORS = {"original_xs": (33.5, 0.95), "original_l1": (33.0, 0.9)}
 
 
-def _fixture_fidelity(case, formats):
+def _fixture_int8(case):
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.imagenet import list_images, load_images
@@ -116,30 +155,33 @@ def _fixture_fidelity(case, formats):
     calibration_images = load_images(paths[0::2][:100])
     evaluation = load_images(paths[1::2][:64])
     folded, reference = for_inference(model), model.predict(evaluation, verbose=0)
-    results = {}
-    for fmt in formats:
-        content = tflite.convert(folded, fmt, calibration_images, float_ops=FOLDED_FLOAT_OPS)
-        results[fmt] = (fidelity(reference, TFLiteRunner(content=content).predict(evaluation)),
-                        content)
-    return results
+    content = tflite.convert(folded, "int8", calibration_images, float_ops=FOLDED_FLOAT_OPS)
+    return fidelity(reference, TFLiteRunner(content=content).predict(evaluation)), content
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(FIXTURE_FLOORS))
-def test_default_int8_of_the_fixtures_with_the_sample_photos(case):
-    """The pipeline's photo split (even-indexed calibrate, odd-indexed evaluate): the default
-    int8 and int8_mixed stay above their regression floors, int8_mixed at the issue's 30 dB,
-    each one XNNPACK partition. About 4 (XS) and 8 (L1) minutes on 2 busy cores."""
+def _check_fixture_floor(case):
     from converters.litert_inspect import delegation
 
     if not HAS_SHARED_FIXTURES:
         pytest.skip("the floors were measured on ../shared's fixture checkpoints")
-    results = _fixture_fidelity("shared_" + case, ("int8", "int8_mixed"))
-    for fmt, (sqnr, top1) in zip(("int8", "int8_mixed"), FIXTURE_FLOORS[case]):
-        result, content = results[fmt]
-        assert result["sqnr_db"] >= sqnr, (fmt, result)  # regression floor
-        assert result["top1_agreement"] >= top1, (fmt, result)  # regression floor
-        assert delegation(content)["partitions"] == 1, fmt
+    result, content = _fixture_int8("shared_" + case)
+    sqnr, top1 = FIXTURE_FLOORS[case]
+    assert result["sqnr_db"] >= max(sqnr, 30.0), result  # regression floor; the issue's 30 dB
+    assert result["top1_agreement"] >= top1, result  # regression floor
+    assert delegation(content)["partitions"] == 1
+
+
+def test_default_int8_of_the_xs_fixture_with_the_sample_photos():
+    """The pipeline's photo split (even-indexed calibrate, odd-indexed evaluate): the default
+    int8 of the XS fixture stays above its regression floor and the issue's 30 dB, in one
+    XNNPACK partition. About 80 s on 2 cores."""
+    _check_fixture_floor("original_xs")
+
+
+@pytest.mark.slow
+def test_default_int8_of_the_l1_fixture_with_the_sample_photos():
+    """As for XS, on L1 (about 3 minutes)."""
+    _check_fixture_floor("original_l1")
 
 
 def test_gptq_kernel_stays_on_the_converters_grid_and_lowers_the_output_error():
