@@ -300,23 +300,18 @@ def quantize(calibrated, io_type="float32", float_ops=(), float_nodes=(),
     return content
 
 
-def calibrated_int8(converter, images, io_type="int8", float_ops=(), method="mse",
-                    float_head=False):
-    """Integer `.tflite` bytes with activation ranges chosen by `method` (`RANGE_METHODS`).
+def ranged(converter, images, method="mse"):
+    """The converter's calibrated float model (bytes) with the activation ranges `method`
+    chooses (`RANGE_METHODS`), ready for `quantize`.
 
     Args:
         converter: a `tf.lite.TFLiteConverter` configured for an integer format
             (`converters.tflite.configure`); its representative dataset calibrates.
         images: the calibration images (N, H, W, C) float32, for the range statistics.
-        io_type: "int8", "uint8" or "float32" input and output.
-        float_ops: op types kept in float.
         method: "mse" (per-tensor error-minimising ranges) or "minmax" (the converter's).
-        float_head: keep the classifier's pooling and FULLY_CONNECTED in float
-            (`head_nodes`).
     """
     calibrated = calibrate(converter)
-    if method != "minmax":
-        stats = activation_statistics(calibrated, images)
-        calibrated = with_ranges(calibrated, choose_ranges(stats, method))
-    nodes = head_nodes(calibrated) if float_head else ()
-    return quantize(calibrated, io_type, float_ops, nodes)
+    if method == "minmax":
+        return calibrated
+    stats = activation_statistics(calibrated, images)
+    return with_ranges(calibrated, choose_ranges(stats, method))

@@ -247,6 +247,7 @@ class _Graphs:
 
     def __init__(self, model, graph):
         self.model, self.graph, self._folded, self._contents = model, graph, None, {}
+        self._calibrated = {"keras": {}, "folded": {}}  # `tflite.convert`'s `shared`, per graph
 
     def for_format(self, fmt):
         """(name, model, float_ops of `tflite.FLOAT_OPS_FORMATS`) to convert `fmt` from."""
@@ -268,7 +269,8 @@ class _Graphs:
             with open(path, "wb") as f:
                 f.write(self._contents[key])
         else:
-            tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops)
+            tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops,
+                                 shared=self._calibrated[graph])
             if key[1] in tflite.ALIASES.values():
                 with open(path, "rb") as f:
                     self._contents[key] = f.read()

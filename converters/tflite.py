@@ -175,7 +175,7 @@ def configure(converter, fmt, calibration=None):
 
 
 def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERAS_FLOAT_OPS,
-            ranges="mse", weights="gptq"):
+            ranges="mse", weights="gptq", shared=None):
     """Converts `model` to `.tflite` bytes in format `fmt`.
 
     Args:
@@ -188,6 +188,10 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
         float_ops: op types `FLOAT_OPS_FORMATS` keep in float.
         ranges: how the int8 formats' activation ranges are chosen (`RANGES`).
         weights: how their weights are rounded (`WEIGHT_ROUNDINGS`; not with "converter").
+        shared: a dict in which the int8 formats of one `model` and `calibration` keep their
+            rounded and calibrated model: `int8` and `uint8` differ only in their input and
+            output, so the second converted with the same dict skips the rounding and
+            calibration (the pipeline passes one per graph).
     """
     import tensorflow as tf
 
@@ -200,24 +204,45 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
         raise ValueError(f"Format {fmt} needs calibration images")
     if fmt == "int16x8":  # its SUM kernel fails over thousands of tokens, MEAN does not
         model = with_token_sum(model, "mean")
-    if fmt in _IO_TYPES and ranges != "converter" and weights == "gptq":
-        from converters.weight_rounding import round_weights
+    if fmt in _IO_TYPES and ranges != "converter":
+        from converters.calibration import head_nodes, quantize
 
-        skip = FLOAT_HEAD_LAYERS if fmt in FLOAT_OPS_FORMATS else ()
-        model = round_weights(model, _as_array(calibration)[:ROUNDING_IMAGES], skip)
+        float_head = fmt in FLOAT_OPS_FORMATS
+        key = (float_head, ranges, weights, batch_size)
+        calibrated = (shared or {}).get(key)
+        if calibrated is None:
+            calibrated = _calibrated(model, fmt, _as_array(calibration), batch_size, ranges,
+                                     weights)
+            if shared is not None:
+                shared[key] = calibrated
+        return quantize(calibrated, _IO_TYPES[fmt], float_ops if float_head else (),
+                        head_nodes(calibrated) if float_head else ())
     with tempfile.TemporaryDirectory() as directory:
         saved_model(model, directory, batch_size)
         converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), fmt,
                               calibration)
-        if fmt in _IO_TYPES and ranges != "converter":
-            from converters.calibration import calibrated_int8
-
-            kept = float_ops if fmt in FLOAT_OPS_FORMATS else ()
-            return calibrated_int8(converter, _as_array(calibration), _IO_TYPES[fmt], kept,
-                                   ranges, float_head=fmt in FLOAT_OPS_FORMATS)
         if fmt == "int8_mixed":
             return _selectively_quantized(converter, calibration, float_ops)
         return converter.convert()
+
+
+def _calibrated(model, fmt, images, batch_size, ranges, weights):
+    """`converters.calibration.ranged` of `model` for the int8 format `fmt`, its pointwise
+    kernels rounded by GPTQ first with `weights="gptq"` (all but the float head of
+    `FLOAT_OPS_FORMATS`)."""
+    import tensorflow as tf
+
+    from converters.calibration import ranged
+
+    if weights == "gptq":
+        from converters.weight_rounding import round_weights
+
+        skip = FLOAT_HEAD_LAYERS if fmt in FLOAT_OPS_FORMATS else ()
+        model = round_weights(model, images[:ROUNDING_IMAGES], skip)
+    with tempfile.TemporaryDirectory() as directory:
+        saved_model(model, directory, batch_size)
+        converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), fmt, images)
+        return ranged(converter, images, ranges)
 
 
 def _as_array(images):
@@ -240,7 +265,7 @@ def _selectively_quantized(converter, calibration, float_ops):
 
 
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
-                  float_ops=KERAS_FLOAT_OPS, ranges="mse", weights="gptq"):
+                  float_ops=KERAS_FLOAT_OPS, ranges="mse", weights="gptq", shared=None):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
 
     Raises:
@@ -250,7 +275,8 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
     check_format(fmt)
     try:
-        content = convert(model, fmt, calibration, batch_size, float_ops, ranges, weights)
+        content = convert(model, fmt, calibration, batch_size, float_ops, ranges, weights,
+                          shared)
     except ValueError:
         raise
     except Exception as err:  # the converter raises ConverterError and others

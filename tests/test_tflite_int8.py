@@ -136,6 +136,23 @@ def test_int8_formats_keep_their_io_types_and_float_ops(small_model):
         tflite.convert(model, "int8", images, ranges="kl")
 
 
+def test_int8_and_uint8_share_one_calibration_through_shared(small_model, monkeypatch):
+    from converters import calibration as module
+
+    model, images = small_model
+    alone = {fmt: tflite.convert(model, fmt, images, float_ops=("GELU",))
+             for fmt in ("int8", "uint8")}
+    calls = []
+    calibrate = module.calibrate
+    monkeypatch.setattr(module, "calibrate", lambda c: calls.append(1) or calibrate(c))
+    shared = {}
+    together = {fmt: tflite.convert(model, fmt, images, float_ops=("GELU",), shared=shared)
+                for fmt in ("int8", "uint8", "int8_float_io")}
+    assert len(calls) == 2  # int8 and uint8 once; int8_float_io rounds its head too
+    for fmt in ("int8", "uint8"):
+        assert together[fmt] == alone[fmt], fmt
+
+
 #: case -> (SQNR dB, top-1 agreement) regression floors for the default int8 (float32 I/O), a
 #: little under what benchmarks/int8_report.py measured on 2026-12-01 on the shared fixtures
 #: (100 calibration / 64 evaluation photos, 224 px): XS 34.23 dB / 0.984, L1 33.76 / 0.938. The
