@@ -246,7 +246,7 @@ class _Graphs:
     graph built once, on first use."""
 
     def __init__(self, model, graph):
-        self.model, self.graph, self._folded, self._contents = model, graph, None, {}
+        self.model, self.graph, self._folded = model, graph, None
         self._calibrated = {"keras": {}, "folded": {}}  # `tflite.convert`'s `shared`, per graph
 
     def for_format(self, fmt):
@@ -260,20 +260,12 @@ class _Graphs:
         return "folded", self._folded, FOLDED_FLOAT_OPS
 
     def export(self, fmt, path, calibration):
-        """Writes `fmt`, converted from its graph, to `path`; returns the graph's name. A
-        format that is another's file under its earlier name (`tflite.ALIASES`) is converted
-        once and copied."""
+        """Writes `fmt`, converted from its graph, to `path`; returns the graph's name. The
+        int8 formats of a graph share one weight rounding and calibration (`tflite.convert`'s
+        `shared`), so `uint8` and `int8_mixed` (`int8`'s earlier name) only quantise."""
         graph, model, float_ops = self.for_format(fmt)
-        key = (graph, tflite.ALIASES.get(fmt, fmt))
-        if key in self._contents:
-            with open(path, "wb") as f:
-                f.write(self._contents[key])
-        else:
-            tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops,
-                                 shared=self._calibrated[graph])
-            if key[1] in tflite.ALIASES.values():
-                with open(path, "rb") as f:
-                    self._contents[key] = f.read()
+        tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops,
+                             shared=self._calibrated[graph])
         return graph
 
 

@@ -25,8 +25,8 @@ Integer formats need calibration images (`calibration`), fed through the referen
 transform (`keras_swiftformer.imagenet.load_images`). The int8 formats take their activation
 ranges from `converters.calibration` (`RANGES`): by default each tensor's range minimises its
 int8 error on the calibration images (for a GELU's input, the error after the GELU) instead of
-spanning their min and max; and their
-pointwise kernels are rounded by GPTQ (`converters.weight_rounding`, `WEIGHT_ROUNDINGS`).
+spanning their min and max; and their pointwise kernels are rounded by GPTQ
+(`converters.weight_rounding`, `WEIGHT_ROUNDINGS`).
 """
 
 import os
@@ -52,11 +52,9 @@ WEIGHT_ROUNDINGS = ("gptq", "nearest")
 ROUNDING_IMAGES = 32
 #: Layers a `FLOAT_OPS_FORMATS` model keeps in float (`converters.calibration.head_nodes`).
 FLOAT_HEAD_LAYERS = ("head",)
-#: Input and output type of the calibrated formats: int8 takes float32 because MediaPipe Tasks
-#: opens float32 or uint8 input only.
-#: A format that is another's file under its earlier name (with `converters.calibration`'s
-#: ranges; the "converter" path keeps int8_mixed's own deny-list conversion).
-ALIASES = {"int8_mixed": "int8"}
+#: Input and output type of the formats `converters.calibration` quantises: int8 takes float32
+#: because MediaPipe Tasks opens float32 or uint8 input only; int8_mixed, int8's earlier name,
+#: is the same file (the "converter" path keeps its own deny-list conversion).
 _IO_TYPES = {"int8": "float32", "uint8": "uint8", "int8_float_io": "float32",
              "int8_mixed": "float32"}
 
