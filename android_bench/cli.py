@@ -17,6 +17,9 @@ import argparse
 import json
 import sys
 
+from converters import arguments
+from converters.formats import LITERT_FORMATS
+
 
 def _threads(value):
     try:
@@ -28,9 +31,14 @@ def _threads(value):
     return count
 
 
-def _add_timing(parser, threads_default, warmup_help="warm-up inferences after the first"):
-    parser.add_argument("--threads", type=_threads, nargs="+", default=threads_default,
-                        help="CPU thread counts (default: %(default)s)")
+def _add_timing(parser, threads_default, warmup_help="warm-up inferences after the first",
+                several_threads=True):
+    if several_threads:
+        parser.add_argument("--threads", type=_threads, nargs="+", default=threads_default,
+                            help="CPU thread counts (default: %(default)s)")
+    else:
+        parser.add_argument("--threads", type=_threads, default=threads_default,
+                            help="CPU threads of the interpreter (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=10,
                         help=warmup_help + " (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=50,
@@ -101,12 +109,7 @@ def build_parser():
                      help="seconds to wait for the app to finish (default: %(default)s)")
     app.add_argument("--keep-json", help="also keep the app's JSON, as pulled, at this path")
     _add_nnapi(app)
-    app.add_argument("--threads", type=_threads, default=4,
-                     help="CPU threads of the interpreter (default: %(default)s)")
-    app.add_argument("--warmup", type=int, default=10,
-                     help=EXACT_WARMUP + " (default: %(default)s)")
-    app.add_argument("--runs", type=int, default=50,
-                     help="timed inferences per case (default: %(default)s)")
+    _add_timing(app, 4, EXACT_WARMUP, several_threads=False)
     _add_output(app, "out/bench/android-app")
 
     report = commands.add_parser("report", help="merge benchmark JSON files into one table")
@@ -116,14 +119,16 @@ def build_parser():
 
     flow = commands.add_parser("flow", help="convert, benchmark on this host, merge phone JSON")
     flow.add_argument("--variants", nargs="*", default=[], help="XS S L1 L3 to convert")
-    flow.add_argument("--formats", nargs="+", default=["float32"], help="LiteRT formats")
+    flow.add_argument("--formats", nargs="+", default=["float32"],
+                      help=f"LiteRT formats: {', '.join(LITERT_FORMATS)}")
     flow.add_argument("--checkpoint", help="checkpoint of the (single) variant; default random")
     flow.add_argument("--models", nargs="*", default=[], help="ready .tflite files as well")
     flow.add_argument("--device-json", nargs="*", default=[],
                       help="JSON from adb, the Android app or the iOS app")
-    flow.add_argument("--input-size", default="224", help="224 or HxW")
-    flow.add_argument("--image-dir", help="calibration photos for integer formats")
-    flow.add_argument("--convert-dir", default="converted", help="where models are written")
+    arguments.add_input_size(flow)
+    arguments.add_images(flow, "calibration photos for integer formats (default: synthetic)")
+    arguments.add_output_dir(flow, "converted", help="where the converted models are written, "
+                             "one folder per variant (default: %(default)s)")
     flow.add_argument("--backends", nargs="+", choices=("xnnpack", "cpu"), default=["xnnpack"])
     _add_timing(flow, [1])
     _add_output(flow, "out/bench/swiftformer")
@@ -192,8 +197,8 @@ def main(argv=None, out=None):
             from android_bench.flow import run_flow
 
             paths = run_flow(args.variants, args.formats, args.checkpoint, args.models,
-                             args.device_json, args.output, args.input_size, args.image_dir,
-                             args.convert_dir, args.backends, args.threads, args.warmup,
+                             args.device_json, args.output, args.input_size, args.images,
+                             args.output_dir, args.backends, args.threads, args.warmup,
                              args.runs, args.plot_x, progress)
     except (ValueError, ReportError, AdbError) as err:
         print(f"swiftformer-bench {args.command}: error: {err}", file=sys.stderr)

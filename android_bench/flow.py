@@ -16,30 +16,34 @@ class FlowError(ValueError):
     """Bad flow input, found before any conversion or benchmark ran."""
 
 
-def _run_pipeline():
+def _pipeline():
+    """`run_pipeline` and a maker of its options (an image folder given as a path)."""
     try:
-        from converters.pipeline import run_pipeline
+        from converters.pipeline import ImageOptions, PipelineOptions, run_pipeline
     except ImportError as err:
         raise FlowError("The conversion pipeline (converters.pipeline.run_pipeline) is not "
                         "available; convert first and pass the .tflite files with --models"
                         ) from err
-    return run_pipeline
+
+    def options(images=None, **fields):
+        return PipelineOptions(images=ImageOptions(folder=images), **fields)
+
+    return run_pipeline, options
 
 
-def convert_variants(variants, formats, checkpoint=None, input_size=224, image_dir=None,
+def convert_variants(variants, formats, checkpoint=None, input_size=224, images=None,
                      output_dir="converted", progress=print):
     """Converts each variant to each LiteRT format -> model entries for `benchmark_host`.
 
     With no checkpoint the weights are random, which leaves latency unchanged. A checkpoint
     holds one variant, so it goes with a single variant only.
     """
-    from converters.tflite import TFLITE_FORMATS
+    from converters.formats import LITERT_FORMATS
+    from keras_swiftformer.config import variant_config
 
-    from keras_swiftformer.model import variant_config
-
-    unknown = [f for f in formats if f not in TFLITE_FORMATS]
+    unknown = [f for f in formats if f not in LITERT_FORMATS]
     if unknown:
-        raise FlowError(f"Unknown LiteRT formats {unknown}; known: {', '.join(TFLITE_FORMATS)}")
+        raise FlowError(f"Unknown LiteRT formats {unknown}; known: {', '.join(LITERT_FORMATS)}")
     if checkpoint is not None and len(variants) > 1:
         raise FlowError("A checkpoint holds one variant: give one variant with --checkpoint, "
                         f"got {list(variants)}")
@@ -47,14 +51,13 @@ def convert_variants(variants, formats, checkpoint=None, input_size=224, image_d
         raise FlowError(f"No such checkpoint: {checkpoint}")
     for variant in variants:
         variant_config(variant)  # ValueError naming the known variants
-    run_pipeline = _run_pipeline()
+    run_pipeline, options = _pipeline()
     entries = []
     for variant in variants:
-        kwargs = {"image_dir": image_dir} if image_dir else {}
-        result = run_pipeline(checkpoint=checkpoint, variant=variant.upper(),
-                              formats=list(formats), input_size=input_size,
-                              output_dir=os.path.join(output_dir, variant.lower()),
-                              progress=progress, **kwargs)
+        result = run_pipeline(options(
+            checkpoint=checkpoint, variant=variant.upper(), formats=list(formats),
+            input_size=input_size, output_dir=os.path.join(output_dir, variant.lower()),
+            images=images), progress=progress)
         for fmt in formats:
             path = result["models"].get(fmt)
             if path is None:
@@ -65,13 +68,13 @@ def convert_variants(variants, formats, checkpoint=None, input_size=224, image_d
 
 
 def run_flow(variants=(), formats=("float32",), checkpoint=None, models=(), device_json=(),
-             output="out/bench/swiftformer", input_size=224, image_dir=None,
-             convert_dir="converted", backends=("xnnpack",), threads=(1,), warmup=10, runs=50,
+             output="out/bench/swiftformer", input_size=224, images=None,
+             output_dir="converted", backends=("xnnpack",), threads=(1,), warmup=10, runs=50,
              plot_x="gmacs", progress=print):
     """Converts, benchmarks on this host, merges device JSON, writes the table and plot.
 
     Args:
-        variants, formats, checkpoint, input_size, image_dir, convert_dir: what to convert
+        variants, formats, checkpoint, input_size, images, output_dir: what to convert
             (see `convert_variants`); no variants: nothing is converted.
         models: ready ``.tflite`` files (``PATH`` or ``VARIANT/FORMAT=PATH``) benchmarked too.
         device_json: benchmark JSON files from phones (adb, Android app, iOS app).
@@ -91,8 +94,8 @@ def run_flow(variants=(), formats=("float32",), checkpoint=None, models=(), devi
     entries = [parse_model_spec(m) for m in models]
     if not variants and not entries:
         raise FlowError("Nothing to benchmark: name --variants to convert, or give --models")
-    entries += convert_variants(variants, formats, checkpoint, input_size, image_dir,
-                                convert_dir, progress) if variants else []
+    entries += convert_variants(variants, formats, checkpoint, input_size, images,
+                                output_dir, progress) if variants else []
     if not entries:
         raise FlowError("Every conversion failed; nothing to benchmark")
     host = benchmark_host(entries, backends, threads, warmup, runs, progress=progress)

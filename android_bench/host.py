@@ -29,10 +29,7 @@ import time
 import numpy as np
 
 from android_bench.schema import new_report
-# The timing core lives in converters (the pipeline's report times files too); the names other
-# modules import from here stay importable.
-from converters.litert_inspect import (  # noqa: F401
-    interleaved_order,
+from converters.litert_inspect import (
     invoke_ms,
     latency_summary,
     random_input,

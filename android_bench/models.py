@@ -2,37 +2,32 @@
 paper's numbers for that variant (the x axis of the plots).
 
 A model is named on the command line either by its path alone, when the file name says it
-(``swiftformer_xs_int8.tflite``, as `converters.pipeline` writes them, or ``l1/float16.tflite``),
-or explicitly as ``VARIANT/FORMAT=PATH`` (``XS/int8=models/a.tflite``).
+(``swiftformer_xs_int8.tflite``, as `converters.formats.file_name` writes them, or
+``l1/float16.tflite``), or explicitly as ``VARIANT/FORMAT=PATH`` (``XS/int8=models/a.tflite``).
 """
 
 import os
 import re
 
-from converters.coreml import COREML_FORMATS
-from converters.tflite import TFLITE_FORMATS
-from keras_swiftformer.model import MODEL_CONFIGS
-
-#: Export formats a name may carry, LiteRT's and Core ML's, longest first so that
-#: ``int8_mixed`` wins over ``int8``.
-KNOWN_FORMATS = tuple(sorted(set(TFLITE_FORMATS) | set(COREML_FORMATS), key=len, reverse=True))
+from converters.formats import format_of_file
+from keras_swiftformer.config import MODEL_CONFIGS
 
 #: Variants in the paper's order (smallest first).
 VARIANT_ORDER = tuple(MODEL_CONFIGS)
 
 
 def guess_variant_and_format(path):
-    """(variant or None, format or None) read from the file name and its folder names.
+    """(variant or None, format or None) read from the file name and its folder names: the
+    format a name ends with (`converters.formats.format_of_file`), the variant a name token.
 
-    >>> guess_variant_and_format("converted/swiftformer_l1_int8_mixed.tflite")
-    ('L1', 'int8_mixed')
+    >>> guess_variant_and_format("converted/swiftformer_l1_int8_float_io.tflite")
+    ('L1', 'int8_float_io')
     """
+    fmt = format_of_file(path)
     parts = [p.lower() for p in os.path.normpath(os.fspath(path)).split(os.sep)[-3:]]
     name = re.sub(r"\.(tflite|mlpackage|mlmodelc|mlmodel)$", "", "/".join(parts))
-    fmt = next((f for f in KNOWN_FORMATS
-                if re.search(rf"(?<![a-z0-9]){f}(?![a-z0-9])", name)), None)
     if fmt is not None:
-        name = re.sub(rf"(?<![a-z0-9]){fmt}(?![a-z0-9])", " ", name)
+        name = name[: -len(fmt)]
     tokens = re.split(r"[^a-z0-9]+", name)
     variants = [v for v in VARIANT_ORDER if v.lower() in tokens]
     return (variants[0] if len(variants) == 1 else None), fmt

@@ -89,7 +89,7 @@ def markdown(results, settings):
 def run(variant, args, progress):
     from converters.compress import compress_formats
     from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.imagenet import list_images, load_images
+    from keras_swiftformer.images import list_images, load_images
 
     output_dir = os.path.join(args.output, variant)
     os.makedirs(output_dir, exist_ok=True)

@@ -6,11 +6,11 @@ weights drawn like them for S and L3, as `benchmarks.litert_vs_torch`) goes thro
 
 - ``float32``: our float file, the latency reference;
 - ``int8 (converter)``: what the TFLite converter gives on its own (min/max calibration,
-  ``ranges="converter"``), full integer inside, float32 I/O;
+  `converter_int8`), full integer inside, float32 I/O;
 - ``int8 (previous)``: the default before issue 16's second step: GPTQ rounding of the
   pointwise kernels (`converters.weight_rounding`), error-minimising ranges
   (`converters.calibration`), the classifier head and only the ops XNNPACK has no int8 kernel
-  for (`UNSUPPORTED_INT8_OPS`) in float;
+  for (`PREVIOUS_FLOAT_OPS`) in float;
 - ``int8``: the pipeline's default (float32 I/O): as the previous, with every op but the
   convolutions and projections in float (`FOLDED_FLOAT_OPS`) and GELU inputs' ranges chosen
   for the error after the GELU;
@@ -30,7 +30,7 @@ odd-indexed evaluate). Fidelity is SQNR and top-1 agreement against the Keras fl
 and for each photo whose top-1 changed, the float model's margin between its first and second
 class in units of that photo's logit std (random-weight fixtures have near ties: a margin of
 0.01 sigma flips at any int8 noise level); latency is LiteRT with XNNPACK, batch 1, 224x224, all files of a variant interleaved
-(`benchmarks.litert_vs_torch.time_interleaved`). With ``--plot``, the accumulated error of
+(`benchmarks.litert_vs_torch.time_models`). With ``--plot``, the accumulated error of
 every tensor of XS (SQNR of the tensor against the float model's, graph order) in the
 converter's full-integer file, the previous default and the current one, on one axis.
 
@@ -48,13 +48,16 @@ import time
 import numpy as np
 
 from benchmarks.litert_vs_torch import (SAMPLES, SIZE, keras_model, litert_torch_model,
-                                        normalise_nchw, time_interleaved, write_outputs)
+                                        normalise_nchw, time_models, write_outputs)
 from converters.litert_inspect import delegation
 from converters import calibration
-from converters.inference_graph import FOLDED_FLOAT_OPS, UNSUPPORTED_INT8_OPS, for_inference
-from converters.report import fidelity, markdown_table
+from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+from converters.metrics import fidelity
+from converters.report import markdown_table
 from converters.tflite import configure, convert, saved_model
 
+#: The ops the previous default kept in float: those XNNPACK has no int8 kernel for.
+PREVIOUS_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM")
 #: Row keys in table order; "float32" is the latency reference.
 ROWS = ("float32", "int8 (converter)", "int8 (previous)", "int8", "uint8",
         "int8 (plain MSE ranges)", "int8 (nearest weights)", "int8 (32 photos)", "dynamic_int8")
@@ -68,6 +71,34 @@ COLUMNS = (("variant", "variant", "{}"), ("model", "model", "{}"),
            ("size (MB)", "size_mb", "{:.2f}"), ("XNNPACK partitions", "partitions", "{}"),
            ("median ms", "median_ms", "{:.2f}"), ("/ float32", "ratio", "{:.2f}"),
            ("/ float32 (CPU time)", "cpu_ratio", "{:.2f}"))
+
+
+def converter_int8(model, images):
+    """The TFLite converter's own full-integer file (its min/max calibration, nearest
+    rounding), float32 I/O: the baseline our calibration is measured against."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved_model(model, directory)
+        return configure(tf.lite.TFLiteConverter.from_saved_model(directory), "int8_float_io",
+                         images).convert()
+
+
+def nearest_int8(model, images):
+    """The default int8 without GPTQ: nearest-rounded weights, the same ranges and float ops."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved_model(model, directory)
+        converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), "int8",
+                              images)
+        ranged = calibration.ranged(converter, images)
+    return calibration.quantize(ranged, "float32", FOLDED_FLOAT_OPS,
+                                calibration.head_nodes(ranged))
 
 
 def calibrated_rows(folded, images):
@@ -95,7 +126,7 @@ def calibrated_rows(folded, images):
             "uint8": calibration.quantize(ranged, "uint8", FOLDED_FLOAT_OPS, nodes),
             "int8 (plain MSE ranges)": calibration.quantize(plain, "float32", FOLDED_FLOAT_OPS,
                                                             nodes),
-            "int8 (previous)": calibration.quantize(plain, "float32", UNSUPPORTED_INT8_OPS,
+            "int8 (previous)": calibration.quantize(plain, "float32", PREVIOUS_FLOAT_OPS,
                                                     nodes)}
 
 
@@ -104,11 +135,11 @@ def export_rows(model, calibration_images, log=print):
     folded = for_inference(model)
     steps = {
         "float32": lambda: {"float32": convert(folded, "float32")},
-        "int8 (converter)": lambda: {"int8 (converter)": convert(
-            folded, "int8_float_io", calibration_images, ranges="converter")},
+        "int8 (converter)": lambda: {"int8 (converter)": converter_int8(
+            folded, calibration_images)},
         "defaults": lambda: calibrated_rows(folded, calibration_images),
-        "int8 (nearest weights)": lambda: {"int8 (nearest weights)": convert(
-            folded, "int8", calibration_images, float_ops=FOLDED_FLOAT_OPS, weights="nearest")},
+        "int8 (nearest weights)": lambda: {"int8 (nearest weights)": nearest_int8(
+            folded, calibration_images)},
         "int8 (32 photos)": lambda: {"int8 (32 photos)": convert(
             folded, "int8", calibration_images[:32], float_ops=FOLDED_FLOAT_OPS)},
         "dynamic_int8": lambda: {"dynamic_int8": convert(folded, "dynamic_int8")},
@@ -245,7 +276,7 @@ def measure_variant(variant, calibration_images, evaluation, threads, runs, log=
     from converters.runtime import TFLiteRunner
 
     log(f"{variant}: timing")
-    times = time_interleaved(contents, threads, runs)
+    times = time_models(contents, threads, runs)
     rows = []
     for key, content in contents.items():
         images = normalise_nchw(evaluation) if key in COMPETITORS else evaluation
@@ -278,7 +309,7 @@ def main(argv=None):
     parser.add_argument("--plot", help="PNG of XS's per-tensor error before and after")
     args = parser.parse_args(argv)
 
-    from keras_swiftformer.imagenet import list_images, load_images
+    from keras_swiftformer.images import list_images, load_images
 
     paths = list_images(SAMPLES)
     calibration_images = load_images(paths[0::2][: args.calibration], size=SIZE)

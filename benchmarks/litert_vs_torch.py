@@ -26,7 +26,6 @@ column is left out and the unfolded Keras export is the baseline.
 """
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -35,15 +34,14 @@ import time
 
 import numpy as np
 
-from android_bench.host import interleaved_order, random_input
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-from converters.litert_inspect import delegation
+from converters.litert_inspect import delegation, set_random_input, time_interleaved
 from converters.metrics import fidelity
 from converters.report import markdown_table
 from converters.runtime import make_interpreter
 from converters.tflite import convert
 from keras_swiftformer.config import SwiftFormerConfig
-from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
+from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
 from keras_swiftformer.random_weights import realistic_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,10 +52,10 @@ SAMPLES = os.path.join(SHARED, "images", "imagenet_samples")
 SIZE = 224
 
 #: Model keys in table order; the reference of the float ratio comes first.
-MODELS = ("litert_torch", "keras_naive", "ours_float32", "ours_int8", "ours_int8_mixed")
+MODELS = ("litert_torch", "keras_naive", "ours_float32", "ours_int8", "ours_int8_float_io")
 MODEL_TITLES = {"litert_torch": "litert-torch f32", "keras_naive": "Keras naive f32",
                 "ours_float32": "ours f32", "ours_int8": "ours int8",
-                "ours_int8_mixed": "ours int8 mixed"}
+                "ours_int8_float_io": "ours int8_float_io"}
 
 
 def keras_model(variant):
@@ -102,9 +100,8 @@ def export_models(model, variant, calibration, log=print):
     steps = {
         "keras_naive": lambda: convert(model, "float32"),
         "ours_float32": lambda: convert(folded, "float32"),
-        "ours_int8": lambda: convert(folded, "int8", calibration),
-        "ours_int8_mixed": lambda: convert(folded, "int8_mixed", calibration,
-                                           float_ops=FOLDED_FLOAT_OPS),
+        "ours_int8": lambda: convert(folded, "int8", calibration, float_ops=FOLDED_FLOAT_OPS),
+        "ours_int8_float_io": lambda: convert(folded, "int8_float_io", calibration),
     }
     contents, note = {}, None
     start = time.perf_counter()
@@ -117,45 +114,27 @@ def export_models(model, variant, calibration, log=print):
     return {k: v for k, v in contents.items() if v is not None}, note
 
 
-def time_interleaved(contents, threads, runs, warmup=10, seed=0):
+def time_models(contents, threads, runs, warmup=10, seed=0):
     """Times every model of `contents` through LiteRT (XNNPACK, `threads` threads), interleaved
-    as `android_bench.host` does: `runs` rounds, each invoking every model once in a fresh
-    random order; only ``invoke()`` is timed, the garbage collector paused.
+    (`converters.litert_inspect.time_interleaved`).
 
     Returns:
         {key: {"median_ms", "p10_ms", "cpu_median_ms"}}: wall-clock median and 10th percentile,
-        and the median process CPU time of an invocation (other processes on the machine do not
-        inflate it; with several threads it counts their spinning too).
+        and the median process CPU time of an invocation.
     """
-    keys = list(contents)
     interpreters = []
-    for index, key in enumerate(keys):
-        interpreter = make_interpreter(contents[key], threads)
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"],
-                               random_input(detail["shape"], detail["dtype"], seed + index))
-        for _ in range(warmup):
-            interpreter.invoke()
+    for index, content in enumerate(contents.values()):
+        interpreter = make_interpreter(content, threads)
+        set_random_input(interpreter, seed + index)
         interpreters.append(interpreter)
-    wall, cpu = [[] for _ in keys], [[] for _ in keys]
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for index in interleaved_order(len(keys), runs, seed):
-            cpu_start, start = time.process_time(), time.perf_counter()
-            interpreters[index].invoke()
-            wall[index].append(time.perf_counter() - start)
-            cpu[index].append(time.process_time() - cpu_start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {key: {"median_ms": 1e3 * float(np.median(wall[i])),
-                  "p10_ms": 1e3 * float(np.percentile(wall[i], 10)),
-                  "cpu_median_ms": 1e3 * float(np.median(cpu[i]))} for i, key in enumerate(keys)}
+    wall, cpu = time_interleaved(interpreters, runs, warmup, seed, cpu_times=True)
+    return {key: {"median_ms": float(np.median(wall[i])),
+                  "p10_ms": float(np.percentile(wall[i], 10)),
+                  "cpu_median_ms": float(np.median(cpu[i]))} for i, key in enumerate(contents)}
 
 
 def measure_fidelity(contents, model, images):
-    """{key: `converters.report.fidelity` of the model against Keras float logits on `images`}."""
+    """{key: `converters.metrics.fidelity` of the model against Keras float logits on `images`}."""
     from converters.runtime import TFLiteRunner
 
     reference = model.predict(images, verbose=0)
@@ -185,7 +164,7 @@ def markdown(results, info):
               ("(CPU time)", "ours_float32", "litert_torch", "cpu_median_ms"),
               ("ours f32 / naive", "ours_float32", "keras_naive", "median_ms"),
               ("int8 / ours f32", "ours_int8", "ours_float32", "median_ms"),
-              ("mixed / ours f32", "ours_int8_mixed", "ours_float32", "median_ms"))
+              ("int8_float_io / ours f32", "ours_int8_float_io", "ours_float32", "median_ms"))
     latency = [{"variant": row["variant"], "threads": row["threads"],
                 **{key: _ms(row, key) for key in MODELS},
                 **{title: _ratio(row, a, b, stat) for title, a, b, stat in ratios}}
@@ -233,7 +212,7 @@ def main(argv=None):
     parser.add_argument("--save-models", help="folder to keep the .tflite files in")
     args = parser.parse_args(argv)
 
-    from keras_swiftformer.imagenet import list_images, load_images
+    from keras_swiftformer.images import list_images, load_images
 
     paths = list_images(SAMPLES)
     if len(paths) < args.calibration + args.evaluation:
@@ -258,7 +237,7 @@ def main(argv=None):
                   for key, content in contents.items()}
         for threads in args.threads:
             print(f"{variant}: timing, {threads} thread(s)", flush=True)
-            times = time_interleaved(contents, threads, args.runs, args.warmup)
+            times = time_models(contents, threads, args.runs, args.warmup)
             results.append({"variant": variant, "threads": threads, "weights": source,
                             "times": times, "fidelity": fid, "graphs": graphs})
             print(markdown(results[-1:], ""), flush=True)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from keras_swiftformer.layers import check_token_weighting
-from keras_swiftformer.model import BN_EPSILON, MLP_RATIO, variant_config
+from keras_swiftformer.config import BN_EPSILON, MLP_RATIO, variant_config
 
 
 class LayerScale2d(nn.Module):

@@ -1,8 +1,9 @@
 """``swiftformer-convert``: the conversion pipeline and checkpoint import on the command line.
 
-    swiftformer-convert [run] [--checkpoint PATH] [--variant XS] [--formats all] ...
-        [--images DIR [--on-bad-image skip]] [--latency-runs 30] [--license TEXT]
-        [--qat [--qat-steps N]] [--prune 2:4 50%] [--cluster 16]
+    swiftformer-convert [run] [--checkpoint PATH|model.keras|imagenet|hf://ORG/REPO]
+        [--variant XS] [--formats all] [--images DIR [--on-bad-image skip]] [--labels FILE]
+        [--latency-runs 30] [--license TEXT]
+        [--qat [--qat-steps N]] [--prune 2:4 50% [--prune-steps N]] [--cluster 16 ...]
     swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
     swiftformer-convert report OUTPUT_DIR --accuracy ACCURACY.json
 
@@ -15,54 +16,71 @@ import argparse
 import os
 import sys
 
+from converters import arguments
+
 SUBCOMMANDS = ("run", "import", "report")
 
 
-def _run_parser(sub):
-    from converters.pipeline import BAD_IMAGE_POLICIES, DEFAULT_FORMATS, GRAPHS
+def _formats_help():
+    from converters.formats import FORMATS
 
-    p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)")
-    p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file; "
-                   "default: random weights")
+    return "formats (comma-separated, or 'all'):\n" + "\n".join(
+        f"  {name:<18} {fmt.description}" for name, fmt in FORMATS.items())
+
+
+def _run_parser(sub):
+    from converters.pipeline import BAD_IMAGE_POLICIES, GRAPHS, ImageOptions
+
+    p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)",
+                       epilog=_formats_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="official .pth, timm or Hugging Face folder/file, a "
+                   "SwiftFormer .keras model, a weight tag (imagenet, imagenet-hf) or "
+                   "hf://ORG/REPO[@REV]; default: random weights")
     p.add_argument("--variant", default=None, help="XS, S, L1, L3 (default: from the "
                    "checkpoint; XS without one)")
-    p.add_argument("--formats", default="all",
-                   help=f"comma-separated, or 'all': {', '.join(DEFAULT_FORMATS)}")
-    p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
-    p.add_argument("--images", "--calibration-dir", dest="images", default=None,
-                   help="folder of photos: even-indexed ones calibrate, odd-indexed ones "
-                   "evaluate (default: synthetic images)")
-    p.add_argument("--num-calibration", type=int, default=100,
-                   help="calibration photos (default 100: the int8 ranges of 32 photos cost "
-                   "XS about 3 dB, measured in benchmarks/int8_results.md)")
-    p.add_argument("--num-evaluation", type=int, default=64)
-    p.add_argument("--output-dir", default="converted")
+    p.add_argument("--formats", default="all", metavar="A,B",
+                   help="export formats, listed below (default: all)")
+    arguments.add_input_size(p)
+    arguments.add_images(p, "folder of photos: even-indexed ones calibrate, odd-indexed ones "
+                         "evaluate (default: synthetic images)")
+    defaults = ImageOptions()
+    p.add_argument("--num-calibration", type=int, default=defaults.num_calibration,
+                   help="calibration photos (default: %(default)s)")
+    p.add_argument("--num-evaluation", type=int, default=defaults.num_evaluation,
+                   help="evaluation photos (default: %(default)s)")
+    p.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
+                   help="a corrupt or non-image file in --images: 'error' stops before any "
+                   "work, 'skip' warns and leaves it out (default: error)")
+    arguments.add_output_dir(p, "converted")
+    p.add_argument("--labels", metavar="FILE", help="class names, one a line, in output order "
+                   "(default: the .keras model's model.json, else ImageNet's for 1000 classes)")
     p.add_argument("--token-weighting", choices=("l2", "ones"), default=None,
                    help="override the checkpoint format's default")
     p.add_argument("--softmax", action="store_true", help="export probabilities, not logits")
     p.add_argument("--graph", choices=GRAPHS, default="folded",
                    help="convert LiteRT formats from the folded inference graph (default, "
                    "faster) or from the Keras model as built")
-    p.add_argument("--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
-                   help="a corrupt or non-image file in --images: 'error' stops before any "
-                   "work, 'skip' warns and leaves it out (default: error)")
     p.add_argument("--latency-runs", type=int, default=30,
                    help="interleaved timed runs of each LiteRT file for the report's host "
-                   "latency (XNNPACK, 1 thread); 0: off (default 30)")
+                   "latency (XNNPACK, 1 thread); 0: off (default: %(default)s)")
     p.add_argument("--license", default=None,
-                   help="licence text written into each LiteRT file's metadata (default: "
-                   "code Apache-2.0, weights under the source checkpoint's licence)")
+                   help="licence text written into each file's metadata (default: code "
+                   "Apache-2.0, weights under the source checkpoint's licence)")
     g = p.add_argument_group("compression (tensorflow-model-optimization, the [tfmot] extra); "
                              "fine-tunes on the calibration images by distillation")
     g.add_argument("--qat", action="store_true",
                    help="quantisation-aware-trained int8 (and pruning- / cluster-preserving "
                    "QAT of --prune / --cluster)")
-    g.add_argument("--qat-steps", type=int, default=100,
-                   help="fine-tuning steps of each method (default 100)")
+    g.add_argument("--qat-steps", type=int, default=100, help="QAT steps (default: %(default)s)")
     g.add_argument("--prune", nargs="+", default=[], metavar="SPEC",
                    help="magnitude pruning: '2:4' and/or a sparsity such as 50%%")
+    g.add_argument("--prune-steps", type=int, default=100,
+                   help="pruning steps (default: %(default)s)")
     g.add_argument("--cluster", nargs="+", default=[], metavar="K",
                    help="weight clustering to K values per kernel, e.g. 16")
+    g.add_argument("--cluster-steps", type=int, default=100,
+                   help="clustering steps (default: %(default)s)")
 
 
 def _import_parser(sub):
@@ -71,11 +89,8 @@ def _import_parser(sub):
     p.add_argument("output", help="path ending in .keras")
     p.add_argument("--variant", default=None)
     p.add_argument("--token-weighting", choices=("l2", "ones"), default=None)
-    p.add_argument("--classes", type=int, default=None, help="new head size (with --new-head)")
-    p.add_argument("--new-head", action="store_true",
-                   help="do not load the checkpoint's heads (another class count)")
-    p.add_argument("--normalised-input", action="store_true",
-                   help="model takes ImageNet-normalised input instead of RGB 0-255")
+    arguments.add_new_head(p)
+    arguments.add_normalised_input(p)
 
 
 def _report_parser(sub):
@@ -106,6 +121,22 @@ def _add_accuracy(args):
     return 0
 
 
+def pipeline_options(args):
+    """The `converters.pipeline.PipelineOptions` of parsed ``run`` arguments."""
+    from converters.compress import CompressionOptions
+    from converters.pipeline import ImageOptions, PipelineOptions
+
+    return PipelineOptions(
+        checkpoint=args.checkpoint, variant=args.variant, formats=args.formats,
+        input_size=args.input_size, output_dir=args.output_dir,
+        token_weighting=args.token_weighting, softmax=args.softmax, graph=args.graph,
+        labels=args.labels, license=args.license, latency_runs=args.latency_runs,
+        images=ImageOptions(args.images, args.num_calibration, args.num_evaluation,
+                            args.on_bad_image),
+        compression=CompressionOptions(args.qat, tuple(args.prune), tuple(args.cluster),
+                                       args.qat_steps, args.prune_steps, args.cluster_steps))
+
+
 def parser():
     p = argparse.ArgumentParser(prog="swiftformer-convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,7 +164,7 @@ def main(argv=None):
             if args.token_weighting:
                 kwargs["token_weighting"] = args.token_weighting
             if args.new_head:
-                kwargs.update(ignore_head=True, classes=args.classes or 1000)
+                kwargs.update(new_head=True, classes=args.classes or 1000)
             model = import_checkpoint(args.checkpoint, args.output, args.variant, **kwargs)
             print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
             return 0
@@ -141,16 +172,7 @@ def main(argv=None):
             return _add_accuracy(args)
         from converters.pipeline import run_pipeline
 
-        result = run_pipeline(
-            checkpoint=args.checkpoint, variant=args.variant or (None if args.checkpoint
-                                                                 else "XS"),
-            formats=args.formats, input_size=args.input_size, image_dir=args.images,
-            num_calibration=args.num_calibration, num_evaluation=args.num_evaluation,
-            output_dir=args.output_dir, token_weighting=args.token_weighting,
-            softmax=args.softmax, graph=args.graph, qat=args.qat, prune=args.prune,
-            cluster=args.cluster, compress_steps=args.qat_steps,
-            on_bad_image=args.on_bad_image, latency_runs=args.latency_runs,
-            license=args.license)
+        result = run_pipeline(pipeline_options(args))
         with open(result["report"]["markdown"]) as f:
             print(f.read())
         failed = [r["format"] for r in result["rows"] if r.get("error")]

@@ -29,11 +29,47 @@ file's kernels hold (`converters.tfmot.tflite_stats.kernel_stats`: ``kernel_spar
 ``depthwise_sparsity``, ``kernels``, ``m_by_n_kernels``, ``max_unique_per_channel``).
 """
 
+import dataclasses
 import os
 import time
 import zlib
 
 DEFAULT_STEPS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionOptions:
+    """Which compressed formats to make, and how long each fine-tunes.
+
+    Attributes:
+        qat: quantisation-aware-trained int8 (and, with `prune` / `cluster`, their pruning- /
+            cluster-preserving QAT).
+        prune: pruning specs, e.g. ``("2:4", "50%")`` (`parse_prune`).
+        cluster: values per kernel, e.g. ``(16,)``.
+        qat_steps, prune_steps, cluster_steps: fine-tuning steps of each method.
+    """
+
+    qat: bool = False
+    prune: tuple = ()
+    cluster: tuple = ()
+    qat_steps: int = DEFAULT_STEPS
+    prune_steps: int = DEFAULT_STEPS
+    cluster_steps: int = DEFAULT_STEPS
+
+    def enabled(self):
+        return bool(self.qat or self.prune or self.cluster)
+
+    def check(self):
+        """ValueError naming a bad pruning spec, cluster count or step count."""
+        for spec in self.prune:
+            parse_prune(spec)
+        for k in self.cluster:
+            if isinstance(k, bool) or not str(k).isdigit() or int(k) < 2:
+                raise ValueError(f"Cluster count {k!r}: give an integer of at least 2 "
+                                 "(values per kernel)")
+        for name in ("qat_steps", "prune_steps", "cluster_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def zip_size(content):
@@ -64,9 +100,8 @@ def _check_logits(model):
                          "logits; build it with classifier_activation=None")
 
 
-def compress_formats(model, images, evaluation, reference, output_dir, steps=DEFAULT_STEPS,
-                     qat=True, prune=(), cluster=(), batch_size=16, learning_rate=None,
-                     loss="mse", progress=print):
+def compress_formats(model, images, evaluation, reference, output_dir, options,
+                     batch_size=16, learning_rate=None, loss="mse", progress=print):
     """Fine-tunes, exports and measures the compressed formats of `model`.
 
     Args:
@@ -75,11 +110,8 @@ def compress_formats(model, images, evaluation, reference, output_dir, steps=DEF
         evaluation: (M, H, W, 3) float32 images never used for fine-tuning.
         reference: (M, K) the float model's logits on `evaluation`.
         output_dir: where the `.tflite` files go (``{model.name}_{format}.tflite``).
-        steps: fine-tuning steps of each method (QAT, pruning, clustering; a preserving QAT
-            after pruning or clustering takes `steps` more).
-        qat: produce ``qat_int8`` and, after pruning / clustering, their preserving QAT.
-        prune: pruning specs, e.g. ``["2:4", 0.5]`` (see `parse_prune`).
-        cluster: cluster counts per kernel, e.g. ``[16]``.
+        options: `CompressionOptions` (a preserving QAT after pruning or clustering takes
+            that method's steps once more).
         batch_size, learning_rate, loss: of the fine-tuning
             (`converters.tfmot.finetune.distill`; learning rate None: its default).
         progress: callable taking one line of text.
@@ -93,19 +125,25 @@ def compress_formats(model, images, evaluation, reference, output_dir, steps=DEF
     """
     import converters.tfmot  # noqa: F401 -- raises with the install hint if the extra is absent
 
-    specs = [parse_prune(p) for p in prune]
-    clusters = [int(k) for k in cluster]
-    tune = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, loss=loss,
-                progress=progress)
-    jobs = [("qat_int8", lambda: _qat(model, images, tune))] if qat else []
-    for pattern, target, label in specs:
-        jobs.append((f"pruned{label}", lambda p=pattern, t=target, label=label: _prune(
-            model, images, tune, qat, p, t, label)))
-    for k in clusters:
-        jobs.append((f"clustered{k}", lambda k=k: _cluster(model, images, tune, qat, k)))
+    options.check()
+    qat = options.qat
+
+    def tune(steps):
+        return dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, loss=loss,
+                    progress=progress)
+
+    jobs = ([("qat_int8", options.qat_steps,
+              lambda: _qat(model, images, tune(options.qat_steps)))] if qat else [])
+    for pattern, target, label in (parse_prune(p) for p in options.prune):
+        jobs.append((f"pruned{label}", options.prune_steps,
+                     lambda p=pattern, t=target, label=label: _prune(
+                         model, images, tune(options.prune_steps), qat, p, t, label)))
+    for k in (int(k) for k in options.cluster):
+        jobs.append((f"clustered{k}", options.cluster_steps,
+                     lambda k=k: _cluster(model, images, tune(options.cluster_steps), qat, k)))
 
     rows = []
-    for name, job in jobs:
+    for name, steps, job in jobs:
         start = time.time()
         progress(f"{name}: fine-tuning {steps} steps on {len(images)} images")
         try:
@@ -198,7 +236,7 @@ def _back_to_keras(model, twin):
     """A copy of Keras 3 `model` carrying the weights of (stripped) tf_keras `twin`."""
     import keras
 
-    from converters.tfmot.twin import copy_weights
+    from keras_swiftformer.mapping import copy_weights
 
     copy = keras.models.clone_model(model)
     copy_weights(twin, copy)

@@ -27,25 +27,11 @@ import time
 
 import numpy as np
 
+from converters import arguments
 from keras_swiftformer.config import PREPROCESSING
-from keras_swiftformer.files import atomic_output
+from keras_swiftformer.files import atomic_output, sidecar
 
 FLAT_LABEL = re.compile(r"^(\d+)_")
-
-
-def _sidecar(path):
-    """The JSON written beside a model (training's model.json, or <stem>.json), or {}."""
-    stem = os.path.splitext(path)[0]
-    for candidate in (stem + ".json", os.path.join(os.path.dirname(path), "model.json")):
-        if os.path.isfile(candidate) and os.path.abspath(candidate) != os.path.abspath(path):
-            with open(candidate) as f:
-                try:
-                    info = json.load(f)
-                except ValueError:
-                    continue
-            if isinstance(info, dict):
-                return info
-    return {}
 
 
 def dataset_labels(folder, classes=None, num_outputs=None):
@@ -61,7 +47,8 @@ def dataset_labels(folder, classes=None, num_outputs=None):
     Raises:
         ValueError: no images, or classes that cannot be matched to the model's outputs.
     """
-    from keras_swiftformer.imagenet import class_index, list_images
+    from keras_swiftformer.imagenet import class_index
+    from keras_swiftformer.images import list_images
 
     if not os.path.isdir(folder):
         raise ValueError(f"Image folder {folder} does not exist")
@@ -98,11 +85,20 @@ def dataset_labels(folder, classes=None, num_outputs=None):
     return paths, labels, scheme
 
 
+def file_labels(path):
+    """The class names a ``.tflite`` file carries in its metadata (its label file), or None."""
+    from converters.metadata import LABEL_FILE, read
+
+    _, files = read(path)
+    text = files.get(LABEL_FILE)
+    return text.decode("utf-8").rstrip("\n").split("\n") if text else None
+
+
 class Evaluated:
     """A model to evaluate: `predict(images) -> scores`, its kind and transform defaults."""
 
     def __init__(self, path, threads=None):
-        self.path, self.info = path, _sidecar(path)
+        self.path, self.info = path, sidecar(path)
         self.crop_pct = self.info.get("crop_pct")
         self.classes = self.info.get("classes")
         self.normalize = False
@@ -110,6 +106,7 @@ class Evaluated:
             from converters.runtime import TFLiteRunner
 
             self.kind, self.runner = "tflite", TFLiteRunner(path, num_threads=threads)
+            self.classes = self.classes or file_labels(path)
             shape = self.runner.input_shape
             self.size = (shape[1], shape[2]) if min(shape[1:3]) > 0 else None
             self.num_outputs = None
@@ -144,27 +141,29 @@ class Evaluated:
 
 
 def evaluate(model_path, folder, size=None, crop_pct=None, batch_size=32, limit=None,
-             threads=None, normalize=None, classes=None):
+             threads=None, normalised_input=None, classes=None):
     """Top-1/top-5 of one model on `folder`; returns a JSON-able dict (see the module doc).
 
     Args:
-        size: input side when the model accepts any size (default: its sidecar's, else 224).
+        size: (H, W) or a side, for a model that accepts any size (default: its sidecar's,
+            else 224).
         crop_pct: evaluation crop fraction (default: see the module doc).
         limit: evaluate the first `limit` images only.
-        normalize: feed ImageNet-normalised input (default: only to a Keras model without its
+        normalised_input: feed ImageNet-normalised input (default: only to a Keras model without its
             own preprocessing layer).
         classes: the model's class names (overrides the sidecar).
     """
-    from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, load_images
+    from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
+    from keras_swiftformer.images import load_images
 
     model = Evaluated(model_path, threads)
-    if normalize is not None:
-        model.normalize = normalize
+    if normalised_input is not None:
+        model.normalize = normalised_input
     crop = crop_pct or model.crop_pct or DEFAULT_CROP_PCT
-    side = model.size or ((size, size) if size else None)
+    side = model.size or ((size, size) if isinstance(size, int) else size)
     if side is None:
-        image_size = model.info.get("image_size", 224)
-        side = (image_size, image_size)
+        input_size = model.info.get("input_size", 224)
+        side = (input_size, input_size)
     paths, labels, scheme = dataset_labels(folder, classes or model.classes, model.num_outputs)
     if limit:
         paths, labels = paths[:limit], labels[:limit]
@@ -210,19 +209,19 @@ def format_table(results):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="swiftformer-eval", description=__doc__.split("\n\n")[0],
-        epilog="Example: swiftformer-eval model.keras model_int8.tflite --data "
+        epilog="Example: swiftformer-eval model.keras model_int8.tflite --images "
                "/data/imagenet/val --json accuracy.json")
     parser.add_argument("models", nargs="+", help=".tflite, .keras or checkpoint paths")
-    parser.add_argument("--data", required=True, help="image folder (class sub-folders, or "
-                                                      "files named <index>_...)")
-    parser.add_argument("--size", type=int, help="input side for models of any input size")
+    arguments.add_images(parser, "image folder (class sub-folders, or files named "
+                         "<index>_...)", required=True)
+    arguments.add_input_size(parser, default=None,
+                             help="N or HxW for models of any input size (default: the "
+                             "model.json's, else 224)")
     parser.add_argument("--crop-pct", type=float, help="evaluation crop fraction")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads")
-    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
-                        help="feed ImageNet-normalised input (default: only to Keras models "
-                             "without their own preprocessing)")
+    arguments.add_normalised_input(parser, optional=True)
     parser.add_argument("--classes", help="JSON file: the models' class names in output order "
                                           "(a list, or a training model.json)")
     parser.add_argument("--json", help="write the results here")
@@ -244,8 +243,9 @@ def main(argv=None):
         for path in args.models:
             if not os.path.exists(path):
                 raise ValueError(f"No such model: {path}")
-            results.append(evaluate(path, args.data, args.size, args.crop_pct, args.batch_size,
-                                    args.limit, args.threads, args.normalize, classes))
+            size = arguments.input_size(args.input_size) if args.input_size else None
+            results.append(evaluate(path, args.images, size, args.crop_pct, args.batch_size,
+                                    args.limit, args.threads, args.normalised_input, classes))
     except (ValueError, FileNotFoundError) as err:
         print(f"swiftformer-eval: error: {err}", file=sys.stderr)
         return 2
@@ -253,7 +253,7 @@ def main(argv=None):
     if args.json:
         with atomic_output(args.json) as tmp:
             with open(tmp, "w") as f:
-                json.dump({"dataset": args.data, "results": results}, f)
+                json.dump({"dataset": args.images, "results": results}, f)
     return 0
 
 

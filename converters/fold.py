@@ -12,8 +12,8 @@ Kernel layouts are Keras's: Conv2D (kh, kw, in, out), DepthwiseConv2D (kh, kw, C
 
 import numpy as np
 
-from keras_swiftformer.config import (HEADS, NORM, POOL, PREPROCESSING, SwiftFormerConfig,
-                                      module_path)
+from keras_swiftformer.config import (HEADS, NORM, POOL, PREPROCESSING, STEM_PATHS,
+                                      SwiftFormerConfig, downsample_path, module_path)
 
 
 def _f64(*arrays):
@@ -194,7 +194,7 @@ def fold_swiftformer(model):
 
     Returns:
         (`SwiftFormerConfig`, {module path: [arrays]}). A surviving layer keeps its name and
-        absorbs its neighbours: ``stem.0`` holds ``stem.1``; ``...dwconv`` its ``norm``;
+        absorbs its neighbours: the stem's first conv holds its norm (``stem.0``, ``stem.1``); ``...dwconv`` its ``norm``;
         ``...pwconv2`` its layer scale; ``...linear.fc1`` the ``linear.norm1`` before it;
         ``...attn.final`` ``layer_scale_1``; ``...linear.fc2`` ``layer_scale_2``; ``...attn``
         holds the scaled ``w_g``; ``head`` both heads and the final ``norm`` before them.
@@ -204,23 +204,25 @@ def fold_swiftformer(model):
     geometry = swiftformer_config(model)
     layers = _layers(model)
     folded = {}
-    kernel, bias = _weights(layers, "stem.0")
+    conv0, norm0, _, conv1, norm1, _ = STEM_PATHS
+    kernel, bias = _weights(layers, conv0)
     if geometry.include_preprocessing:
         config = layers[PREPROCESSING].get_config()
         pixel, scale = rescaling_as_centering(config["scale"], config["offset"], kernel.shape[2])
         folded[PREPROCESSING] = [pixel]
         kernel, bias = fold_affine_before(kernel, bias, scale)
-    folded["stem.0"] = fold_affine_after(kernel, bias, *_bn(layers, "stem.1"))
-    kernel, bias = _weights(layers, "stem.3")
-    folded["stem.3"] = fold_affine_after(kernel, bias, *_bn(layers, "stem.4"))
-    for i, depth in enumerate(geometry.depths):
+    folded[conv0] = fold_affine_after(kernel, bias, *_bn(layers, norm0))
+    kernel, bias = _weights(layers, conv1)
+    folded[conv1] = fold_affine_after(kernel, bias, *_bn(layers, norm1))
+    for i in range(len(geometry.depths)):
         if i > 0:
-            name = f"stages.{i}.downsample"
+            name = downsample_path(i)
             kernel, bias = _weights(layers, f"{name}.proj")
             folded[f"{name}.proj"] = fold_affine_after(kernel, bias, *_bn(layers, f"{name}.norm"))
-        for j in range(depth - 1):
-            _fold_conv_block(layers, f"stages.{i}.blocks.{j}", folded)
-        _fold_attention_block(layers, f"stages.{i}.blocks.{depth - 1}", folded)
+        *conv_blocks, attention_block = geometry.block_paths(i)
+        for name in conv_blocks:
+            _fold_conv_block(layers, name, folded)
+        _fold_attention_block(layers, attention_block, folded)
     norm = _bn(layers, NORM)
     if geometry.top == "logits":
         kernels, biases = zip(*(_weights(layers, head) for head in HEADS))

@@ -25,7 +25,7 @@ def import_checkpoint(checkpoint, output=None, variant=None, **kwargs):
 
     kwargs.setdefault("input_shape", (None, None, 3))
     checkpoint = read_checkpoint(checkpoint, variant)
-    if checkpoint.classes and not kwargs.get("ignore_head"):
+    if checkpoint.classes and not kwargs.get("new_head"):
         kwargs.setdefault("classes", checkpoint.classes)
     model = SwiftFormer(variant, weights=checkpoint, **kwargs)
     if output is not None:

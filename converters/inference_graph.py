@@ -16,7 +16,8 @@ from keras import layers, ops
 
 from converters.fold import concat_linear, fold_rms_normalization, fold_swiftformer
 from keras_swiftformer.layers import L2_EPSILON, check_token_weighting, l2_normalize
-from keras_swiftformer.model import MLP_RATIO, layer_name
+from keras_swiftformer.config import (HEADS, MLP_RATIO, NORM, POOL, PREDICTIONS, PREPROCESSING,
+                                      STEM_PATHS, downsample_path, layer_name)
 
 #: How the attention's L2 normalisations are written.
 #: "rsqrt": RMS normalisation ``x * rsqrt(max(mean(x * x), eps^2 / D))``, i.e. ``sqrt(D)`` times
@@ -252,7 +253,7 @@ def _attention_block(b, x, dim, name, token_weighting, l2_form, merge_query_key)
     return layers.Add(name=layer_name(f"{name}.layer_scale_2.add"))([x, y])
 
 
-def subtract_pixel(x, pixel, name="preprocessing"):
+def subtract_pixel(x, pixel, name=PREPROCESSING):
     """(B, H, W, C) - `pixel` (C,): the input normalisation left after folding.
 
     With a known width it runs on the (B, H, W * C) view against `pixel` tiled W times: the
@@ -272,8 +273,8 @@ def attention_weights(geometry, weights, l2_form, merge_query_key):
     """`weights` with the attention's projections refolded for `l2_form` and, with
     `merge_query_key`, ``to_query`` and ``to_key`` concatenated into ``to_query_key``."""
     weights = dict(weights)
-    for i, depth in enumerate(geometry.depths):
-        attn = f"stages.{i}.blocks.{depth - 1}.attn"
+    for i in range(len(geometry.depths)):
+        attn = f"{geometry.block_paths(i)[-1]}.attn"
         if l2_form == "rsqrt":
             proj, final = fold_rms_normalization(weights[f"{attn}.proj"], weights[f"{attn}.final"])
             weights[f"{attn}.proj"], weights[f"{attn}.final"] = list(proj), list(final)
@@ -292,37 +293,38 @@ def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense
     image = keras.Input(shape=geometry.input_shape, name="image")
     x = image
     if geometry.include_preprocessing:
-        x = subtract_pixel(x, weights["preprocessing"][0])
+        x = subtract_pixel(x, weights[PREPROCESSING][0])
     widths = geometry.widths
-    x = layers.ZeroPadding2D(1, name=layer_name("stem.0.pad"))(x)
-    x = b.conv(x, widths[0] // 2, 3, "stem.0", strides=2, activation="relu")
-    x = layers.ZeroPadding2D(1, name=layer_name("stem.3.pad"))(x)
-    x = b.conv(x, widths[0], 3, "stem.3", strides=2, activation="relu")
-    for i, (depth, width) in enumerate(zip(geometry.depths, widths)):
+    for conv, filters in ((STEM_PATHS[0], widths[0] // 2), (STEM_PATHS[3], widths[0])):
+        x = layers.ZeroPadding2D(1, name=layer_name(f"{conv}.pad"))(x)
+        x = b.conv(x, filters, 3, conv, strides=2, activation="relu")
+    for i, width in enumerate(widths):
         if i > 0:
-            name = f"stages.{i}.downsample.proj"
+            name = f"{downsample_path(i)}.proj"
             x = layers.ZeroPadding2D(1, name=layer_name(f"{name}.pad"))(x)
             x = b.conv(x, width, 3, name, strides=2)
-        for j in range(depth - 1):
-            x = _conv_block(b, x, width, MLP_RATIO * width, f"stages.{i}.blocks.{j}")
-        x = _attention_block(b, x, width, f"stages.{i}.blocks.{depth - 1}",
-                             geometry.token_weighting, l2_form, merge_query_key)
+        *conv_blocks, attention_block = geometry.block_paths(i)
+        for name in conv_blocks:
+            x = _conv_block(b, x, width, MLP_RATIO * width, name)
+        x = _attention_block(b, x, width, attention_block, geometry.token_weighting, l2_form,
+                             merge_query_key)
     if geometry.top == "logits":
-        classes = weights["head"][0].shape[-1]
+        head = HEADS[0]  # holds both heads' mean
+        classes = weights[head][0].shape[-1]
         if projections == "conv":  # per-channel int8 weights in QAT (converters.tfmot)
-            x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
-            x = b.conv(x, classes, 1, "head")
-            x = layers.Reshape((classes,), name="head-flatten")(x)
+            x = layers.GlobalAveragePooling2D(keepdims=True, name=POOL)(x)
+            x = b.conv(x, classes, 1, head)
+            x = layers.Reshape((classes,), name=f"{head}-flatten")(x)
         else:
-            x = layers.GlobalAveragePooling2D(name="pool")(x)
-            x = b.dense(x, classes, "head")
+            x = layers.GlobalAveragePooling2D(name=POOL)(x)
+            x = b.dense(x, classes, head)
         if geometry.classifier_activation is not None:
-            x = layers.Activation(geometry.classifier_activation, name="predictions")(x)
+            x = layers.Activation(geometry.classifier_activation, name=PREDICTIONS)(x)
     else:
-        scale, shift = weights["norm"]
+        scale, shift = weights[NORM]
         if geometry.top == "pool":
-            x = layers.GlobalAveragePooling2D(name="pool")(x)
-        x = layers.Rescaling(scale.tolist(), offset=shift.tolist(), name="norm")(x)
+            x = layers.GlobalAveragePooling2D(name=POOL)(x)
+        x = layers.Rescaling(scale.tolist(), offset=shift.tolist(), name=NORM)(x)
     model = keras.Model(image, x, name=name or f"{geometry.name}_inference")
     b.assign()
     return model

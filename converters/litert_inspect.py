@@ -169,7 +169,7 @@ def set_random_input(interpreter, seed=0):
                                random_input(detail["shape"], detail["dtype"], seed + i))
 
 
-def time_interleaved(interpreters, runs, warmup=0, seed=0):
+def time_interleaved(interpreters, runs, warmup=0, seed=0, cpu_times=False):
     """Times ready interpreters (inputs set) in one interleaved loop.
 
     Args:
@@ -177,24 +177,30 @@ def time_interleaved(interpreters, runs, warmup=0, seed=0):
         runs: rounds; each invokes every interpreter once, in a fresh random order.
         warmup: untimed invocations of each interpreter first.
         seed: of the per-round order.
+        cpu_times: also return the process CPU time of each invocation (other processes on
+            the machine do not inflate it; with several threads it counts their spinning too).
 
     Returns:
-        One list of `runs` times (ms) per interpreter. Only ``invoke()`` is timed, with
-        Python's garbage collector paused.
+        One list of `runs` wall-clock times (ms) per interpreter; with `cpu_times`, a pair
+        (wall, cpu) of such lists. Only ``invoke()`` is timed, with Python's garbage
+        collector paused.
     """
     for interpreter in interpreters:
         for _ in range(warmup):
             interpreter.invoke()
     samples = [[] for _ in interpreters]
+    cpu = [[] for _ in interpreters]
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for index in interleaved_order(len(interpreters), runs, seed):
+            cpu_start = time.process_time()
             samples[index].append(invoke_ms(interpreters[index]))
+            cpu[index].append(1e3 * (time.process_time() - cpu_start))
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples
+    return (samples, cpu) if cpu_times else samples
 
 
 def host_latency(paths, runs=30, warmup=3, num_threads=1, seed=0):

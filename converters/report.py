@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 
-from converters.metrics import fidelity, sqnr_db  # noqa: F401  (the report's metrics)
 from keras_swiftformer.files import atomic_output
 
 

@@ -1,6 +1,6 @@
 """SwiftFormer in Keras 3: layers, `keras.applications`-style builders and ImageNet helpers."""
 
-from keras_swiftformer.config import SwiftFormerConfig
+from keras_swiftformer.config import MODEL_CONFIGS, SwiftFormerConfig
 from keras_swiftformer.layers import (
     TOKEN_WEIGHTINGS,
     AdditiveTokenMixing,
@@ -8,7 +8,6 @@ from keras_swiftformer.layers import (
     StochasticDepth,
 )
 from keras_swiftformer.model import (
-    MODEL_CONFIGS,
     SwiftFormer,
     SwiftFormerBackbone,
     SwiftFormerL1,

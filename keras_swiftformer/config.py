@@ -63,6 +63,21 @@ def downsample_name(stage):
     return f"stages-{stage}-downsample"
 
 
+#: timm module paths of the stem's layers (conv, norm, ReLU, conv, norm, ReLU): the keys of
+#: folded weights and checkpoints.
+STEM_PATHS = tuple(module_path(name) for name in STEM)
+
+
+def block_path(stage, index):
+    """timm module path of block `index` of `stage`: ``stages.{stage}.blocks.{index}``."""
+    return module_path(block_name(stage, index))
+
+
+def downsample_path(stage):
+    """timm module path of the patch embedding that opens `stage` (1..3)."""
+    return module_path(downsample_name(stage))
+
+
 def variant_config(variant):
     """Returns the `MODEL_CONFIGS` entry of `variant` (case-insensitive: "xs", "L1"...)."""
     key = str(variant).upper()
@@ -128,6 +143,10 @@ class SwiftFormerConfig:
     def blocks(self, stage):
         """Layer-name prefixes of the blocks of `stage`, in order (the last has attention)."""
         return tuple(block_name(stage, j) for j in range(self.depths[stage]))
+
+    def block_paths(self, stage):
+        """timm module paths of the blocks of `stage`, in order (the last has attention)."""
+        return tuple(block_path(stage, j) for j in range(self.depths[stage]))
 
     @classmethod
     def from_model(cls, model):

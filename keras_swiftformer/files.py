@@ -1,6 +1,8 @@
-"""Writing outputs safely: a file appears whole or not at all."""
+"""Files beside a model: writing outputs safely (a file appears whole or not at all), and
+reading the JSON a model carries beside it."""
 
 import contextlib
+import json
 import os
 import shutil
 
@@ -27,3 +29,20 @@ def atomic_output(path):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def sidecar(path):
+    """The JSON written beside a model file: ``<stem>.json``, or the ``model.json`` that
+    ``swiftformer-train`` writes beside ``model.keras`` (class names, evaluation crop, source);
+    {} if there is none."""
+    stem = os.path.splitext(os.fspath(path))[0]
+    for candidate in (stem + ".json", os.path.join(os.path.dirname(stem), "model.json")):
+        if os.path.isfile(candidate) and os.path.abspath(candidate) != os.path.abspath(path):
+            with open(candidate) as f:
+                try:
+                    info = json.load(f)
+                except ValueError:
+                    continue
+            if isinstance(info, dict):
+                return info
+    return {}

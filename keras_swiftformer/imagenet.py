@@ -14,7 +14,6 @@ import numpy as np
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
 from keras_swiftformer.sources import DEFAULT_PREPROCESSING
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_CROP_PCT = DEFAULT_PREPROCESSING.crop_pct
 
 
@@ -85,30 +84,3 @@ def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT):
     top = int(round((new_h - height) / 2.0))
     image = image.crop((left, top, left + width, top + height))
     return np.asarray(image, dtype=np.float32)
-
-
-def list_images(folder):
-    """Sorted image files of `folder` (recursively); ValueError if there are none."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"Image folder {folder} does not exist")
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not paths:
-        raise ValueError(f"Image folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return paths
-
-
-def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT):
-    """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
-    (`size`: an int or (H, W))."""
-    from PIL import Image
-
-    batch = []
-    for path in paths:
-        with Image.open(path) as image:
-            batch.append(eval_transform(image, size, crop_pct))
-    return np.stack(batch)

@@ -1,6 +1,6 @@
 """The name table between canonical (timm-layout) PyTorch tensors and Keras weights.
 
-Keras layers are named after timm's module paths (`keras_swiftformer.model.layer_name`: ``.``
+Keras layers are named after timm's module paths (`keras_swiftformer.config.layer_name`: ``.``
 written as ``-``), so a Keras weight ``<layer name>/<weight name>`` is the canonical tensor
 ``<module path>.<suffix>`` with the suffix
 and the layout change given by `PARAMETERS`, keyed by the layer's class. Every Keras weight must
@@ -77,11 +77,11 @@ def _listing(keys, limit=12):
     return ", ".join(keys[:limit]) + more
 
 
-def load_tensors(model, tensors, ignore_head=False, source="checkpoint"):
+def load_tensors(model, tensors, new_head=False, source="checkpoint"):
     """Assigns canonical `tensors` to `model`'s weights, checking that they match exactly.
 
     Args:
-        ignore_head: leave the model's heads as initialised and accept unused head tensors
+        new_head: leave the model's heads as initialised and accept unused head tensors
             (fine-tuning with another class count).
         source: name of the checkpoint, for error messages.
 
@@ -89,12 +89,12 @@ def load_tensors(model, tensors, ignore_head=False, source="checkpoint"):
         CheckpointError: keys missing from `tensors`, tensors the model has no place for, or a
         shape that differs; the message lists them.
     """
-    table = [(k, v, t) for k, v, t in weight_table(model) if not (ignore_head and _is_head(k))]
+    table = [(k, v, t) for k, v, t in weight_table(model) if not (new_head and _is_head(k))]
     expected = {k for k, _, _ in table}
     has_head = any(_is_head(k) for k, _, _ in weight_table(model))
     missing = expected - set(tensors)
     unexpected = {
-        k for k in set(tensors) - expected if not (_is_head(k) and (ignore_head or not has_head))
+        k for k in set(tensors) - expected if not (_is_head(k) and (new_head or not has_head))
     }
     problems = []
     if missing:

@@ -24,7 +24,7 @@ back as a `SwiftFormerConfig`. Tensors are NHWC.
 import keras
 from keras import layers
 
-from keras_swiftformer.config import (  # noqa: F401  (MODEL_CONFIGS... are public here too)
+from keras_swiftformer.config import (
     BN_EPSILON,
     BN_MOMENTUM,
     HEAD_AVERAGE,
@@ -41,8 +41,6 @@ from keras_swiftformer.config import (  # noqa: F401  (MODEL_CONFIGS... are publ
     SwiftFormerConfig,
     block_name,
     downsample_name,
-    layer_name,
-    module_path,
     variant_config,
 )
 from keras_swiftformer.layers import (
@@ -226,7 +224,7 @@ def SwiftFormer(
     drop_path_rate=0.0,
     drop_rate=0.0,
     layer_scale_init_value=1e-5,
-    ignore_head=False,
+    new_head=False,
     depths=None,
     widths=None,
     name=None,
@@ -256,7 +254,7 @@ def SwiftFormer(
         drop_path_rate: stochastic depth of the last block (rising linearly from 0); training.
         drop_rate: dropout in the MLPs and before the heads; training.
         layer_scale_init_value: initial layer scale of the attention blocks.
-        ignore_head: load a checkpoint's body only and start new heads (another class count).
+        new_head: load a checkpoint's body only and start new heads (another class count).
         depths, widths: a custom configuration instead of `variant`.
         name: model name; default ``swiftformer_{variant}``.
 
@@ -281,7 +279,7 @@ def SwiftFormer(
     if token_weighting is None:
         token_weighting = source.token_weighting if source is not None else "l2"
     check_token_weighting(token_weighting)
-    if source is not None and include_top and not ignore_head:
+    if source is not None and include_top and not new_head:
         source.check_classes(classes)
 
     image, source_inputs = _model_inputs(input_tensor, input_shape)
@@ -305,7 +303,7 @@ def SwiftFormer(
     model = keras.Model(source_inputs or image, x,
                         name=name or f"swiftformer_{(variant or 'custom').lower()}")
     if source is not None:
-        source.load_into(model, ignore_head=ignore_head)
+        source.load_into(model, new_head=new_head)
     return model
 
 
@@ -339,7 +337,7 @@ def _variant_builder(variant):
         f"{config['top1']} % ImageNet top-1, {config['params_m']} M parameters, "
         f"{config['gmacs']} GMACs, {config['iphone_ms']} ms on iPhone 14.\n\n"
         "    Arguments as `keras_swiftformer.SwiftFormer` (``variant`` fixed; extra keyword\n"
-        "    arguments such as ``drop_path_rate`` or ``ignore_head`` are passed through).\n"
+        "    arguments such as ``drop_path_rate`` or ``new_head`` are passed through).\n"
     )
     return builder
 

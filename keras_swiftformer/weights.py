@@ -115,17 +115,17 @@ class WeightsSource:
         if found is not None and found != classes:
             raise CheckpointError(
                 f"{self.checkpoint.path} has {found}-class heads but classes={classes}: pass "
-                f"classes={found}, or ignore_head=True to start new {classes}-class heads"
+                f"classes={found}, or new_head=True to start new {classes}-class heads"
             )
 
-    def load_into(self, model, ignore_head=False):
+    def load_into(self, model, new_head=False):
         if self.keras_path is not None:
             try:
                 model.load_weights(self.keras_path, skip_mismatch=False)
             except ValueError as err:
                 raise ValueError(f"{self.keras_path} does not fit {model.name}: {err}") from err
             return
-        load_tensors(model, self.checkpoint.tensors, ignore_head, source=self.checkpoint.path)
+        load_tensors(model, self.checkpoint.tensors, new_head, source=self.checkpoint.path)
 
 
 def _converted(source, variant):

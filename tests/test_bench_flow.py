@@ -67,7 +67,7 @@ def test_flow_command_reports_bad_input(tmp_path, capsys):
 def test_conversion_through_the_pipeline(tmp_path):
     """XS at 64x64, random weights, float32: converted by the pipeline, then benchmarked."""
     paths = run_flow(variants=["XS"], formats=["float32"], input_size=64,
-                     convert_dir=str(tmp_path / "converted"), output=str(tmp_path / "xs"),
+                     output_dir=str(tmp_path / "converted"), output=str(tmp_path / "xs"),
                      warmup=1, runs=3, progress=quiet)
     [host] = load_reports([paths["host"]])
     [result] = host["results"]

@@ -9,10 +9,8 @@ from android_bench.cli import main
 from android_bench.host import (
     MemoryProbe,
     benchmark_host,
-    interleaved_order,
-    latency_summary,
-    random_input,
 )
+from converters.litert_inspect import interleaved_order, latency_summary, random_input
 from android_bench.schema import load_reports, validate
 from tests.support.bench import tiny_models
 

@@ -131,11 +131,11 @@ def test_hf_checkpoint_with_other_class_count(tmp_path):
         tensors[f"{name}.weight"] = tensors[f"{name}.weight"][:10].copy()
         tensors[f"{name}.bias"] = tensors[f"{name}.bias"][:10].copy()
     save_file(tensors, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"10-class heads but classes=1000.*ignore_head=True"):
+    with pytest.raises(CheckpointError, match=r"10-class heads but classes=1000.*new_head=True"):
         SwiftFormerXS(weights=str(folder))
     ten = SwiftFormerXS(weights=str(folder), classes=10)
     np.testing.assert_array_equal(ten.get_layer("head").kernel, tensors["head.weight"].T)
-    new = SwiftFormerXS(weights=str(folder), classes=5, ignore_head=True)
+    new = SwiftFormerXS(weights=str(folder), classes=5, new_head=True)
     np.testing.assert_array_equal(new.get_layer("norm").gamma, tensors["norm.weight"])
     assert import_checkpoint(str(folder)).output.shape == (None, 10)
 

@@ -49,7 +49,8 @@ def test_twin_round_trip(token_weighting, token_sum):
     the same outputs exactly."""
     import keras
 
-    from converters.tfmot.twin import build_twin, copy_weights
+    from converters.tfmot.twin import build_twin
+    from keras_swiftformer.mapping import copy_weights
 
     model = tiny_model(token_weighting, token_sum)
     twin = build_twin(model)
@@ -67,7 +68,8 @@ def test_twin_round_trip(token_weighting, token_sum):
 def test_copy_weights_checks_every_layer():
     from keras_swiftformer import SwiftFormer
 
-    from converters.tfmot.twin import build_twin, copy_weights
+    from converters.tfmot.twin import build_twin
+    from keras_swiftformer.mapping import copy_weights
     from keras_swiftformer.checkpoints import CheckpointError
 
     twin = build_twin(tiny_model())

@@ -18,14 +18,14 @@ def test_qat_beats_post_training_int8_on_xs(tmp_path):
     post-training int8 (from the folded graph) and its top-1 agreement within one photo, at
     about its size, is integer except for the attention's RMS statistics, has int8 input quantised
     with the range learnt in training, and runs through the runtime helper."""
-    from converters import tflite
+    from benchmarks.int8_report import converter_int8
     from converters.compress import measure_format, qat_model
     from converters.inference_graph import for_inference
     from converters.runtime import TFLiteRunner
     from converters.tfmot.export import FLOAT_OPS, convert_qat
     from converters.tfmot.tflite_stats import float_ops
     from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.imagenet import list_images, load_images
+    from keras_swiftformer.images import list_images, load_images
 
     checkpoint, _, variant = GOLDEN_CASES["original_xs"]
     model = SwiftFormer(variant, weights=str(checkpoint), input_shape=(SIZE, SIZE, 3),
@@ -34,11 +34,10 @@ def test_qat_beats_post_training_int8_on_xs(tmp_path):
     images = load_images(paths[0::2][:IMAGES], SIZE)
     evaluation = load_images(paths[1::2][:IMAGES], SIZE)
     reference = model.predict(evaluation, verbose=0)
-    # The converter's own min/max post-training int8 (ranges="converter"), the baseline these
-    # numbers were measured against; the default int8 (GPTQ weights, chosen ranges) is
-    # measured against QAT in benchmarks/int8_report.py.
-    ptq = measure_format("int8", tflite.convert(for_inference(model), "int8",
-                                                calibration=images, ranges="converter"),
+    # The converter's own min/max post-training int8, the baseline these numbers were measured
+    # against; the default int8 (GPTQ weights, chosen ranges) is measured against QAT in
+    # benchmarks/int8_report.py.
+    ptq = measure_format("int8", converter_int8(for_inference(model), images),
                          {}, model.name, evaluation, reference, tmp_path)
     student = qat_model(model, images, steps=STEPS)
     content = convert_qat(student, io="int8")

@@ -11,12 +11,13 @@ pytest.importorskip("coremltools")
 from converters import coreml  # noqa: E402
 from converters.coreml.mil_eval import MILError, MLProgram  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
-from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
+from keras_swiftformer.images import list_images, load_images  # noqa: E402
 from keras_swiftformer.random_weights import realistic_weights  # noqa: E402
 from tests.support import GOLDEN_CASES, SAMPLES, golden, run_python, to_pixels  # noqa: E402
 
 CASE = "original_xs"
-CLASSIFIER_FORMATS = ("float16", "int8", "palettize6", "palettize4", "w8a8")
+CLASSIFIER_FORMATS = ("coreml_float16", "coreml_int8", "coreml_palettize6", "coreml_palettize4",
+                      "coreml_w8a8")
 #: Measured bounds of the logits' max error relative to max |Keras logits| (README).
 FLOAT32_RTOL, FLOAT16_RTOL = 5e-5, 1.4e-3
 
@@ -34,9 +35,9 @@ def packages(tmp_path_factory, golden_model):
     calibration = load_images(list_images(SAMPLES)[:2])
     paths = coreml.export_coreml_formats(golden_model(CASE), folder, CLASSIFIER_FORMATS,
                                          name="xs", metadata=metadata, calibration=calibration)
-    paths["float32"] = coreml.export_coreml(with_preprocessing, folder / "xs_logits.mlpackage",
-                                            precision="float32", classifier=False,
-                                            metadata=metadata)
+    paths["coreml_float32"] = coreml.export_coreml(
+        with_preprocessing, folder / "xs_logits.mlpackage", precision="float32", classifier=False,
+        metadata=metadata)
     return {"paths": paths, "folder": folder, "with_preprocessing": with_preprocessing}
 
 
@@ -44,10 +45,10 @@ def packages(tmp_path_factory, golden_model):
 def reports(packages, golden_model):
     """verify_coreml of every package on the golden inputs (compressed ones: two of them)."""
     pixels = to_pixels(golden(CASE)["inputs"])
-    out = {"float32": coreml.verify_coreml(packages["paths"]["float32"],
-                                           packages["with_preprocessing"], pixels)}
+    out = {"coreml_float32": coreml.verify_coreml(packages["paths"]["coreml_float32"],
+                                                  packages["with_preprocessing"], pixels)}
     for fmt in CLASSIFIER_FORMATS:
-        images = pixels if fmt == "float16" else pixels[2:]
+        images = pixels if fmt == "coreml_float16" else pixels[2:]
         out[fmt] = coreml.verify_coreml(packages["paths"][fmt], golden_model(CASE), images)
     return out
 
@@ -79,8 +80,9 @@ def test_export_does_not_depend_on_tf_keras(tmp_path):
 
 
 def test_format_table_and_bad_options_fail_before_converting(golden_model):
-    assert list(coreml.COREML_FORMATS) == ["float32", "float16", "int8", "palettize6",
-                                           "palettize4", "w8a8"]
+    assert list(coreml.COREML_FORMATS) == ["coreml_float32", "coreml_float16", "coreml_int8",
+                                           "coreml_palettize6", "coreml_palettize4",
+                                           "coreml_w8a8"]
     model = golden_model(CASE)
     with pytest.raises(ValueError, match=r"\.mlpackage"):
         coreml.export_coreml(model, "model.mlmodel")
@@ -124,7 +126,7 @@ def test_every_format_passes_spec_and_weight_checks(packages, reports):
     """verify_coreml raises on any spec or weight difference; here: what it found."""
     for fmt, report in reports.items():
         spec, weights = report["spec"], report["weights"]
-        target = (8, "CoreML7") if fmt == "w8a8" else (7, "CoreML6")
+        target = (8, "CoreML7") if fmt == "coreml_w8a8" else (7, "CoreML6")
         assert (spec["specification_version"], spec["opset"]) == target, fmt
         assert spec["inputs"] == {"image": {"type": "imageType", "width": 224, "height": 224,
                                             "color_space": "RGB"}}
@@ -135,18 +137,19 @@ def test_every_format_passes_spec_and_weight_checks(packages, reports):
         assert spec["license"] == "test licence"
         # every weight tensor of the program was matched: 161 for XS
         assert weights["checked"] > 150, fmt
-    assert reports["float32"]["spec"]["outputs"] == {
+    assert reports["coreml_float32"]["spec"]["outputs"] == {
         "logits": {"type": "multiArrayType", "shape": [1, 1000]}}
-    classifier = reports["float16"]["spec"]
+    classifier = reports["coreml_float16"]["spec"]
     assert set(classifier["outputs"]) == {"classLabel", "probabilities"}
     assert classifier["labels"] == coreml.imagenet_labels()
-    assert reports["int8"]["spec"]["ops"]["constexpr_affine_dequantize"] > 50
-    assert reports["palettize4"]["weights"]["min_palette_sqnr_db"] > 15
-    sizes = [reports[f]["size_bytes"] for f in ("float32", "float16", "int8", "palettize6",
-                                                "palettize4")]
+    assert reports["coreml_int8"]["spec"]["ops"]["constexpr_affine_dequantize"] > 50
+    assert reports["coreml_palettize4"]["weights"]["min_palette_sqnr_db"] > 15
+    sizes = [reports[f]["size_bytes"] for f in ("coreml_float32", "coreml_float16",
+                                                "coreml_int8", "coreml_palettize6",
+                                                "coreml_palettize4")]
     assert sizes == sorted(sizes, reverse=True), sizes
     assert sizes[1] < 0.55 * sizes[0] and sizes[2] < 0.6 * sizes[1]
-    assert reports["w8a8"]["size_bytes"] < 0.6 * sizes[1]
+    assert reports["coreml_w8a8"]["size_bytes"] < 0.6 * sizes[1]
     assert not [p for p in os.listdir(packages["folder"]) if "partial" in p]
 
 
@@ -163,17 +166,17 @@ def test_programs_have_no_transposes_and_protected_l2_normalisations(reports):
                                                     for op in histogram)
         assert report["float16_overflows"] == {}, fmt
     # regression guard: the count measured when the MIL translation was written
-    assert reports["float16"]["ops"]["count"] == 218
+    assert reports["coreml_float16"]["ops"]["count"] == 218
 
 
 def test_float32_program_matches_keras_and_golden_logits(packages, reports):
     """The float32 program, run by the numpy evaluator from RGB pixels (the image type's bias,
     the 1/(255 std) folded into the first convolution), against Keras's own preprocessing."""
-    assert reports["float32"]["logits"]["max_rel_error"] < FLOAT32_RTOL
-    assert reports["float32"]["logits"]["top1_agreement"] == 1.0
+    assert reports["coreml_float32"]["logits"]["max_rel_error"] < FLOAT32_RTOL
+    assert reports["coreml_float32"]["logits"]["top1_agreement"] == 1.0
     data = golden(CASE)
-    logits, probabilities, _ = coreml.run_coreml(MLProgram(packages["paths"]["float32"]),
-                                                 to_pixels(data["inputs"]))
+    logits, probabilities, _ = coreml.run_coreml(
+        MLProgram(packages["paths"]["coreml_float32"]), to_pixels(data["inputs"]))
     assert probabilities is None
     err = np.max(np.abs(logits - data["logits"])) / np.max(np.abs(data["logits"]))
     assert err < 1e-4
@@ -181,17 +184,18 @@ def test_float32_program_matches_keras_and_golden_logits(packages, reports):
 
 def test_float32_program_on_photos_matches_keras_preprocessing(packages):
     photos = load_images(list_images(SAMPLES)[:2])
-    report = coreml.verify_coreml(packages["paths"]["float32"], packages["with_preprocessing"],
+    report = coreml.verify_coreml(packages["paths"]["coreml_float32"],
+                                  packages["with_preprocessing"],
                                   photos, rtol=FLOAT32_RTOL)
     assert report["logits"]["top1_agreement"] == 1.0
 
 
 def test_float16_and_compressed_programs_stay_close(reports):
-    assert reports["float16"]["logits"]["max_rel_error"] < FLOAT16_RTOL
-    assert reports["float16"]["probabilities"]["max_abs"] < 5e-3
-    assert reports["int8"]["logits"]["sqnr_db"] > 30
-    assert reports["palettize6"]["logits"]["sqnr_db"] > 15
-    assert reports["w8a8"]["logits"]["sqnr_db"] > 12
+    assert reports["coreml_float16"]["logits"]["max_rel_error"] < FLOAT16_RTOL
+    assert reports["coreml_float16"]["probabilities"]["max_abs"] < 5e-3
+    assert reports["coreml_int8"]["logits"]["sqnr_db"] > 30
+    assert reports["coreml_palettize6"]["logits"]["sqnr_db"] > 15
+    assert reports["coreml_w8a8"]["logits"]["sqnr_db"] > 12
     for fmt in CLASSIFIER_FORMATS:
         assert np.isfinite(reports[fmt]["logits"]["max_abs_error"])
 
@@ -199,10 +203,11 @@ def test_float16_and_compressed_programs_stay_close(reports):
 def test_w8a8_quantises_activations_at_the_calibrated_ranges(packages, reports):
     """Every quantize op's scale is the int8 step of its input's calibrated range, and the
     convolutions take dequantized int8 activations."""
-    program = MLProgram(packages["paths"]["w8a8"])
+    program = MLProgram(packages["paths"]["coreml_w8a8"])
     producers = {op.name: op for op in program.operations}
     quantized = [op for op in program.operations if op.type == "quantize"]
-    assert len(quantized) > 100 and reports["w8a8"]["ops"]["histogram"]["dequantize"] > 100
+    assert len(quantized) > 100
+    assert reports["coreml_w8a8"]["ops"]["histogram"]["dequantize"] > 100
     for op in quantized:
         scale = float(program.constant(op, "scale"))
         assert scale > 0 and str(program.constant(op, "output_dtype")) == "int8"
@@ -230,7 +235,7 @@ def test_w8a8_ranges_come_from_the_calibration_images(golden_model, tmp_path):
 
 
 def test_classifier_evaluation_returns_label_dictionary(packages):
-    program = MLProgram(packages["paths"]["float16"])
+    program = MLProgram(packages["paths"]["coreml_float16"])
     image = to_pixels(golden(CASE)["inputs"][:1])[0].transpose(2, 0, 1)[None]
     out = program.run({"image": image})
     label, probabilities = out["classLabel"], out["probabilities"]
@@ -246,7 +251,7 @@ def test_weight_check_finds_a_changed_keras_weight(packages, golden_model):
                           include_preprocessing=False, classifier_activation=None)
     layer = changed.get_layer("stages-2-blocks-5-attn-to_key")
     layer.kernel.assign(layer.kernel.numpy() * 1.01)
-    program = MLProgram(packages["paths"]["float16"])
+    program = MLProgram(packages["paths"]["coreml_float16"])
     with pytest.raises(coreml.CoreMLVerificationError, match="to_key"):
         coreml.check_weights(program, changed, precision="float16", compression=None)
     # and the unchanged model passes on the same package
@@ -264,11 +269,11 @@ def test_unused_token_weights_are_not_expected_in_the_package(golden_model):
 
 def test_spec_check_reports_differences(reports):
     with pytest.raises(coreml.CoreMLVerificationError, match="compute dtypes.*compression"):
-        coreml.check_spec(reports["float16"]["spec"], precision="float32", compression="int8",
-                          classifier=True)
+        coreml.check_spec(reports["coreml_float16"]["spec"], precision="float32",
+                          compression="int8", classifier=True)
     with pytest.raises(coreml.CoreMLVerificationError, match="outputs"):
-        coreml.check_spec(reports["float16"]["spec"], precision="float16", compression=None,
-                          classifier=False)
+        coreml.check_spec(reports["coreml_float16"]["spec"], precision="float16",
+                          compression=None, classifier=False)
     with pytest.raises(coreml.CoreMLVerificationError, match="mean pixel"):
-        coreml.check_spec(reports["float16"]["spec"], precision="float16", compression=None,
-                          classifier=True, mean_pixel=[0.0, 0.0, 0.0])
+        coreml.check_spec(reports["coreml_float16"]["spec"], precision="float16",
+                          compression=None, classifier=True, mean_pixel=[0.0, 0.0, 0.0])

@@ -15,7 +15,7 @@ from converters.coreml.graph import (  # noqa: E402
 )
 from converters.coreml.mil_eval import MLProgram  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
-from keras_swiftformer.imagenet import list_images, load_images  # noqa: E402
+from keras_swiftformer.images import list_images, load_images  # noqa: E402
 from tests.support import SAMPLES  # noqa: E402
 from keras_swiftformer.random_weights import realistic_weights  # noqa: E402
 
@@ -132,7 +132,7 @@ def test_every_variant_exports_and_verifies_in_every_format(variant, tmp_path):
                                          calibration=load_images(photos[0:8:2]))
     images = load_images(photos[1:4:2])
     for fmt, path in paths.items():
-        rtol = {"float32": FLOAT32_RTOL, "float16": FLOAT16_RTOL}.get(fmt)
+        rtol = {"coreml_float32": FLOAT32_RTOL, "coreml_float16": FLOAT16_RTOL}.get(fmt)
         report = coreml.verify_coreml(path, model, images, rtol=rtol)
         assert report["weights"]["checked"] > 150
         assert report["float16_overflows"] == {}, fmt

@@ -8,7 +8,7 @@ import pytest
 
 from converters.evaluate import dataset_labels, main
 from keras_swiftformer import SwiftFormer
-from keras_swiftformer.imagenet import load_images
+from keras_swiftformer.images import load_images
 from tests.support import GOLDEN_CASES, SAMPLES, TINY, labelled_tree
 
 
@@ -35,7 +35,7 @@ def test_keras_model_with_sidecar_classes_and_tflite(tmp_path, val_tree):
     export_tflite(model, tmp_path / "tiny.tflite")
 
     out = tmp_path / "acc.json"
-    assert main([str(tmp_path / "tiny.keras"), str(tmp_path / "tiny.tflite"), "--data",
+    assert main([str(tmp_path / "tiny.keras"), str(tmp_path / "tiny.tflite"), "--images",
                  str(val_tree), "--json", str(out), "--classes", str(tmp_path / "tiny.json"),
                  "--batch-size", "4"]) == 0
     keras_result, tflite_result = json.load(open(out))["results"]
@@ -56,7 +56,7 @@ def test_keras_model_with_sidecar_classes_and_tflite(tmp_path, val_tree):
 def test_checkpoint_uses_its_source_crop_and_file_name_labels(tmp_path):
     out = tmp_path / "acc.json"
     checkpoint = str(GOLDEN_CASES["timm_xs"][0])
-    assert main([checkpoint, "--data", str(SAMPLES), "--limit", "3", "--json", str(out)]) == 0
+    assert main([checkpoint, "--images", str(SAMPLES), "--limit", "3", "--json", str(out)]) == 0
     result = json.load(open(out))["results"][0]
     assert result["kind"] == "checkpoint (timm)" and result["crop_pct"] == 0.95
     assert result["label_scheme"] == "file-name index" and result["size"] == [224, 224]
@@ -76,5 +76,5 @@ def test_folders_that_do_not_fit_the_model_are_refused(tmp_path, val_tree, capsy
         dataset_labels(str(tmp_path / "flat"))
     model = SwiftFormer(**TINY, classes=3, input_shape=(32, 32, 3))
     model.save(tmp_path / "three.keras")
-    assert main([str(tmp_path / "three.keras"), "--data", str(val_tree)]) == 2
+    assert main([str(tmp_path / "three.keras"), "--images", str(val_tree)]) == 2
     assert f"Labels reach {len(paths) - 1} but the model has 3 outputs" in capsys.readouterr().err

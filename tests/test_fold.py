@@ -16,7 +16,7 @@ from converters.inference_graph import (
 from keras_swiftformer import SwiftFormer, SwiftFormerBackbone
 from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.layers import AdditiveTokenMixing
-from keras_swiftformer.model import BN_EPSILON, IMAGENET_MEAN, IMAGENET_STD
+from keras_swiftformer.config import BN_EPSILON, IMAGENET_MEAN, IMAGENET_STD
 from tests.support import GOLDEN_CASES, assert_close_to_golden, golden, relative_error
 
 RNG = np.random.default_rng(0)

@@ -128,3 +128,45 @@ def test_no_module_imports_a_module_that_imports_it_back(package):
         if cycle is not None:
             cycles.append(" -> ".join(cycle))
     assert not cycles, "\n".join(cycles[:10])
+
+
+#: The modules that define or parse layer names and checkpoint keys (the name contract).
+NAME_HOMES = ("keras_swiftformer.config", "keras_swiftformer.mapping",
+              "keras_swiftformer.checkpoints")
+#: Role paths spelt out: the stem's and the stages' layers, in either spelling.
+ROLE_LITERAL = ("stem.", "stem-", "stages.", "stages-")
+
+
+def test_role_names_come_from_the_config():
+    """Folding, export, training and the benchmarks ask `SwiftFormerConfig` (and
+    `keras_swiftformer.config`'s names) for the stem and the stages; only the name contract's
+    own modules spell them out. Docstrings and messages count too, except where they mention
+    a path in prose between backquotes or in a help text (``stem,stages.0``)."""
+    wrong = []
+    for module, path in MODULES.items():
+        if module in NAME_HOMES or module.startswith(("tests", "benchmarks")):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                           ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if id(node) in docstrings or "`" in node.value or " " in node.value:
+                continue
+            if node.value.startswith(ROLE_LITERAL):
+                wrong.append(f"{module}:{node.lineno}: {node.value!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_re_export_shims():
+    """Every name has one home: library modules import names to use them, never to pass them
+    on (no ``from ... import name  # noqa: F401`` outside a package's ``__init__``; an import
+    for its side effect, such as registering layers, is fine)."""
+    wrong = [f"{module}:{number}" for module, path in MODULES.items()
+             if not module.startswith(("tests", "benchmarks")) and path.name != "__init__.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if line.lstrip().startswith("from ") and "noqa: F401" in line]
+    assert not wrong, "\n".join(wrong)

@@ -13,7 +13,8 @@ from keras_swiftformer import (
     SwiftFormerL1,
     SwiftFormerXS,
 )
-from keras_swiftformer.imagenet import list_images, load_images, preprocess_input
+from keras_swiftformer.imagenet import preprocess_input
+from keras_swiftformer.images import list_images, load_images
 from tests.support import GOLDEN_CASES, SAMPLES, assert_close_to_golden, golden, run_python
 
 # Reference trainable parameter counts (both heads, 1000 classes, BN statistics excluded).
@@ -119,7 +120,7 @@ def test_fit_with_new_head_lowers_loss_and_updates_batchnorm():
     paths = list_images(SAMPLES)[:20]
     x = load_images(paths, size=128)
     y = np.arange(len(paths)) % 10
-    model = SwiftFormerXS(weights=checkpoint, classes=10, ignore_head=True,
+    model = SwiftFormerXS(weights=checkpoint, classes=10, new_head=True,
                           input_shape=(128, 128, 3), drop_path_rate=0.1)
     assert any(layer.name.endswith("-drop_path") for layer in model.layers)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3),

@@ -7,7 +7,8 @@ import pytest
 import keras
 from keras import layers
 from converters import calibration, tflite
-from converters.report import fidelity
+from converters.formats import FORMATS
+from converters.metrics import fidelity
 from converters.runtime import TFLiteRunner
 from tests.support import GOLDEN_CASES, HAS_SHARED_FIXTURES, SAMPLES
 
@@ -123,17 +124,16 @@ def test_with_ranges_rewrites_the_recorded_ranges_only(small_model, tmp_path):
 def test_int8_formats_keep_their_io_types_and_float_ops(small_model):
     model, images = small_model
     reference = model.predict(images, verbose=0)
-    # int8 takes float32 (MediaPipe opens float32 or uint8 input only); int8_mixed is its alias.
-    for fmt, dtype in (("int8", np.float32), ("uint8", np.uint8), ("int8_float_io", np.float32),
-                       ("int8_mixed", np.float32)):
+    # int8 takes float32 (MediaPipe opens float32 or uint8 input only).
+    for fmt, dtype in (("int8", np.float32), ("uint8", np.uint8), ("int8_float_io", np.float32)):
         runner = TFLiteRunner(content=tflite.convert(model, fmt, images, float_ops=("GELU",)))
         assert runner.input_dtype == dtype, fmt
         ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
         float_gelu = ops[ops.index("GELU") - 1] == "DEQUANTIZE"
-        assert float_gelu == (fmt in tflite.FLOAT_OPS_FORMATS), (fmt, ops)
+        assert float_gelu == FORMATS[fmt].float_ops, (fmt, ops)
         assert fidelity(reference, runner.predict(images))["sqnr_db"] > 25, fmt
-    with pytest.raises(ValueError, match="ranges must be one of"):
-        tflite.convert(model, "int8", images, ranges="kl")
+    with pytest.raises(ValueError, match="coreml_int8 is a coreml format, not a LiteRT one"):
+        tflite.convert(model, "coreml_int8", images)
 
 
 def test_int8_and_uint8_share_one_calibration_through_shared(small_model, monkeypatch):
@@ -164,7 +164,7 @@ FIXTURE_FLOORS = {"original_xs": (33.5, 0.95), "original_l1": (33.0, 0.9)}
 def _fixture_int8(case):
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
     from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.imagenet import list_images, load_images
+    from keras_swiftformer.images import list_images, load_images
 
     checkpoint, _, variant = GOLDEN_CASES[case]
     model = SwiftFormer(variant, weights=str(checkpoint), classifier_activation=None)

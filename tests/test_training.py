@@ -12,6 +12,7 @@ import pytest
 import keras
 from keras_swiftformer import SwiftFormer
 from keras_swiftformer.training import config as config_lib
+from keras_swiftformer import images as images_lib
 from keras_swiftformer.training import data as data_lib
 from keras_swiftformer.training.augment import MixUpCutMix, SampleAugment
 from keras_swiftformer.training.checkpoint import CheckpointMismatch, TrainingState
@@ -178,15 +179,15 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 # --- configuration ---------------------------------------------------------------------------
 
 def test_recipe_defaults_variant_changes_and_explicit_values():
-    xs = config_lib.make_config(data="d", output="o", variant="xs")
+    xs = config_lib.make_config(data="d", output_dir="o", variant="xs")
     assert (xs.rand_augment, xs.mixup, xs.cutmix, xs.reprob) == ("", 0.0, 0.0, 0.25)
-    s = config_lib.make_config(data="d", output="o", variant="S")
+    s = config_lib.make_config(data="d", output_dir="o", variant="S")
     assert s.rand_augment == "rand-m9-mstd0.5" and s.mixup == 0.0
-    l1 = config_lib.make_config(data="d", output="o", variant="L1")
+    l1 = config_lib.make_config(data="d", output_dir="o", variant="L1")
     assert (l1.mixup, l1.cutmix, l1.clip_mode, l1.clip_grad) == (0.8, 1.0, "agc", 0.01)
     assert (l1.weight_decay, l1.warmup_epochs, l1.min_lr, l1.epochs) == (0.025, 5, 1e-5, 300)
     assert l1.replace(batch_size=256).peak_lr == pytest.approx(2e-3 * 256 / 2048)
-    explicit = config_lib.make_config(data="d", output="o", variant="XS", mixup=0.8)
+    explicit = config_lib.make_config(data="d", output_dir="o", variant="XS", mixup=0.8)
     assert explicit.mixup == 0.8 and explicit.cutmix == 0.0
     assert config_lib.parse_rand_augment("rand-m9-mstd0.5-inc1") == (2, 9.0, 0.5)
 
@@ -202,7 +203,7 @@ def test_recipe_defaults_variant_changes_and_explicit_values():
 ])
 def test_bad_options_are_named(values, message):
     with pytest.raises(ValueError, match=message):
-        config_lib.make_config(data="d", output="o", **values)
+        config_lib.make_config(data="d", output_dir="o", **values)
 
 
 def test_config_file_then_command_line(tmp_path):
@@ -210,7 +211,7 @@ def test_config_file_then_command_line(tmp_path):
 
     (tmp_path / "run.json").write_text(json.dumps({"batch-size": 64, "epochs": 7,
                                                     "recipe": "finetune"}))
-    config, _ = resolve(["--config", str(tmp_path / "run.json"), "--data", "d", "--output",
+    config, _ = resolve(["--config", str(tmp_path / "run.json"), "--data", "d", "--output-dir",
                          "o", "--epochs", "9", "--depths", "1", "1", "1", "1", "--widths",
                          "16", "16", "32", "32"])
     assert (config.batch_size, config.epochs, config.mixup, config.depths) == (64, 9, 0.0,
@@ -227,7 +228,7 @@ def test_bad_folders_and_images_give_clear_errors_or_skips(tmp_path):
     root = make_tree(tmp_path)
     (root / "train" / "empty_class").mkdir()
     with pytest.raises(ValueError, match="Empty class folder.*empty_class"):
-        data_lib.read_image_folder(str(root / "train"))
+        images_lib.read_image_folder(str(root / "train"))
     (root / "train" / "empty_class").rmdir()
     good = (root / "train" / "class0" / "1.jpg").read_bytes()
     (root / "train" / "class1" / "bad.jpg").write_bytes(good[: len(good) // 2])
@@ -238,7 +239,7 @@ def test_bad_folders_and_images_give_clear_errors_or_skips(tmp_path):
         kept = data_lib.read_split(str(root), "train", on_bad="skip")
     assert len(kept) == 12 and "class1/bad.jpg" not in kept.keys
     with pytest.raises(ValueError, match="training set lacks"):
-        data_lib.read_image_folder(str(root / "val"), classes=["class0", "class1"])
+        images_lib.read_image_folder(str(root / "val"), classes=["class0", "class1"])
 
 
 def test_batch_must_divide_across_workers_and_devices():
@@ -249,7 +250,7 @@ def test_batch_must_divide_across_workers_and_devices():
 
 
 def test_teacher_with_another_class_count_is_refused(tmp_path):
-    config = config_lib.make_config(data="d", output="o", teacher=str(tmp_path))
+    config = config_lib.make_config(data="d", output_dir="o", teacher=str(tmp_path))
     with pytest.raises(ValueError, match="teacher predicts 7 classes but the data has 3"):
         teacher_class_index(config, ["a", "b", "c"], 7)
     synsets = ["n01440764", "n01443537"]  # tench, goldfish: ImageNet classes 0 and 1
@@ -355,7 +356,7 @@ def test_a_finished_model_is_never_overwritten_silently(tmp_path):
     from keras_swiftformer.training import train
 
     (tmp_path / "model.keras").write_text("finished")
-    config = config_lib.make_config(data=str(tmp_path / "missing"), output=str(tmp_path),
+    config = config_lib.make_config(data=str(tmp_path / "missing"), output_dir=str(tmp_path),
                                     **TINY)
     with pytest.raises(FileExistsError, match="--overwrite"):
         train(config)

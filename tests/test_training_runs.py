@@ -25,7 +25,7 @@ from tests.support.datasets import make_tree
 
 TIMEOUT = 900
 TINY_ARGS = ["--depths", "1", "1", "1", "1", "--widths", "16", "16", "32", "32",
-             "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--warmup-epochs", "1",
+             "--input-size", "32", "--batch-size", "8", "--epochs", "2", "--warmup-epochs", "1",
              "--lr", "0.01", "--lr-batch", "8", "--opt-eps", "1e-3", "--val-split=",
              "--seed", "3", "--verbose", "0", "--keep-checkpoints", "3"]
 # The recipe's randomness on the accelerator (drop path, MixUp/CutMix); tf.data's is the same
@@ -62,7 +62,7 @@ def launch_workers(output, dataset, env, extra=()):
     for rank in range(2):
         log = open(os.path.join(output.parent, f"{output.name}-{rank}.log"), "a")
         args = [sys.executable, "-m", "keras_swiftformer.training.cli", "--data", str(dataset),
-                "--output", str(output), *TINY_ARGS, *RECIPE_ARGS, *extra,
+                "--output-dir", str(output), *TINY_ARGS, *RECIPE_ARGS, *extra,
                 "--distribution", "jax", "--coordinator", f"127.0.0.1:{port}",
                 "--num-processes", "2", "--process-id", str(rank)]
         procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=log,
@@ -115,10 +115,10 @@ def single_process(tmp_path_factory, dataset, jax_env):
     code = (
         "from keras_swiftformer.training.cli import resolve\n"
         "from keras_swiftformer.training import train\n"
-        f"config, _ = resolve({['--data', str(dataset), '--output', 'X', *TINY_ARGS]!r} + "
+        f"config, _ = resolve({['--data', str(dataset), '--output-dir', 'X', *TINY_ARGS]!r} + "
         f"{RECIPE_ARGS!r})\n"
-        f"train(config.replace(output={str(out / 'full')!r}, distribution='none'))\n"
-        f"train(config.replace(output={str(out / 'alone')!r}, distribution='none'), shard=(0, 2))\n"
+        f"train(config.replace(output_dir={str(out / 'full')!r}, distribution='none'))\n"
+        f"train(config.replace(output_dir={str(out / 'alone')!r}, distribution='none'), shard=(0, 2))\n"
     )
     run_python(code, env={k: jax_env[k] for k in jax_env if k.startswith(("JAX", "KERAS"))},
                timeout=TIMEOUT)
@@ -162,11 +162,11 @@ def test_mirrored_strategy_on_two_cpu_devices_equals_one_device(tmp_path, datase
         "import numpy as np\n"
         "from keras_swiftformer.training.cli import resolve\n"
         "from keras_swiftformer.training import train\n"
-        f"config, _ = resolve({['--data', str(dataset), '--output', 'X', *TINY_ARGS]!r} + "
+        f"config, _ = resolve({['--data', str(dataset), '--output-dir', 'X', *TINY_ARGS]!r} + "
         "['--rand-augment=', '--mixup', '0', '--cutmix', '0', '--jit-compile', 'false'])\n"
-        f"two = train(config.replace(output={str(tmp_path / 'two')!r}, distribution='mirrored',"
+        f"two = train(config.replace(output_dir={str(tmp_path / 'two')!r}, distribution='mirrored',"
         " cpu_devices=2))\n"
-        f"one = train(config.replace(output={str(tmp_path / 'one')!r}, distribution='none'))\n"
+        f"one = train(config.replace(output_dir={str(tmp_path / 'one')!r}, distribution='none'))\n"
         "assert (two.runtime.engine, two.runtime.replicas, one.runtime.replicas) == "
         "('mirrored', 2, 1)\n"
         "d = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))\n"
@@ -190,8 +190,8 @@ def test_finetune_on_samples_lowers_val_loss_and_saves_a_swiftformer(tmp_path):
 
     data = sample_tree(tmp_path / "data")
     config = make_config(
-        "finetune", data=str(data), output=str(tmp_path / "run"),
-        finetune=str(GOLDEN_CASES["original_xs"][0]), image_size=64, batch_size=10,
+        "finetune", data=str(data), output_dir=str(tmp_path / "run"),
+        finetune=str(GOLDEN_CASES["original_xs"][0]), input_size=64, batch_size=10,
         epochs=6, steps_per_epoch=2, warmup_epochs=0, lr=1e-3, lr_batch=10,
         crop_scale=(0.25, 1.0), freeze="stem", jit_compile="false", verbose=0)
     result = train(config)
@@ -200,7 +200,7 @@ def test_finetune_on_samples_lowers_val_loss_and_saves_a_swiftformer(tmp_path):
 
     model = keras.saving.load_model(result.path, compile=False)
     info = json.load(open(tmp_path / "run" / "model.json"))
-    assert info["source"]["reset_head"] and info["classes"] == sorted(os.listdir(data / "train"))
+    assert info["source"]["new_head"] and info["classes"] == sorted(os.listdir(data / "train"))
     fresh = SwiftFormer("XS", classes=len(info["classes"]), input_shape=(None, None, 3))
     fresh.set_weights(model.get_weights())
     x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
@@ -223,14 +223,14 @@ def test_finetune_from_keras_with_the_original_model_as_hard_teacher(tmp_path):
     original = SwiftFormer(**TINY)
     original.save(tmp_path / "original.keras")
     data = sample_tree(tmp_path / "data", classes=4)
-    args = ["--recipe", "finetune", "--data", str(data), "--output", str(tmp_path / "run"),
+    args = ["--recipe", "finetune", "--data", str(data), "--output-dir", str(tmp_path / "run"),
             "--finetune", str(tmp_path / "original.keras"), "--teacher", "original",
-            "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
+            "--input-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
             "2", "--warmup-epochs", "0", "--val-split=", "--jit-compile", "false",
             "--verbose", "0"]
     assert main(args) == 0
     info = json.load(open(tmp_path / "run" / "model.json"))
-    assert info["distillation"] == "hard" and info["source"]["reset_head"]
+    assert info["distillation"] == "hard" and info["source"]["new_head"]
     assert info["steps"] == 2 and len(info["classes"]) == 4
     assert main(args) == 2  # a finished model is not overwritten without --overwrite
     bad = args + ["--overwrite", "--teacher-classes", str(tmp_path / "map.json")]

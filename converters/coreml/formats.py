@@ -1,19 +1,15 @@
-"""Core ML format names, export options and the names a package's features carry.
+"""Core ML export options per format and the names a package's features carry.
 
 Pure Python: `android_bench` and the pipeline read the format names from here without importing
 coremltools or TensorFlow.
 """
 
-#: Format name -> `converters.coreml.export_coreml` options. Compression is applied to the
-#: float16 program. ``w8a8``: int8 activations (calibrated) and int8 weights, iOS 17+.
-COREML_FORMATS = {
-    "float32": {"precision": "float32", "compression": None},
-    "float16": {"precision": "float16", "compression": None},
-    "int8": {"precision": "float16", "compression": "int8"},
-    "palettize6": {"precision": "float16", "compression": "palettize6"},
-    "palettize4": {"precision": "float16", "compression": "palettize4"},
-    "w8a8": {"precision": "float16", "compression": "w8a8"},
-}
+from converters.formats import COREML_FORMATS as _NAMES, FORMATS
+
+#: Format name (`converters.formats`) -> `converters.coreml.export_coreml` options. Compression
+#: is applied to the float16 program. ``w8a8``: int8 activations (calibrated) and int8
+#: weights, iOS 17+.
+COREML_FORMATS = {name: FORMATS[name].coreml for name in _NAMES}
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "int8", "palettize6", "palettize4", "w8a8")
 #: Compressions that need calibration images (activation ranges).

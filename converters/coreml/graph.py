@@ -74,7 +74,8 @@ def coreml_graph(model, image_size=None):
     """
     from converters.fold import fold_affine_before, fold_swiftformer
     from converters.inference_graph import build_inference_model
-    from keras_swiftformer.model import IMAGENET_MEAN, IMAGENET_STD
+    from keras_swiftformer.config import (IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING,
+                                          STEM_PATHS)
 
     if len(model.inputs) != 1 or model.inputs[0].shape[-1] != 3:
         raise ValueError(f"{model.name}: expected one (B, H, W, 3) image input, got "
@@ -84,11 +85,11 @@ def coreml_graph(model, image_size=None):
         raise ValueError(f"{model.name}: expected a classifier with (B, classes) logits "
                          "(include_top=True)")
     if geometry.include_preprocessing:
-        (mean_pixel,) = weights.pop("preprocessing")
+        (mean_pixel,) = weights.pop(PREPROCESSING)
     else:  # the model takes normalised images: (pixel - 255 mean) / (255 std)
         mean_pixel = 255.0 * np.asarray(IMAGENET_MEAN)
-        weights["stem.0"] = list(fold_affine_before(
-            *weights["stem.0"], 1.0 / (255.0 * np.asarray(IMAGENET_STD))))
+        weights[STEM_PATHS[0]] = list(fold_affine_before(
+            *weights[STEM_PATHS[0]], 1.0 / (255.0 * np.asarray(IMAGENET_STD))))
     height, width = _image_size(geometry, image_size)
     geometry = dataclasses.replace(geometry, input_shape=(height, width, 3),
                                    include_preprocessing=False, classifier_activation=None)

@@ -228,13 +228,15 @@ def check_weights(program, model, *, precision, compression, image_size=None, gr
 def logits_graph(model):
     """(logits tensor, takes_pixels) of a SwiftFormer classifier: the (B, classes) logits before
     the ``predictions`` activation, and whether the model normalises RGB pixels itself."""
+    from keras_swiftformer.config import PREDICTIONS, PREPROCESSING
+
     names = {layer.name for layer in model.layers}
-    logits = (model.get_layer("predictions").input if "predictions" in names
+    logits = (model.get_layer(PREDICTIONS).input if PREDICTIONS in names
               else model.outputs[0])
     if len(model.outputs) != 1 or len(logits.shape) != 2:
         raise ValueError(f"{model.name}: expected a classifier with (B, classes) logits "
                          "(include_top=True)")
-    return logits, "preprocessing" in names
+    return logits, PREPROCESSING in names
 
 
 def keras_logits(model, images):
@@ -294,7 +296,7 @@ def verify_coreml(path, model, images, *, rtol=None):
 
     Returns:
         {"size_bytes", "spec" (`inspect_coreml`), "ops" (`op_summary`), "weights"
-        (`check_weights`), "logits" (`converters.report.fidelity` vs Keras),
+        (`check_weights`), "logits" (`converters.metrics.fidelity` vs Keras),
         "float16_overflows" ({variable: values beyond float16's range, over all images}),
         "probabilities" (max abs error, classifiers only)}.
     """

@@ -17,12 +17,13 @@ import tf_keras
 
 from converters.tfmot.tflite_stats import is_m_by_n
 from converters.tfmot.twin import CUSTOM_LAYERS
+from keras_swiftformer.config import STEM
 
 sparsity = tfmot.sparsity.keras
 
 PATTERNS = ("unstructured", "2:4")
 #: Layers left dense by default: the stem's first convolution (3 input channels).
-SKIP = ("stem-0",)
+SKIP = STEM[:1]
 
 
 def is_prunable(layer, skip=SKIP):

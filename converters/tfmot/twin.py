@@ -7,8 +7,8 @@ tf_keras subclasses below, which reuse the math mixins of `keras_swiftformer.lay
 `converters.inference_graph` (written with `keras.ops`, which act on the tf tensors of tf_keras
 on the TensorFlow backend). It works on the Keras model and on its folded inference graph. So the twin has
 the same topology, layer names and weight order as the model, and there is no second copy of the
-architecture. `copy_weights` moves the weights across (either way) layer by layer, by order, with
-every count, name and shape checked.
+architecture. `keras_swiftformer.mapping.copy_weights` moves the weights across (either way)
+layer by layer, by order, with every count, name and shape checked.
 """
 
 import keras
@@ -17,7 +17,7 @@ import tf_keras
 from keras import ops
 
 from converters.inference_graph import FoldedTokenMixingMath
-from keras_swiftformer.mapping import copy_weights  # noqa: F401  (public here: twin <-> model)
+from keras_swiftformer.mapping import copy_weights
 from keras_swiftformer.layers import (
     L2_EPSILON,
     AdditiveTokenMixingMath,

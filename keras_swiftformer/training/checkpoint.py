@@ -97,7 +97,7 @@ class TrainingState:
                 if _normal(record.get("config", {}).get(name)) != _normal(value):
                     raise CheckpointMismatch(
                         f"{path} was written with {name}={record.get('config', {}).get(name)!r}"
-                        f", this run has {value!r}: use another --output, or the same options")
+                        f", this run has {value!r}: use another --output-dir, or the same options")
             entries = self._entries()
             keys = set(data.files) - {"__record__"}
             wanted = {key for key, _ in entries}

@@ -4,15 +4,15 @@ Every `TrainConfig` field is an option (``--batch-size``, ``--mixup``...); ``--c
 reads them from a file first, and options given on the command line win. Examples::
 
     # SwiftFormer-XS from scratch, the official recipe, on the GPUs of this machine
-    swiftformer-train --data /data/imagenet --output runs/xs --variant XS
+    swiftformer-train --data /data/imagenet --output-dir runs/xs --variant XS
 
     # fine-tune an official checkpoint on a new 10-class folder tree
     swiftformer-train --recipe finetune --finetune swiftformer_xs.pth \\
-        --data /data/flowers --output runs/flowers --batch-size 64
+        --data /data/flowers --output-dir runs/flowers --batch-size 64
 
     # one process per host (JAX backend), e.g. from Slurm (see examples/slurm)
     KERAS_BACKEND=jax swiftformer-train --distribution jax --coordinator host0:12355 \\
-        --num-processes 4 --process-id $RANK --data ... --output ...
+        --num-processes 4 --process-id $RANK --data ... --output-dir ...
 """
 
 import argparse

@@ -43,10 +43,10 @@ class TrainConfig:
     # Data and output.
     data: str = _field(None, "dataset root with train/<class>/*.jpg and val/<class>/*.jpg, or "
                              "tfds:<name> (needs tensorflow-datasets)")
-    output: str = _field(None, "output folder: model.keras, model.json, checkpoints/, workers/")
+    output_dir: str = _field(None, "output folder: model.keras, model.json, checkpoints/, workers/")
     train_split: str = _field("train", "training sub-folder (or TFDS split)")
     val_split: str = _field("val", "validation sub-folder (or TFDS split); '' for none")
-    overwrite: bool = _field(False, "replace a finished model in --output and start afresh")
+    overwrite: bool = _field(False, "replace a finished model in --output-dir and start afresh")
     on_bad_image: str = _field("error", "a corrupt image: 'error' stops before training, "
                                         "'skip' warns and leaves it out",
                                choices=BAD_IMAGE_POLICIES)
@@ -59,7 +59,7 @@ class TrainConfig:
     variant: str = _field("XS", "XS, S, L1 or L3 (ignored with --depths/--widths or --finetune)")
     depths: tuple = _field(None, "custom blocks per stage, e.g. 1 1 1 1", nargs=4, type=int)
     widths: tuple = _field(None, "custom channels per stage, e.g. 16 16 32 32", nargs=4, type=int)
-    image_size: int = _field(224, "training and validation image size")
+    input_size: int = _field(224, "training and validation input size (square side)")
     token_weighting: str = _field(None, "'l2' or 'ones'; default: the checkpoint's, else 'l2'")
     drop_path: float = _field(0.0, "stochastic depth rate of the last block (official: 0)")
     drop_rate: float = _field(0.0, "dropout in the MLPs and before the heads")
@@ -67,7 +67,7 @@ class TrainConfig:
     # Fine-tuning.
     finetune: str = _field(None, "start from this checkpoint (any format the importer reads, or a "
                                  ".keras file); new heads when the class count differs")
-    reset_head: bool = _field(None, "start new heads even when the class count matches")
+    new_head: bool = _field(None, "start new heads even when the class count matches")
     freeze: str = _field("", "comma-separated layer-name prefixes to freeze ('stem,stages.0'), or "
                              "'body' for everything but the heads")
 
@@ -178,7 +178,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 #: Fields that change what a checkpoint contains or how training proceeds; a resumed run must
 #: match them.
-RESUME_FIELDS = ("variant", "depths", "widths", "image_size", "token_weighting", "finetune",
+RESUME_FIELDS = ("variant", "depths", "widths", "input_size", "token_weighting", "finetune",
                  "freeze", "distillation", "teacher", "epochs", "steps_per_epoch", "batch_size",
                  "lr", "lr_batch", "warmup_epochs", "min_lr", "weight_decay", "clip_mode",
                  "clip_grad", "ema_decay", "mixup", "cutmix", "seed", "mixed_precision")
@@ -289,15 +289,15 @@ def validate(config):
             need(getattr(config, name) in choices,
                  f"{name} must be one of {choices}, got {getattr(config, name)!r}")
     need(config.data, "data is required: a folder with train/ and val/, or tfds:<name>")
-    need(config.output, "output is required: the folder for the model and checkpoints")
+    need(config.output_dir, "output_dir is required: the folder for the model and checkpoints")
     need((config.depths is None) == (config.widths is None), "give depths and widths together")
     if config.depths is None and config.finetune is None:
         need(config.variant in MODEL_CONFIGS,
              f"variant must be one of {sorted(MODEL_CONFIGS)}, got {config.variant!r}")
-    for name in ("image_size", "epochs", "batch_size", "lr_batch", "keep_checkpoints",
+    for name in ("input_size", "epochs", "batch_size", "lr_batch", "keep_checkpoints",
                  "val_every"):
         need(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
-    need(config.image_size >= 32, f"image_size must be at least 32, got {config.image_size}")
+    need(config.input_size >= 32, f"input_size must be at least 32, got {config.input_size}")
     for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "opt_eps", "clip_grad"):
         need(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
     need(0 <= config.warmup_epochs < config.epochs or config.warmup_epochs == 0,

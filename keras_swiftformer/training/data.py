@@ -13,144 +13,14 @@ Every random draw of an image is seeded by ``(seed, stream position)`` (see
 on `tf.data` parallelism, or on interruptions.
 """
 
-import dataclasses
 import os
-import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, IMAGE_EXTENSIONS, class_index
+from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, class_index
+from keras_swiftformer.images import ImageSet, check_images, read_image_folder
 from keras_swiftformer.training import augment as augment_lib
-
-JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
-PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
-OTHER_STARTS = (b"GIF87a", b"GIF89a", b"BM", b"RIFF")
-
-
-@dataclasses.dataclass
-class ImageSet:
-    """Images with integer labels.
-
-    Attributes:
-        keys: each image's path relative to `root` (for matching saved teacher logits).
-        labels: (N,) int32 class indices into `classes`.
-        classes: class names (folder names) in index order.
-        root: the folder the keys are relative to.
-        blobs: encoded images held in memory (TFDS), else None (the files are read).
-    """
-
-    keys: list
-    labels: np.ndarray
-    classes: list
-    root: str = ""
-    blobs: list = None
-
-    def __len__(self):
-        return len(self.keys)
-
-    @property
-    def paths(self):
-        return [os.path.join(self.root, key) for key in self.keys]
-
-
-def _bad_reason(path, check):
-    """Why `path` is not a readable image under `check` ('header' or 'decode'), or None."""
-    try:
-        size = os.path.getsize(path)
-        if size == 0:
-            return "empty file"
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(0, size - 1024))
-            tail = f.read()
-    except OSError as err:
-        return f"unreadable ({err.strerror})"
-    if head.startswith(JPEG_START):
-        if JPEG_END not in tail:
-            return "truncated JPEG (no end-of-image marker)"
-    elif head.startswith(PNG_START):
-        if PNG_END not in tail:
-            return "truncated PNG (no IEND chunk)"
-    elif not head.startswith(OTHER_STARTS):
-        return "not a JPEG, PNG, GIF, BMP or WebP file"
-    if check == "decode":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
-                image.convert("RGB").load()
-        except Exception as err:  # PIL raises many types for corrupt data
-            return f"cannot be decoded ({type(err).__name__}: {err})"
-    return None
-
-
-def check_images(image_set, check="header", on_bad="error", workers=8):
-    """Checks every image of `image_set`; returns it without the bad ones.
-
-    Args:
-        check: "header" (magic bytes and JPEG/PNG end markers: fast), "decode" (full decode with
-            PIL: thorough), or "none".
-        on_bad: "error" raises ValueError listing the bad files; "skip" warns and drops them.
-    """
-    if check == "none" or image_set.blobs is not None:
-        return image_set
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(lambda p: _bad_reason(p, check), image_set.paths))
-    bad = [(key, why) for key, why in zip(image_set.keys, reasons) if why]
-    if not bad:
-        return image_set
-    listing = "; ".join(f"{key}: {why}" for key, why in bad[:10])
-    more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-    if on_bad == "error":
-        raise ValueError(f"{len(bad)} bad image(s) under {image_set.root}: {listing}{more}. "
-                         "Remove them, or pass --on-bad-image skip to leave them out.")
-    warnings.warn(f"Skipping {len(bad)} bad image(s) under {image_set.root}: {listing}{more}")
-    keep = np.array([why is None for why in reasons])
-    return dataclasses.replace(image_set, keys=[k for k, ok in zip(image_set.keys, keep) if ok],
-                               labels=image_set.labels[keep])
-
-
-def read_image_folder(root, classes=None):
-    """An ImageNet-style folder (``root/<class>/*.jpg``) -> `ImageSet`, files sorted.
-
-    Args:
-        classes: the class list to label with (the training set's, when reading validation);
-            default: the sorted sub-folders of `root`.
-
-    Raises:
-        ValueError: `root` missing or without class folders, an empty class folder, or (with
-        `classes`) a folder that is not one of them.
-    """
-    if not os.path.isdir(root):
-        raise ValueError(f"Dataset folder {root} does not exist")
-    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    if not folders:
-        raise ValueError(f"{root} has no class sub-folders (expected {root}/<class>/*.jpg)")
-    if classes is None:
-        classes = folders
-    unknown = sorted(set(folders) - set(classes))
-    if unknown:
-        raise ValueError(f"{root} has class folders the training set lacks: {unknown[:10]}")
-    index = {name: i for i, name in enumerate(classes)}
-    keys, labels, empty = [], [], []
-    for folder in folders:
-        found = sorted(
-            os.path.relpath(os.path.join(dirpath, name), root)
-            for dirpath, _, names in os.walk(os.path.join(root, folder), followlinks=True)
-            for name in names if name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        if not found:
-            empty.append(folder)
-        keys += found
-        labels += [index[folder]] * len(found)
-    if empty:
-        raise ValueError(f"Empty class folder(s) under {root}: {', '.join(empty[:10])} (no "
-                         f"{', '.join(IMAGE_EXTENSIONS)} files); remove them or add images")
-    return ImageSet(keys, np.asarray(labels, np.int32), list(classes), root)
-
 
 def read_tfds(name, split, classes=None):
     """A TFDS image classification dataset, held encoded in memory (small datasets only; for

@@ -175,7 +175,7 @@ def _load_keras(path):
 
 def build_models(config, classes):
     """The student (and teacher) of `config` for the data's `classes` (names)."""
-    size = (config.image_size, config.image_size, 3)
+    size = (config.input_size, config.input_size, 3)
     common = dict(classes=len(classes), input_shape=size, drop_path_rate=config.drop_path,
                   drop_rate=config.drop_rate)
     source, original = {"from": "scratch"}, None
@@ -187,14 +187,14 @@ def build_models(config, classes):
     elif config.finetune.endswith(".keras"):
         original = _load_keras(config.finetune)
         arch = SwiftFormerConfig.from_model(original)
-        reset = config.reset_head or arch.classes != len(classes)
+        reset = config.new_head or arch.classes != len(classes)
         student = SwiftFormer(depths=arch.depths, widths=arch.widths,
                               token_weighting=config.token_weighting or arch.token_weighting,
                               name=original.name, **common)
         copy_weights(original, student, skip=HEADS if reset else (), read=distribute.to_numpy)
         if reset:
             official_init(student, config.seed, layers=HEADS)
-        source = {"from": config.finetune, "reset_head": bool(reset)}
+        source = {"from": config.finetune, "new_head": bool(reset)}
         if config.teacher == "original":  # the same model at the training size, logits out
             teacher = SwiftFormer(depths=arch.depths, widths=arch.widths,
                                   token_weighting=arch.token_weighting,
@@ -204,13 +204,13 @@ def build_models(config, classes):
             original = teacher
     else:
         checkpoint, variant = _read_checkpoint(config)
-        reset = config.reset_head or checkpoint.classes != len(classes)
-        student = SwiftFormer(variant, weights=checkpoint, ignore_head=bool(reset),
+        reset = config.new_head or checkpoint.classes != len(classes)
+        student = SwiftFormer(variant, weights=checkpoint, new_head=bool(reset),
                               token_weighting=config.token_weighting, **common)
         if reset:
             official_init(student, config.seed, layers=HEADS)
         source = {"from": config.finetune, "format": checkpoint.format,
-                  "reset_head": bool(reset)}
+                  "new_head": bool(reset)}
         if config.teacher == "original":
             original = SwiftFormer(variant, weights=checkpoint, classes=checkpoint.classes,
                                    input_shape=size, classifier_activation=None)
@@ -222,7 +222,7 @@ def build_models(config, classes):
         side = tuple(teacher.inputs[0].shape[1:3])
         if side != (None, None) and side != size[:2]:
             raise ValueError(f"The teacher takes {side[0]}x{side[1]} images, training uses "
-                             f"{config.image_size}x{config.image_size}: give --image-size "
+                             f"{config.input_size}x{config.input_size}: give --input-size "
                              f"{side[0]} or a teacher that accepts any size")
         index = teacher_class_index(config, classes, int(teacher.outputs[0].shape[-1]))
     return Models(student, arch, teacher, index, source)
@@ -367,7 +367,7 @@ def _resumable(config, runtime, model, models, optimizer):
     skip |= {id(v) for v in model.metrics_variables}
     state = ckpt.TrainingState([v for v in model.variables if id(v) not in skip], optimizer)
     record = {"config": {name: getattr(config, name) for name in RESUME_FIELDS}}
-    directory = ckpt.checkpoint_dir(config.output, config.checkpoint, runtime.process_id)
+    directory = ckpt.checkpoint_dir(config.output_dir, config.checkpoint, runtime.process_id)
     writer = ckpt.is_writer(config.checkpoint, runtime.process_id)
     if config.overwrite and writer and directory and os.path.isdir(directory):
         shutil.rmtree(directory)
@@ -394,9 +394,9 @@ def train(config, shard=None):
         FileExistsError: ``<output>/model.keras`` exists and `config.overwrite` is off.
         ValueError: bad data, teacher, batch size or options, before any training step.
     """
-    model_path = os.path.join(config.output, MODEL_FILE)
+    model_path = os.path.join(config.output_dir, MODEL_FILE)
     if os.path.exists(model_path) and not config.overwrite:
-        raise FileExistsError(f"{model_path} exists (a finished run): choose another --output, "
+        raise FileExistsError(f"{model_path} exists (a finished run): choose another --output-dir, "
                               "or pass --overwrite to train afresh and replace it")
     runtime = distribute.setup(config)
     keras.utils.set_random_seed(config.seed)
@@ -414,11 +414,11 @@ def train(config, shard=None):
     shard = shard or runtime.shard
     sample_augment = SampleAugment(config.rand_augment, config.color_jitter, config.reprob)
     train_ds = data_lib.train_dataset(
-        train_set, config.batch_size, config.image_size, seed=config.seed,
+        train_set, config.batch_size, config.input_size, seed=config.seed,
         start_step=initial_epoch * steps, shard=shard, sample_augment=sample_augment,
         hflip=config.hflip, crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
         teacher_logits=saved_logits, parallel=config.data_workers)
-    val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.image_size,
+    val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.input_size,
                                     config.crop_pct, shard, config.data_workers)
               if val_set is not None else None)
     initial_val = {}
@@ -438,11 +438,11 @@ def train(config, shard=None):
               "engine": runtime.engine, "replicas": runtime.replicas, "step": step,
               "epochs": config.epochs, "resumed_from_epoch": initial_epoch,
               "weights_sha256": weights_digest(exported)}
-    _write_json(os.path.join(config.output, "workers", f"worker-{runtime.process_id}.json"),
+    _write_json(os.path.join(config.output_dir, "workers", f"worker-{runtime.process_id}.json"),
                 worker)
     if runtime.is_chief:
         arch = models.architecture
-        info = {"classes": train_set.classes, "image_size": config.image_size,
+        info = {"classes": train_set.classes, "input_size": config.input_size,
                 "crop_pct": config.crop_pct, "include_preprocessing": True,
                 "depths": list(arch.depths), "widths": list(arch.widths),
                 "token_weighting": arch.token_weighting, "variant": arch.variant,
@@ -456,6 +456,6 @@ def train(config, shard=None):
                 "config": config.to_dict()}
         with atomic_output(model_path) as tmp:
             exported.save(tmp)
-        _write_json(os.path.join(config.output, INFO_FILE), info)
+        _write_json(os.path.join(config.output_dir, INFO_FILE), info)
     return TrainResult(exported, model_path, history.history, initial_val, runtime,
                        initial_epoch)
