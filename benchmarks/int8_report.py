@@ -34,7 +34,7 @@ class in units of that photo's logit std (random-weight fixtures have near ties:
 every tensor of XS (SQNR of the tensor against the float model's, graph order) in the
 converter's full-integer file, the previous default and the current one, on one axis.
 
-    python -m benchmarks.int8_report --variants XS S L1 L3 --markdown benchmarks/int8_results.md \\
+    python -m benchmarks.int8_report --variants XS S L1 L3 --section \\
         --json benchmarks/int8_results.json --plot benchmarks/int8_layers.png
 """
 
@@ -304,7 +304,8 @@ def main(argv=None):
     parser.add_argument("--evaluation", type=int, default=64, help="evaluation photos")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=50, help="timed invocations per model")
-    parser.add_argument("--markdown")
+    parser.add_argument("--section", action="store_true",
+                        help="write the tables into benchmarks/results.md (section int8)")
     parser.add_argument("--json")
     parser.add_argument("--plot", help="PNG of XS's per-tensor error before and after")
     args = parser.parse_args(argv)
@@ -345,7 +346,8 @@ def write(rows, notes, args, command, calibrated, evaluated):
         f"{args.runs} interleaved invocations per model, medians; '/ float32' is the ratio of "
         "median times (wall-clock, and process CPU time) to our float32 file's"
         + (f". {'; '.join(sorted(notes))}." if notes else ".")])
-    write_outputs(text, rows, args.markdown, args.json)
+    write_outputs(text, rows, ("int8", "Post-training int8 of every variant (fidelity, size, "
+                               "latency)") if args.section else None, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ measured against the Keras float model on sample photos. Our models take raw RGB
 inside (one mean-pixel subtraction); litert-torch's takes normalised input, so it does less work.
 
     python -m benchmarks.litert_vs_torch --variants XS S L1 L3 --threads 1 2 \\
-        --runs 100 --markdown benchmarks/results.md
+        --runs 100 --section
 
 litert-torch is optional (``pip install litert-torch==0.10.0``): without it the litert-torch
 column is left out and the unfolded Keras export is the baseline.
@@ -207,7 +207,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=32, help="calibration photos")
     parser.add_argument("--evaluation", type=int, default=32, help="photos for the SQNR")
-    parser.add_argument("--markdown", help="write the tables here (Markdown)")
+    parser.add_argument("--section", action="store_true",
+                        help="write the tables into benchmarks/results.md (section latency)")
     parser.add_argument("--json", help="write all numbers here")
     parser.add_argument("--save-models", help="folder to keep the .tflite files in")
     args = parser.parse_args(argv)
@@ -248,15 +249,19 @@ def main(argv=None):
             "invocations per model, interleaved; medians. Weights: "
             + "; ".join(sorted({f"{r['variant']}: {r['weights']}" for r in results}))
             + (". " + "; ".join(sorted(notes)) if notes else "."))
-    write_outputs(markdown(results, info), results, args.markdown, args.json)
+    write_outputs(markdown(results, info), results,
+                  ("latency", "LiteRT latency: the folded Keras graph against litert-torch")
+                  if args.section else None, args.json)
 
 
-def write_outputs(text, rows, markdown_path=None, json_path=None):
-    """Prints the Markdown `text` and writes it and the `rows` (JSON) where asked."""
+def write_outputs(text, rows, section=None, json_path=None):
+    """Prints the Markdown `text`; writes it as a `benchmarks.results` section where asked
+    (``(name, title)``, with the command line that ran) and the `rows` as JSON."""
     print(text, flush=True)
-    if markdown_path:
-        with open(markdown_path, "w") as f:
-            f.write(text + "\n")
+    if section:
+        from benchmarks.results import invocation, write_section
+
+        write_section(*section, invocation(), text)
     if json_path:
         with open(json_path, "w") as f:
             json.dump(rows, f, indent=1)

@@ -36,7 +36,7 @@ def gelu(x):
 
 
 #: Elementwise function of each op type whose input range is chosen for the error after it
-#: (`choose_ranges`): measured +0.1 to +0.5 dB SQNR on XS, S, L1, L3 (benchmarks/int8_report.py).
+#: (`choose_ranges`; its gain is a row of `benchmarks/int8_report.py`).
 CONSUMER_FUNCTIONS = {"GELU": gelu}
 
 

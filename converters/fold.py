@@ -83,15 +83,6 @@ def average_linear(kernels, biases):
             np.mean(_f64(*biases), axis=0).astype(np.float32))
 
 
-def concat_linear(kernels, biases):
-    """Several Dense layers (or 1x1 convolutions) on the same input as one whose output is
-    their outputs concatenated on the last axis: (kernel, bias)."""
-    if len({np.shape(k)[:-1] for k in kernels}) != 1:
-        raise ValueError("The layers to concatenate must take the same input")
-    return (np.concatenate(kernels, axis=-1).astype(np.float32),
-            np.concatenate(biases, axis=-1).astype(np.float32))
-
-
 def scale_token_weights(w_g):
     """Folds the attention's ``D ** -0.5`` into ``w_g`` (D, 1)."""
     w_g = np.asarray(w_g, np.float64)

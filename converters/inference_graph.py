@@ -6,15 +6,15 @@ one head, the input normalisation reduced to a mean-pixel subtraction in front o
 convolution, the attention's scale inside ``w_g``. Layers keep the name of the original layer
 that absorbed the others.
 
-Options shape the exported graph (see `for_inference`); the defaults are the ones measured
-fastest under XNNPACK (benchmarks/litert_vs_torch.py).
+Options shape the exported graph (see `for_inference`); the defaults are the fastest under
+XNNPACK (`benchmarks/litert_vs_torch.py` measures them).
 """
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from converters.fold import concat_linear, fold_rms_normalization, fold_swiftformer
+from converters.fold import fold_rms_normalization, fold_swiftformer
 from keras_swiftformer.layers import L2_EPSILON, check_token_weighting, l2_normalize
 from keras_swiftformer.config import (HEADS, MLP_RATIO, NORM, POOL, PREDICTIONS, PREPROCESSING,
                                       STEM_PATHS, downsample_path, layer_name)
@@ -30,23 +30,15 @@ from keras_swiftformer.config import (HEADS, MLP_RATIO, NORM, POOL, PREDICTIONS,
 L2_FORMS = ("rsqrt", "l2_normalization")
 PROJECTIONS = ("dense", "conv")
 
-#: The ops `converters.tflite`'s int8 formats keep in float for the folded graph
-#: (``float_ops`` of `converters.tflite.convert`): all but the matrix products. int8 runs the
-#: convolutions and projections (CONV_2D, FULLY_CONNECTED: the GEMMs, 99 % of the MACs (XS, L3)), float
-#: the rest, as XNNPACK does both in one partition:
-#: - GELU, RSQRT, MAXIMUM: XNNPACK has no int8 kernels for them; in a full-integer model they
-#:   run in LiteRT's own kernels and split the delegated graph into 29 partitions (XS);
-#: - ADD: the residual stream stays float, so it is not requantised at every block;
-#: - MUL, MEAN, SUM: the attention's normalisations and token sums, whose int8 products of
-#:   long-tailed factors lost 5-8 dB in the first stage;
-#: - DEPTHWISE_CONV_2D: reads the float stream without a QUANTIZE in front (as fast in float).
-#: Measured (benchmarks/int8_report.py, fixture weights, 100 / 64 photos): XS 30.3 -> 33.7 dB,
-#: L1 30.8 -> 33.2, S 31.4 -> 34.1, L3 30.4 -> 33.3 against GELU/RSQRT/MAXIMUM only, at
-#: 0.378 vs 0.366 of float32's time (XS, 1 thread, interleaved).
+#: The ops the int8 formats keep in float for the folded graph (``float_ops`` of
+#: `converters.tflite.convert`): int8 runs only the convolutions and projections (the GEMMs,
+#: nearly all the MACs), float the rest, which XNNPACK runs in the same partition. GELU, RSQRT
+#: and MAXIMUM have no XNNPACK int8 kernel; ADD keeps the residual stream from being
+#: requantised at every block; MUL, MEAN and SUM are the attention's long-tailed products;
+#: DEPTHWISE_CONV_2D then reads the float stream without a QUANTIZE in front.
+#: `benchmarks/int8_report.py` measures what each choice gives.
 FOLDED_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM", "ADD", "MUL", "MEAN", "SUM",
                     "DEPTHWISE_CONV_2D")
-#: The earlier float set (the ops XNNPACK has no int8 kernel for), for comparison.
-UNSUPPORTED_INT8_OPS = ("GELU", "RSQRT", "MAXIMUM")
 
 
 def _check(value, allowed, what):
@@ -91,10 +83,7 @@ class FoldedTokenMixingMath:
 
     @staticmethod
     def _token_shape(input_shape):
-        """(B, H, W, D) of q and k from the inputs' shapes: [(B, H, W, D)] * 2, or one merged
-        (B, H, W, 2D)."""
-        if isinstance(input_shape[0], (int, type(None))):  # one shape: merged
-            return tuple(input_shape[:-1]) + (input_shape[-1] // 2,)
+        """(B, H, W, D) of q and k from the inputs' shapes [(B, H, W, D)] * 2."""
         return tuple(input_shape[0])
 
     def compute_output_shape(self, input_shape):
@@ -125,10 +114,7 @@ class FoldedTokenMixingMath:
         return {**found, **normalized("key"), "mixed": "range"}
 
     def _folded_mix(self, inputs, w_g, observe=_unobserved):
-        if isinstance(inputs, (list, tuple)):
-            query, key = inputs
-        else:
-            query, key = ops.split(inputs, 2, axis=-1)
+        query, key = inputs
         rms = self.l2_form == "rsqrt"
         if rms:
             q = observe("q", query * inverse_rms(query, "query", observe))
@@ -150,7 +136,7 @@ class FoldedTokenMixingMath:
             g = observe("global_query", ops.sum(q, axis=(1, 2), keepdims=True))
         if rms:
             # key * (1/rms(key) * g), not (key / rms(key)) * g: in the latter the converter
-            # gives the normalised key the int8 scale of the product (-8 dB SQNR on XS).
+            # gives the normalised key the int8 scale of the product.
             scale = observe("key_scale", inverse_rms(key, "key", observe) * g)
             return [observe("mixed", key * scale), q]
         return [observe("mixed", g * observe("key", l2_normalize(key))), q]
@@ -160,8 +146,7 @@ class FoldedTokenMixingMath:
 class FoldedTokenMixing(FoldedTokenMixingMath, keras.layers.Layer):
     """Efficient additive attention's core for folded weights.
 
-    Inputs: ``[query, key]`` (B, H, W, D) each, or one (B, H, W, 2D) tensor holding both (the
-    merged projection). Outputs: ``[G * k, q]`` as `keras_swiftformer.layers.AdditiveTokenMixing`
+    Inputs: ``[query, key]`` (B, H, W, D) each. Outputs: ``[G * k, q]`` as `keras_swiftformer.layers.AdditiveTokenMixing`
     (q, k the normalised query and key, ``G = sum_tokens(alpha * q)``, ``alpha =
     normalize_tokens(q @ w_g)`` for "l2", 1 for "ones"), except that:
 
@@ -235,13 +220,10 @@ def _conv_block(b, x, dim, hidden, name):
     return layers.Add(name=layer_name(f"{name}.add"))([x, y])
 
 
-def _attention_block(b, x, dim, name, token_weighting, l2_form, merge_query_key):
+def _attention_block(b, x, dim, name, token_weighting, l2_form):
     x = _conv_block(b, x, dim, dim, f"{name}.local_representation")
     attn = f"{name}.attn"
-    if merge_query_key:
-        inputs = b.projection(x, 2 * dim, f"{attn}.to_query_key")
-    else:
-        inputs = [b.projection(x, dim, f"{attn}.to_query"), b.projection(x, dim, f"{attn}.to_key")]
+    inputs = [b.projection(x, dim, f"{attn}.to_query"), b.projection(x, dim, f"{attn}.to_key")]
     mixed, q = b.token_mixing(inputs, token_weighting, l2_form, attn)
     y = b.projection(mixed, dim, f"{attn}.proj")
     y = layers.Add(name=layer_name(f"{attn}.add"))([y, q])
@@ -257,8 +239,7 @@ def subtract_pixel(x, pixel, name=PREPROCESSING):
     """(B, H, W, C) - `pixel` (C,): the input normalisation left after folding.
 
     With a known width it runs on the (B, H, W * C) view against `pixel` tiled W times: the
-    same numbers, but XNNPACK's broadcast over a 3-long innermost axis is slow (measured on XS:
-    0.18 -> 0.06 ms in float, 0.25 -> 0.04 ms in int8).
+    same numbers, but XNNPACK's broadcast over a 3-long innermost axis is slow.
     """
     _, height, width, channels = x.shape
     offset = -np.asarray(pixel, np.float64)
@@ -269,27 +250,23 @@ def subtract_pixel(x, pixel, name=PREPROCESSING):
     return layers.Reshape((height, width, channels), name=f"{name}-image")(x)
 
 
-def attention_weights(geometry, weights, l2_form, merge_query_key):
-    """`weights` with the attention's projections refolded for `l2_form` and, with
-    `merge_query_key`, ``to_query`` and ``to_key`` concatenated into ``to_query_key``."""
+def attention_weights(geometry, weights, l2_form):
+    """`weights` with the attention's projections refolded for `l2_form`."""
     weights = dict(weights)
     for i in range(len(geometry.depths)):
         attn = f"{geometry.block_paths(i)[-1]}.attn"
         if l2_form == "rsqrt":
             proj, final = fold_rms_normalization(weights[f"{attn}.proj"], weights[f"{attn}.final"])
             weights[f"{attn}.proj"], weights[f"{attn}.final"] = list(proj), list(final)
-        if merge_query_key:
-            kernels, biases = zip(weights.pop(f"{attn}.to_query"), weights.pop(f"{attn}.to_key"))
-            weights[f"{attn}.to_query_key"] = list(concat_linear(kernels, biases))
     return weights
 
 
 def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense",
-                          merge_query_key=False, name=None):
+                          name=None):
     """The folded SwiftFormer graph of `geometry` carrying `weights` (`fold_swiftformer`)."""
     _check(l2_form, L2_FORMS, "l2_form")
     _check(projections, PROJECTIONS, "projections")
-    b = _Builder(attention_weights(geometry, weights, l2_form, merge_query_key), projections)
+    b = _Builder(attention_weights(geometry, weights, l2_form), projections)
     image = keras.Input(shape=geometry.input_shape, name="image")
     x = image
     if geometry.include_preprocessing:
@@ -306,8 +283,7 @@ def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense
         *conv_blocks, attention_block = geometry.block_paths(i)
         for name in conv_blocks:
             x = _conv_block(b, x, width, MLP_RATIO * width, name)
-        x = _attention_block(b, x, width, attention_block, geometry.token_weighting, l2_form,
-                             merge_query_key)
+        x = _attention_block(b, x, width, attention_block, geometry.token_weighting, l2_form)
     if geometry.top == "logits":
         head = HEADS[0]  # holds both heads' mean
         classes = weights[head][0].shape[-1]
@@ -330,7 +306,7 @@ def build_inference_model(geometry, weights, l2_form="rsqrt", projections="dense
     return model
 
 
-def for_inference(model, l2_form="rsqrt", projections="dense", merge_query_key=False):
+def for_inference(model, l2_form="rsqrt", projections="dense"):
     """A folded copy of a `keras_swiftformer.SwiftFormer` model for export and inference.
 
     Same input and outputs as `model` (logits or probabilities, pooled features, or the final
@@ -344,14 +320,12 @@ def for_inference(model, l2_form="rsqrt", projections="dense", merge_query_key=F
             TFLite's int8-capable L2_NORMALIZATION op.
         projections: the attention's channel projections and the classifier as "dense"
             (FULLY_CONNECTED) or "conv" (1x1 CONV_2D; the classifier on the (B, 1, 1, C) pooled
-            map, then reshaped); XNNPACK runs both as the same GEMM (measured equal on XS).
+            map, then reshaped); XNNPACK runs both as the same GEMM.
             Quantisation-aware training uses "conv": TFMOT quantises convolution kernels per
             output channel, Dense kernels only per tensor.
-        merge_query_key: compute the query and key projections as one matmul and split it
-            (one FULLY_CONNECTED and a SPLIT; measured no faster on XS, hence off).
 
     Raises:
         ValueError: `model` is not a single-output SwiftFormer model, or an unknown option.
     """
     geometry, weights = fold_swiftformer(model)
-    return build_inference_model(geometry, weights, l2_form, projections, merge_query_key)
+    return build_inference_model(geometry, weights, l2_form, projections)

@@ -109,9 +109,9 @@ def gpu_compatibility(path):
     (``tf.lite.experimental.Analyzer.analyze(model_path, gpu_compatibility=True)``, whose
     printed report is captured).
 
-    Caveat (measured with TF 2.21 and ai-edge-litert 2.3): the analyser in these wheels says
-    "looks compatible" of models with TOPK_V2, CUMSUM or SEGMENT_SUM, which the GPU delegate
-    does not run; its verdict is a necessary condition, not a sufficient one.
+    Caveat (TF 2.21 and ai-edge-litert 2.3): the analyser in these wheels says "looks
+    compatible" of models with TOPK_V2, CUMSUM or SEGMENT_SUM, which the GPU delegate does not
+    run; its verdict is a necessary condition, not a sufficient one.
 
     Returns:
         ``{"compatible": bool, "verdict": its summary line, "incompatible_ops": {op type:

@@ -440,9 +440,11 @@ def _coreml_row(model, path, fmt, evaluation, info, labels, calibration=None):
             raise ValueError(f"{fmt.name} needs calibration images beyond the "
                              f"{COREML_EVALUATION_IMAGES} it is evaluated on")
         options["calibration"] = calibration[:COREML_EVALUATION_IMAGES]
-    export_coreml(model, path, classifier=True, class_labels=_unique(labels),
+    # ImageNet's names: the Core ML default, made unique by their synsets.
+    labels = None if info["labels_source"] == "ImageNet" else _unique(labels)
+    export_coreml(model, path, classifier=True, class_labels=labels,
                   metadata={"source_checkpoint": str(info.get("checkpoint"))}, **options)
-    report = verify_coreml(path, model, images)
+    report = verify_coreml(path, model, images, class_labels=labels)
     return {"graph": "folded", "size_bytes": report["size_bytes"],
             "evaluation_images": len(images), **report["logits"], "coreml_ops": report["ops"]}
 

@@ -130,16 +130,6 @@ def test_two_heads_average_into_one():
     assert relative_error(head(x), expected) < 1e-6
 
 
-def test_concatenated_projections_equal_the_two():
-    query, key = built(layers.Dense(4), (2, 3, 3, 4)), built(layers.Dense(4), (2, 3, 3, 4))
-    x = RNG.normal(0, 1, (2, 3, 3, 4)).astype(np.float32)
-    merged = built(layers.Dense(8), (2, 3, 3, 4))
-    kernels, biases = zip(query.get_weights(), key.get_weights())
-    merged.set_weights(list(fold.concat_linear(kernels, biases)))
-    np.testing.assert_allclose(merged(x), np.concatenate([query(x), key(x)], -1), rtol=1e-6,
-                               atol=1e-6)
-
-
 def test_inverse_rms_is_sqrt_d_over_norm_and_safe_at_zero():
     x = RNG.normal(0, 1, (2, 3, 3, 16)).astype(np.float32)
     x[0, 0, 0] = 0.0
@@ -218,7 +208,7 @@ def test_folded_model_matches_unfolded_on_golden_inputs(case, golden_pair):
 
 
 @pytest.mark.parametrize("options", [dict(l2_form="l2_normalization"),
-                                     dict(projections="conv", merge_query_key=True)])
+                                     dict(projections="conv")])
 def test_graph_options_keep_the_outputs(options, golden_pair):
     model, folded = golden_pair("original_xs", **options)
     x = golden("original_xs")["inputs"]

@@ -37,9 +37,8 @@ def kmeans_palette(nbits, iterations=100, bins=128):
 
     Lloyd's iterations over the distinct values (each weighted by how often it occurs), from
     the palette that is optimal at high resolution: centres spaced by the cube root of the
-    value density (a `bins`-bin histogram). Measured on the XS fixture's folded kernels:
-    within 0.3 dB (6 bits) and 0.03 dB (4 bits) of the weight SQNR of optimal 1-D k-means
-    (coremltools' bundled kmeans1d, private API). coremltools' public "kmeans" mode needs
+    value density (a `bins`-bin histogram): close to optimal 1-D k-means (coremltools' bundled
+    kmeans1d, a private API) in weight SQNR. coremltools' public "kmeans" mode needs
     scikit-learn, which it does not install, for tensors under 10,000 elements.
     """
     size = 2**nbits

@@ -281,7 +281,7 @@ def run_coreml(program, images, record=None):
     return np.stack(logits), (np.stack(probabilities) if classifier else None), overflows
 
 
-def verify_coreml(path, model, images, *, rtol=None):
+def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
     """Verifies a saved package against the Keras model it was exported from.
 
     Checks the spec (`check_spec`, options read from the package metadata) and every weight
@@ -293,6 +293,8 @@ def verify_coreml(path, model, images, *, rtol=None):
         model: the Keras model given to `converters.coreml.export_coreml`.
         images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size.
         rtol: if given, the logits' max error relative to max |Keras logits| must be below it.
+        class_labels: the labels a classifier must carry (default: ImageNet's for 1000
+            classes).
 
     Returns:
         {"size_bytes", "spec" (`inspect_coreml`), "ops" (`op_summary`), "weights"
@@ -315,8 +317,8 @@ def verify_coreml(path, model, images, *, rtol=None):
     size = (image.get("height"), image.get("width"))
     if images.ndim != 4 or images.shape[1:] != (*size, 3):
         raise ValueError(f"images must be (N, {size[0]}, {size[1]}, 3) RGB, got {images.shape}")
-    labels = None
-    if classifier and logits_graph(model)[0].shape[-1] == 1000:
+    labels = class_labels
+    if labels is None and classifier and logits_graph(model)[0].shape[-1] == 1000:
         labels = imagenet_labels()
     graph = coreml_graph(model, size)
     check_spec(info, precision=precision, compression=compression, classifier=classifier,
