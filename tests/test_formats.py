@@ -40,3 +40,12 @@ def test_markdown_table_lists_each_format_once():
     table = markdown_table()
     for name in FORMATS:
         assert table.count(f"| `{name}` |") == 1
+
+
+def test_the_readme_formats_table_is_the_registry():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- formats:")
+    table = readme[readme.index("\n", start) + 1:readme.index("<!-- /formats -->")].strip()
+    assert table == markdown_table(), "regenerate with converters.formats.markdown_table()"

@@ -65,8 +65,9 @@ class TrainConfig:
     drop_rate: float = _field(0.0, "dropout in the MLPs and before the heads")
 
     # Fine-tuning.
-    finetune: str = _field(None, "start from this checkpoint (any format the importer reads, or a "
-                                 ".keras file); new heads when the class count differs")
+    finetune: str = _field(None, "start from this checkpoint (any format the importer reads, a "
+                                 ".keras file, a weight tag such as imagenet (of --variant) or "
+                                 "hf://ORG/REPO); new heads when the class count differs")
     new_head: bool = _field(None, "start new heads even when the class count matches")
     freeze: str = _field("", "comma-separated layer-name prefixes to freeze ('stem,stages.0'), or "
                              "'body' for everything but the heads")

@@ -229,13 +229,13 @@ def build_models(config, classes):
 
 
 def _read_checkpoint(config):
-    if config.finetune.startswith("imagenet"):
-        from keras_swiftformer.weights import resolve_weights
+    """(checkpoint, variant) of ``--finetune``: a weight tag (of ``--variant``), ``hf://``, or
+    a checkpoint path (its own variant)."""
+    from keras_swiftformer.sources import TAGS
+    from keras_swiftformer.weights import resolve_weights
 
-        return resolve_weights(config.finetune, config.variant).checkpoint, config.variant
-    from keras_swiftformer.checkpoints import read_checkpoint
-
-    checkpoint = read_checkpoint(config.finetune)
+    tag = config.finetune in TAGS
+    checkpoint = resolve_weights(config.finetune, config.variant if tag else None).checkpoint
     return checkpoint, checkpoint.variant
 
 
