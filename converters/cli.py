@@ -139,6 +139,7 @@ def pipeline_options(args):
 
 def parser():
     p = argparse.ArgumentParser(prog="swiftformer-convert", description=__doc__,
+                                epilog=_formats_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command")
     _run_parser(sub)

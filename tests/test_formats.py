@@ -49,3 +49,15 @@ def test_the_readme_formats_table_is_the_registry():
     start = readme.index("<!-- formats:")
     table = readme[readme.index("\n", start) + 1:readme.index("<!-- /formats -->")].strip()
     assert table == markdown_table(), "regenerate with converters.formats.markdown_table()"
+
+
+def test_convert_help_lists_each_format_once(capsys):
+    from converters.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in FORMATS:
+        assert len([line for line in text.splitlines()
+                    if line.split() and line.split()[0] == name]) == 1, name
+    assert "int8_mixed" not in text
