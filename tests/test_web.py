@@ -38,7 +38,8 @@ def models(tmp_path_factory):
     from converters.runtime import TFLiteRunner
     from converters.tflite import export_tflite
     from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.imagenet import class_names, load_images
+    from keras_swiftformer.imagenet import class_names
+    from keras_swiftformer.images import load_images
     from keras_swiftformer.random_weights import realistic_weights
 
     folder = tmp_path_factory.mktemp("web")
