@@ -141,8 +141,7 @@ def test_inverse_rms_is_sqrt_d_over_norm_and_safe_at_zero():
 
 @pytest.mark.parametrize("token_weighting", ["l2", "ones"])
 @pytest.mark.parametrize("l2_form", ["rsqrt", "l2_normalization"])
-@pytest.mark.parametrize("merged", [False, True])
-def test_folded_attention_equals_additive_attention(token_weighting, l2_form, merged):
+def test_folded_attention_equals_additive_attention(token_weighting, l2_form):
     """AdditiveTokenMixing + proj + final == FoldedTokenMixing with w_g scaled and proj/final
     refolded for the normalisation form (`scale_token_weights`, `fold_rms_normalization`)."""
     dim, shape = 12, (2, 5, 6, 12)
@@ -161,15 +160,11 @@ def test_folded_attention_equals_additive_attention(token_weighting, l2_form, me
     weights = {"stages.0.blocks.0.attn.to_query": None, "stages.0.blocks.0.attn.to_key": None,
                "stages.0.blocks.0.attn.proj": proj.get_weights(),
                "stages.0.blocks.0.attn.final": final.get_weights()}
-    if merged:
-        eye = [np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)]
-        weights["stages.0.blocks.0.attn.to_query"] = weights["stages.0.blocks.0.attn.to_key"] = eye
-    refolded = attention_weights(geometry, weights, l2_form, merged)
+    refolded = attention_weights(geometry, weights, l2_form)
     layer = FoldedTokenMixing(token_weighting, l2_form)
-    inputs = np.concatenate([query, key], -1) if merged else [query, key]
-    layer.build(np.shape(inputs) if merged else [shape, shape])
+    layer.build([shape, shape])
     layer.set_weights([fold.scale_token_weights(w_g)])
-    mixed, q = layer(inputs)
+    mixed, q = layer([query, key])
     proj.set_weights(refolded["stages.0.blocks.0.attn.proj"])
     final.set_weights(refolded["stages.0.blocks.0.attn.final"])
     assert relative_error(final(np.asarray(proj(mixed)) + q), expected) < 1e-5
