@@ -7,6 +7,7 @@ snapshots/<commit>,refs/main}) into a temporary HF_HUB_CACHE and runs with HF_HU
 import hashlib
 import os
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -149,3 +150,9 @@ def test_environment_variables_alone_select_cache_and_offline_mode(tmp_path):
         env={"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert f"hf://{REPO}@{COMMIT_A}" in out
     assert "HF_HUB_OFFLINE=1" in out and str(tmp_path / "models--org--missing") in out
+
+
+def test_without_huggingface_hub_the_error_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if absent
+    with pytest.raises(ImportError, match="pip install huggingface_hub"):
+        read_checkpoint(f"hf://{REPO}")
