@@ -100,6 +100,7 @@ class Evaluated:
     def __init__(self, path, threads=None):
         self.path, self.info = path, sidecar(path)
         self.crop_pct = self.info.get("crop_pct")
+        self.crop_mode, self.interpolation = "center", "bicubic"
         self.classes = self.info.get("classes")
         self.normalize = False
         if path.endswith(".tflite"):
@@ -125,6 +126,8 @@ class Evaluated:
             checkpoint = read_checkpoint(path)
             self.kind = f"checkpoint ({checkpoint.format})"
             self.crop_pct = self.crop_pct or checkpoint.crop_pct
+            self.crop_mode = checkpoint.preprocessing.crop_mode
+            self.interpolation = checkpoint.preprocessing.interpolation
             self.model = import_checkpoint(checkpoint.path)
         shape = self.model.inputs[0].shape
         self.size = (shape[1], shape[2]) if shape[1] and shape[2] else None
@@ -169,7 +172,8 @@ def evaluate(model_path, folder, size=None, crop_pct=None, batch_size=32, limit=
         paths, labels = paths[:limit], labels[:limit]
     started, top5 = time.time(), []
     for start in range(0, len(paths), batch_size):
-        images = load_images(paths[start:start + batch_size], side, crop)
+        images = load_images(paths[start:start + batch_size], side, crop, model.crop_mode,
+                             model.interpolation)
         scores = model.predict(images, batch_size)
         if model.num_outputs is None:
             model.num_outputs = scores.shape[-1]

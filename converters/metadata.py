@@ -33,6 +33,8 @@ import numpy as np
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
+from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
 #: The oldest metadata parser that reads every field written here (schema 1.0.0 fields only).
@@ -325,13 +327,12 @@ def mediapipe_ready(content):
     return None
 
 
-def _input_description(source, crop_pct):
+def _input_description(source, preprocessing):
     h, w = source["shape"][1:3]
     text = (f"One RGB image, {h}x{w} (NHWC), pixel values 0-255 as decoded, not normalised: "
             "the model applies the ImageNet mean/std itself, so the normalisation here is mean "
-            "0 / std 1. Reference preprocessing: bicubic resize of the shorter side to "
-            f"size / {crop_pct}, then a centre crop (MediaPipe stretches the whole image to "
-            f"{h}x{w}: crop first for the reference accuracy).")
+            f"0 / std 1. Reference preprocessing: {preprocessing.describe()} (MediaPipe "
+            f"stretches the whole image to {h}x{w}: crop first for the reference accuracy).")
     if source["dtype"] != "float32" and source["scale"] is not None:
         text += (f" {source['dtype']} codes: round(pixel / {source['scale']:.6g}) + "
                  f"{source['zero_point']}.")
@@ -339,7 +340,8 @@ def _input_description(source, crop_pct):
 
 
 def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
-                        source_checkpoint=None, license=None, version=None, crop_pct=0.875):
+                        source_checkpoint=None, license=None, version=None,
+                        preprocessing=DEFAULT_PREPROCESSING):
     """The ``ModelMetadata`` dict of a SwiftFormer classifier file.
 
     Args:
@@ -350,12 +352,13 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
         source_checkpoint: where the weights came from.
         license: the licence text of the file (of the weights).
         version: the converter's version (default: keras_swiftformer's).
-        crop_pct: the evaluation crop of the weights, for the preprocessing description.
+        preprocessing: the weights' evaluation transform
+            (`keras_swiftformer.sources.Preprocessing`), for the input's description.
     """
     import keras_swiftformer
 
     source, output = tensor_io(content)
-    image = {"name": "image", "description": _input_description(source, crop_pct),
+    image = {"name": "image", "description": _input_description(source, preprocessing),
              "content": {"content_properties": {"type": "ImageProperties", "value": {
                  "color_space": COLOR_SPACE_RGB}}},
              "process_units": [{"options": {"type": "NormalizationOptions", "value": {
@@ -371,8 +374,8 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
         scores["stats"] = {"max": [1.0], "min": [0.0]}
     if labels is not None:
         scores["associated_files"] = [{"name": LABEL_FILE, "type": FILE_TENSOR_AXIS_LABELS,
-                                       "description": "ImageNet class names, one a line, in "
-                                                      "output order"}]
+                                       "description": "Class names, one a line, in output "
+                                                      "order"}]
     description = (f"SwiftFormer-{variant} image classifier ({len(labels or []) or 'its'} "
                    f"classes), {fmt} LiteRT export by keras-swiftformer; {source['dtype']} "
                    f"input, {output['dtype']} {kind} output. Weights: "
@@ -392,18 +395,21 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
 
 
 def add_classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
-                            source_checkpoint=None, license=None, crop_pct=0.875, extra=None):
+                            source_checkpoint=None, license=None,
+                            preprocessing=DEFAULT_PREPROCESSING, extra=None):
     """``.tflite`` bytes -> the same model with classifier metadata, its label file and
     ``swiftformer.json`` (`classifier_metadata` arguments, and `extra` fields for the JSON)."""
     metadata = classifier_metadata(content, variant, fmt, labels, probabilities,
-                                   source_checkpoint, license, crop_pct=crop_pct)
+                                   source_checkpoint, license, preprocessing=preprocessing)
     source, output = tensor_io(content)
     info = {"variant": variant, "format": fmt, "source_checkpoint": source_checkpoint,
             "input": source, "output": {**output, "kind": metadata["subgraph_metadata"][0][
                 "output_tensor_metadata"][0]["name"]},
             "preprocessing": {"pixels": "RGB 0-255", "mean": [0, 0, 0], "std": [1, 1, 1],
-                              "resize": "bicubic, shorter side to size / crop_pct",
-                              "crop_pct": crop_pct, "crop": "centre"},
+                              "resize": preprocessing.describe(),
+                              "crop_pct": preprocessing.crop_pct,
+                              "crop_mode": preprocessing.crop_mode,
+                              "interpolation": preprocessing.interpolation},
             "mediapipe_ready": source["dtype"] in MEDIAPIPE_INPUT_TYPES, **(extra or {})}
     files = {INFO_FILE: json.dumps(info, indent=2).encode()}
     if labels is not None:

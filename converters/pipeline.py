@@ -27,8 +27,10 @@ from converters import tflite
 from converters.compress import CompressionOptions
 from converters.formats import COREML, FORMATS, file_name, get_format, parse_formats
 from converters.metrics import fidelity
+from converters.model_card import write_model_card
 from converters.report import write_report
 from keras_swiftformer.config import SwiftFormerConfig
+from keras_swiftformer.sources import DEFAULT_PREPROCESSING
 
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 COREML_EVALUATION_IMAGES = 8
@@ -191,11 +193,13 @@ def image_paths(images):
     return [os.path.join(folder, key) for key in good], skipped
 
 
-def split_images(images, size, crop_pct, paths=None):
+def split_images(images, size, preprocessing, paths=None):
     """Calibration and evaluation images (`ImageOptions`): from the folder (disjoint:
     even-indexed files calibrate, odd-indexed ones evaluate), or synthetic without one.
 
     Args:
+        preprocessing: the weights' evaluation transform
+            (`keras_swiftformer.sources.Preprocessing`).
         paths: the folder's files to use (`image_paths`); default: all its images.
 
     Returns:
@@ -212,7 +216,8 @@ def split_images(images, size, crop_pct, paths=None):
                             "needed (one to calibrate, one to evaluate)")
     calibration = paths[0::2][:images.num_calibration]
     evaluation = paths[1::2][:images.num_evaluation]
-    return (load_images(calibration, size, crop_pct), load_images(evaluation, size, crop_pct),
+    transform = (preprocessing.crop_pct, preprocessing.crop_mode, preprocessing.interpolation)
+    return (load_images(calibration, size, *transform), load_images(evaluation, size, *transform),
             f"{images.folder} ({len(calibration)} calibration / {len(evaluation)} evaluation "
             "files)", False)
 
@@ -242,7 +247,6 @@ def _keras_model(path, variant, input_shape, token_weighting, activation):
     import keras_swiftformer  # noqa: F401  (registers the custom layers)
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.files import sidecar
-    from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
 
     try:
         loaded = keras.saving.load_model(path, compile=False)
@@ -264,20 +268,36 @@ def _keras_model(path, variant, input_shape, token_weighting, activation):
     model = SwiftFormer(**kwargs)
     model.set_weights(loaded.get_weights())
     info = sidecar(path)
+    crop = info.get("crop_pct") or DEFAULT_PREPROCESSING.crop_pct
     return model, {"checkpoint": os.fspath(path), "format_in": "keras", "random_weights": False,
-                   "crop_pct": info.get("crop_pct") or DEFAULT_CROP_PCT,
-                   "weights_source": info.get("source"), "classes": info.get("classes")}
+                   "source": os.fspath(path), "trained_from": info.get("source"),
+                   "classes": info.get("classes"),
+                   **_transform(dataclasses.replace(DEFAULT_PREPROCESSING, crop_pct=crop))}
+
+
+def _transform(preprocessing):
+    """The evaluation transform of a `keras_swiftformer.sources.Preprocessing` as report fields."""
+    return {"crop_pct": preprocessing.crop_pct, "crop_mode": preprocessing.crop_mode,
+            "interpolation": preprocessing.interpolation}
+
+
+def preprocessing_of(info):
+    """The `keras_swiftformer.sources.Preprocessing` a run's `info` (`build_model`) records."""
+    from keras_swiftformer.sources import Preprocessing
+
+    return Preprocessing(info["token_weighting"], info["crop_pct"], info["interpolation"],
+                         info["crop_mode"])
 
 
 def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=False):
     """The Keras float model the formats are made from and compared with.
 
     Returns:
-        (model, info dict: checkpoint, format_in, variant, token_weighting, crop_pct, random?,
-        and for a ``.keras`` model its ``model.json`` class names)
+        (model, info dict: checkpoint, source (an ``hf://`` address pinned to its commit),
+        format_in, variant, token_weighting, the evaluation transform (crop_pct, crop_mode,
+        interpolation), random?, and for a ``.keras`` model its ``model.json`` class names)
     """
     from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.imagenet import DEFAULT_CROP_PCT
     from keras_swiftformer.weights import resolve_weights
 
     activation = "softmax" if softmax else None
@@ -288,7 +308,7 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
                             classifier_activation=activation, token_weighting=token_weighting,
                             layer_scale_init_value=1.0)
         info = {"checkpoint": "none (random weights)", "random_weights": True,
-                "crop_pct": DEFAULT_CROP_PCT}
+                **_transform(DEFAULT_PREPROCESSING)}
     elif _is_keras_file(checkpoint):
         model, info = _keras_model(checkpoint, variant, input_shape, token_weighting, activation)
     else:
@@ -298,7 +318,8 @@ def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=
                             classes=ckpt.classes or 1000, classifier_activation=activation,
                             token_weighting=token_weighting or source.token_weighting)
         info = {"checkpoint": os.fspath(checkpoint), "format_in": ckpt.format,
-                "random_weights": False, "crop_pct": ckpt.crop_pct}
+                "random_weights": False, "source": ckpt.source,
+                **_transform(ckpt.preprocessing)}
     config = SwiftFormerConfig.from_model(model)
     info.update(variant=config.variant or "CUSTOM", token_weighting=config.token_weighting,
                 input_shape=list(config.input_shape), num_classes=config.classes)
@@ -417,7 +438,7 @@ class _Labeller:
             content = f.read()
         content = add_classifier_metadata(
             content, self.info["variant"], fmt, self.labels, self.softmax,
-            str(self.info.get("checkpoint")), self.license, self.info.get("crop_pct", 0.875),
+            str(self.info.get("checkpoint")), self.license, preprocessing_of(self.info),
             extra={"token_weighting": self.info.get("token_weighting")})
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
             f.write(content)
@@ -501,7 +522,7 @@ def _prepare(options, size, paths, step):
     step(2, "preparing calibration and evaluation images")
     try:
         calibration, evaluation, source, synthetic = split_images(options.images, size,
-                                                                  info["crop_pct"], paths)
+                                                                  preprocessing_of(info), paths)
     except OSError as err:  # checked before, but a file can change under us
         raise PipelineError(f"Cannot read an image of {options.images.folder}: {err}") from None
     reference = model.predict(evaluation, verbose=0, batch_size=16)
@@ -588,8 +609,12 @@ def run_pipeline(options=None, progress=print, **fields):
     info["latency"] = (f"LiteRT + XNNPACK, 1 thread, {options.latency_runs} runs per file "
                        "interleaved with the other files, median, on the converting machine"
                        if options.latency_runs else "not measured (latency_runs=0)")
+    if options.license:
+        info["license"] = options.license
     report = write_report(output_dir, info, rows)
-    progress(f"done in {time.time() - start:.0f} s: report in {report['markdown']}")
+    report["model_card"] = write_model_card(output_dir, info, rows, labels)
+    progress(f"done in {time.time() - start:.0f} s: report in {report['markdown']}, model "
+             f"card in {report['model_card']}")
     return {"models": models, "rows": rows, "report": report, "keras": keras_path,
             "info": info, "labels": labels}
 

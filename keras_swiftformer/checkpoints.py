@@ -9,6 +9,9 @@ arrays in PyTorch's shapes. The format is recognised from the keys, never from t
 - ``timm``: timm's model and hub repositories (``stem.``, ``stages.N.``);
 - ``hf``: Hugging Face ``transformers`` (``swiftformer.patch_embed.``, ``swiftformer.encoder.``).
 
+A path may also be ``hf://ORG/REPO[@REVISION]``, a Hugging Face Hub repository fetched through
+its cache (`keras_swiftformer.hub`); its weights file then goes through the same detection.
+
 ``.safetensors`` is read without torch; ``.pth``/``.pt``/``.bin`` with
 ``torch.load(weights_only=True)``, so that a hostile pickle cannot run code.
 """
@@ -21,6 +24,7 @@ import zipfile
 
 import numpy as np
 
+from keras_swiftformer import hub
 from keras_swiftformer.config import variant_of
 from keras_swiftformer.sources import FORMAT_DEFAULTS
 
@@ -79,6 +83,8 @@ class Checkpoint:
         depths, widths: the configuration read from the shapes.
         classes: the heads' class count, or None for a headless checkpoint.
         config: the ``config.json`` beside the file, if any (informational).
+        source: where it came from: the ``hf://ORG/REPO@<commit>`` address of a hub checkpoint,
+            else `path`.
     """
 
     tensors: dict
@@ -89,6 +95,10 @@ class Checkpoint:
     widths: tuple
     classes: int = None
     config: dict = None
+    source: str = None
+
+    def __post_init__(self):
+        self.source = self.source or self.path
 
     @property
     def preprocessing(self):
@@ -105,8 +115,14 @@ class Checkpoint:
 
 
 def find_weights_file(path):
-    """A folder -> its ``model.safetensors`` or ``pytorch_model.bin``; a file -> itself."""
+    """A folder -> its ``model.safetensors`` or ``pytorch_model.bin``; a file -> itself; an
+    ``hf://`` address -> that file of the repository, in the Hugging Face cache."""
     path = os.fspath(path)
+    if hub.is_hub_uri(path):
+        try:
+            return hub.fetch(path, FILE_NAMES)
+        except hub.HubError as err:
+            raise CheckpointError(str(err)) from err
     if not os.path.exists(path):
         raise CheckpointError(f"No such checkpoint: {path}")
     if not os.path.isdir(path):
@@ -265,13 +281,18 @@ def read_checkpoint(path, variant=None, ema=False):
     """Reads any supported checkpoint into a `Checkpoint` in the canonical layout.
 
     Args:
-        path: a file or a hub-style folder.
+        path: a file, a hub-style folder, or ``hf://ORG/REPO[@REVISION]``.
         variant: if given, the checkpoint must be this variant (else CheckpointError naming the
             variant that fits).
         ema: take ``model_ema`` from an official training checkpoint.
     """
+    source = os.fspath(path)
     path, state = load_state_dict(path, ema)
-    fmt = detect_format(state)
+    source = hub.pinned(path, source) if hub.is_hub_uri(source) else path
+    try:
+        fmt = detect_format(state)
+    except CheckpointError as err:  # name the file (or hub repository) it came from
+        raise CheckpointError(f"{source}: {err}") from err
     tensors = to_canonical(state, fmt)
     depths, widths, classes = infer_architecture(tensors)
     found = variant_of(depths, widths)
@@ -282,4 +303,5 @@ def read_checkpoint(path, variant=None, ema=False):
             f"{str(variant).upper()}" + (f": use SwiftFormer{found}(...) or variant='{found}'"
                                          if found else "")
         )
-    return Checkpoint(tensors, fmt, path, found, depths, widths, classes, _read_config(path))
+    return Checkpoint(tensors, fmt, path, found, depths, widths, classes, _read_config(path),
+                      source)

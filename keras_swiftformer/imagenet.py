@@ -1,9 +1,9 @@
 """ImageNet helpers: the evaluation transform, `preprocess_input`, `decode_predictions`.
 
-The evaluation transform is the reference one: resize the shorter side to ``int(size /
-crop_pct)`` with bicubic resampling, then centre-crop ``size``. The official evaluation uses
-``crop_pct = 0.875`` (256 for 224); timm measured its checkpoints at 0.95
-(`keras_swiftformer.sources` holds the default of each checkpoint format and source).
+The evaluation transform is the reference one: resize to ``size / crop_pct`` (the shorter side,
+or both sides for ``crop_mode="squash"``), then centre-crop ``size``. The official evaluation
+uses ``crop_pct = 0.875`` (256 for 224), timm 0.95, transformers' processor a plain resize to
+``size`` (`keras_swiftformer.sources` holds the default of each checkpoint format and source).
 """
 
 import functools
@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.sources import CROP_MODES, DEFAULT_PREPROCESSING
 
 DEFAULT_CROP_PCT = DEFAULT_PREPROCESSING.crop_pct
 
@@ -58,28 +58,42 @@ def decode_predictions(preds, top=5):
     return results
 
 
-def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT):
+#: `Preprocessing.interpolation` names -> PIL resampling filters.
+_RESAMPLING = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"}
+
+
+def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center",
+                   interpolation="bicubic"):
     """PIL image -> (H, W, 3) float32 RGB in [0, 255], the reference evaluation transform.
 
-    For a square `size` (an int): bicubic resize of the shorter side to ``int(size /
-    crop_pct)``, then a centre crop (torchvision's Resize + CenterCrop). For ``size=(H, W)``:
-    the smallest aspect-preserving bicubic resize covering ``(H / crop_pct, W / crop_pct)``, then
-    a centre crop of (H, W).
+    ``crop_mode="center"``, square `size` (an int): resize of the shorter side to ``int(size /
+    crop_pct)``, then a centre crop (torchvision's Resize + CenterCrop); ``size=(H, W)``: the
+    smallest aspect-preserving resize covering ``(H / crop_pct, W / crop_pct)``, then a centre
+    crop. ``crop_mode="squash"``: a resize of the whole image to ``(int(H / crop_pct),
+    int(W / crop_pct))``, then a centre crop (``crop_pct=1.0``: no crop).
     """
     from PIL import Image
 
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+    if interpolation not in _RESAMPLING:
+        raise ValueError(f"interpolation must be one of {tuple(_RESAMPLING)}, got "
+                         f"{interpolation!r}")
+    resample = getattr(Image.Resampling, _RESAMPLING[interpolation])
     height, width = (size, size) if np.ndim(size) == 0 else size
     image = image.convert("RGB")
     w, h = image.size
-    if height == width:
+    if crop_mode == "squash":
+        new_w, new_h = int(width / crop_pct), int(height / crop_pct)
+    elif height == width:
         short = int(height / crop_pct)
         new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     else:
         scale = max(height / crop_pct / h, width / crop_pct / w)
         new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    image = image.resize((new_w, new_h), Image.BICUBIC)
+    image = image.resize((new_w, new_h), resample)
     left = int(round((new_w - width) / 2.0))
     top = int(round((new_h - height) / 2.0))
     image = image.crop((left, top, left + width, top + height))

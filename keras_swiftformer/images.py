@@ -32,15 +32,17 @@ def list_images(folder):
     return paths
 
 
-def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT):
+def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center",
+                interpolation="bicubic"):
     """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
-    (`size`: an int or (H, W))."""
+    (`size`: an int or (H, W); `crop_mode`, `interpolation`: the weights' evaluation
+    transform, `keras_swiftformer.sources.Preprocessing`)."""
     from PIL import Image
 
     batch = []
     for path in paths:
         with Image.open(path) as image:
-            batch.append(eval_transform(image, size, crop_pct))
+            batch.append(eval_transform(image, size, crop_pct, crop_mode, interpolation))
     return np.stack(batch)
 
 

@@ -3,8 +3,9 @@
 ``weights="imagenet"`` / ``"imagenet-hf"`` name rows of `keras_swiftformer.sources.SOURCES`
 (hub repository, file, SHA-256, format). A download goes through ``keras.utils.get_file`` into
 ``~/.keras/models/swiftformer/`` (or ``$KERAS_HOME``) and is converted once to canonical
-``.safetensors`` (no torch needed afterwards). Checkpoint files are read by
-`keras_swiftformer.checkpoints`; their weights are assigned by `keras_swiftformer.mapping`.
+``.safetensors`` (no torch needed afterwards). Checkpoint files, and ``hf://ORG/REPO[@REVISION]``
+Hugging Face Hub repositories (through huggingface_hub's cache, `keras_swiftformer.hub`), are read
+by `keras_swiftformer.checkpoints`; their weights are assigned by `keras_swiftformer.mapping`.
 """
 
 import dataclasses
@@ -143,7 +144,8 @@ def _converted(source, variant):
 
 
 def resolve_weights(weights, variant=None):
-    """``weights=`` argument -> `WeightsSource` (reads a checkpoint, downloads ImageNet ones)."""
+    """``weights=`` argument -> `WeightsSource` (reads a checkpoint, a file or ``hf://`` address,
+    downloads ImageNet ones)."""
     if isinstance(weights, str) and weights in TAGS:
         source = weight_source(weights, variant)
         checkpoint = read_checkpoint(_converted(weights, source.variant), variant=variant)

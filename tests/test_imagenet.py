@@ -44,6 +44,24 @@ def test_eval_transform_resizes_shorter_side_then_crops():
         eval_transform(image, 224, crop_pct=1.5)
 
 
+def test_eval_transform_squash_resizes_the_whole_image():
+    """crop_mode="squash" (transformers' processor at crop_pct 1.0): every column of a 300x400
+    gradient survives, squeezed to 224 columns; "center" loses the sides."""
+    image = Image.fromarray(np.tile((np.arange(400) * 255 // 399).astype(np.uint8)[None, :, None],
+                                    (300, 1, 3)))
+    squash = eval_transform(image, 224, 1.0, crop_mode="squash", interpolation="bilinear")
+    expected = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+    np.testing.assert_array_equal(squash, expected)
+    assert squash[0, 0, 0] < 2 and squash[0, -1, 0] > 253
+    center = eval_transform(image, 224, 1.0)
+    assert center[0, 0, 0] > 20 and center[0, -1, 0] < 235
+    assert eval_transform(image, (96, 160), 0.8, crop_mode="squash").shape == (96, 160, 3)
+    with pytest.raises(ValueError, match="crop_mode"):
+        eval_transform(image, 224, crop_mode="border")
+    with pytest.raises(ValueError, match="interpolation"):
+        eval_transform(image, 224, interpolation="lanczos3")
+
+
 def test_preprocess_input_and_folder_errors(tmp_path):
     x = np.full((1, 2, 2, 3), 255.0)
     np.testing.assert_array_equal(preprocess_input(x), x)

@@ -8,6 +8,7 @@ import pytest
 
 from converters import metadata
 from converters.runtime import TFLiteRunner
+from keras_swiftformer.sources import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
 
@@ -60,7 +61,7 @@ def test_flatbuffer_round_trip():
 def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
     content = metadata.add_classifier_metadata(
         tiny_float32, "XS", "float32", LABELS, source_checkpoint="ckpt.pth", license="MIT",
-        crop_pct=0.95)
+        preprocessing=FORMAT_DEFAULTS["timm"])
     meta, files = metadata.read(content)
     assert meta["name"] == "SwiftFormer-XS (float32)" and meta["license"] == "MIT"
     assert meta["min_parser_version"] == metadata.MIN_PARSER_VERSION

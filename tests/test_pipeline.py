@@ -216,7 +216,7 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
     import keras
 
     from converters.metadata import LABEL_FILE, read
-    from converters.pipeline import image_paths, split_images
+    from converters.pipeline import image_paths, preprocessing_of, split_images
     from keras_swiftformer.imagenet import class_names
     from tests.support.mediapipe_tasks import mediapipe_python, run_mediapipe
 
@@ -227,7 +227,7 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
         pytest.skip(why)
     info = xs_pipeline["info"]
     paths, _ = image_paths(IMAGES)
-    _, evaluation, _, _ = split_images(IMAGES, (224, 224), info["crop_pct"], paths)
+    _, evaluation, _, _ = split_images(IMAGES, (224, 224), preprocessing_of(info), paths)
     photos = np.clip(np.round(evaluation), 0, 255).astype(np.uint8)
     np.save(tmp_path / "photos.npy", photos)
     keras_top1 = keras.saving.load_model(xs_pipeline["keras"], compile=False).predict(

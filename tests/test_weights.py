@@ -120,7 +120,8 @@ def test_every_variant_has_both_sources_with_their_facts():
         timm = sources_lib.weight_source("imagenet", variant)
         hf = sources_lib.weight_source("imagenet-hf", variant)
         assert (timm.preprocessing.token_weighting, timm.preprocessing.crop_pct) == ("l2", 0.95)
-        assert (hf.preprocessing.token_weighting, hf.preprocessing.crop_pct) == ("ones", 0.875)
+        assert (hf.preprocessing.token_weighting, hf.preprocessing.crop_pct,
+                hf.preprocessing.crop_mode) == ("ones", 1.0, "squash")
     with pytest.raises(ValueError, match="Unknown weights source"):
         sources_lib.weight_source("imagenet-22k", "XS")
     with pytest.raises(ValueError, match="needs a variant"):
@@ -132,3 +133,32 @@ def test_source_urls_point_at_the_hub_repositories():
         "https://huggingface.co/timm/swiftformer_l3.dist_in1k/resolve/main/model.safetensors")
     assert weights_lib.source_url("imagenet-hf", "S") == (
         "https://huggingface.co/MBZUAI/swiftformer-s/resolve/main/pytorch_model.bin")
+
+
+def test_format_defaults_match_the_publishers_code():
+    """timm's pretrained_cfg and transformers' processor for SwiftFormer, read from the installed
+    packages (the official evaluation transform is not installable: see sources.py)."""
+    from tests.support.reference import import_timm
+
+    timm = import_timm()  # first: it lets torchvision, which transformers imports, load
+    from transformers.image_utils import PILImageResampling
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    for variant in ("xs", "s", "l1", "l3"):
+        cfg = timm.models.get_pretrained_cfg(f"swiftformer_{variant}.dist_in1k").to_dict()
+        ours = sources_lib.FORMAT_DEFAULTS["timm"]
+        assert (cfg["crop_pct"], cfg["interpolation"], cfg.get("crop_mode") or "center") == (
+            ours.crop_pct, ours.interpolation, ours.crop_mode)
+        assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (ours.mean, ours.std)
+
+    # {"torchvision": "ViTImageProcessor", "pil": "ViTImageProcessorPil"}: one set of defaults,
+    # two backends; the PIL one needs no torchvision ops (see tests/support/reference.py).
+    assert IMAGE_PROCESSOR_MAPPING_NAMES["swiftformer"]["pil"] == "ViTImageProcessorPil"
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    hf = sources_lib.FORMAT_DEFAULTS["hf"]
+    processor = ViTImageProcessorPil()
+    assert not getattr(processor, "do_center_crop", False)  # a resize to size x size, no crop
+    assert processor.size == {"height": 224, "width": 224}
+    assert PILImageResampling(processor.resample).name.lower() == hf.interpolation
+    assert (hf.crop_mode, hf.crop_pct) == ("squash", 1.0)
