@@ -9,10 +9,9 @@ from keras_swiftformer.imagenet import (
     class_names,
     decode_predictions,
     eval_transform,
-    list_images,
-    load_images,
     preprocess_input,
 )
+from keras_swiftformer.images import list_images, load_images
 from tests.support import SAMPLES
 
 
