@@ -75,7 +75,9 @@ class GpuResult:
         adapter: the device the engine picked, e.g. "SwiftShader Device (Subzero)".
         adapter_type: its type as Dawn names it ("CPU / Software", "Discrete GPU", ...).
         software: the adapter runs on the CPU (timings are not a GPU's).
-        ms_per_image: median of the timed inferences (one image each), after one warm-up.
+        ms_per_image: median of the timed inferences (`samples_ms`).
+        samples_ms: each timed inference (one batch of the model), per image.
+        first_ms: the first inference (a warm-up, untimed in `samples_ms`).
         compile_ms: `CompiledModel.from_file` (graph partition, shader compilation).
         icd: the Vulkan ICD manifest the child process was given.
         error: why it failed or did not run; None when it ran.
@@ -92,6 +94,8 @@ class GpuResult:
     adapter_type: str = None
     software: bool = None
     ms_per_image: float = None
+    samples_ms: list = None
+    first_ms: float = None
     compile_ms: float = None
     icd: str = None
     error: str = None
@@ -262,7 +266,8 @@ def _child(spec):
     batch, count = int(shape[0]), int(np.prod(out_shape))
     logits, times = [], []
     chunks = [images[i:i + batch] for i in range(0, len(images), batch)]
-    for index, chunk in enumerate([chunks[0]] + chunks):  # the first run warms up
+    warmup = spec.get("warmup", 1)
+    for index, chunk in enumerate([chunks[0]] * warmup + chunks):  # warm-up runs first
         real = len(chunk)
         if real < batch:  # pad the last chunk of a fixed-batch model
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
@@ -275,11 +280,13 @@ def _child(spec):
         elapsed = (time.perf_counter_ns() - start) / 1e6
         if out_type.kind in "iu":
             y = dequantize(y, out_scale, out_zero)
-        if index:
+        if index == 0:
+            fields["first_ms"] = elapsed
+        if index >= warmup:
             times.append(elapsed / batch)
             logits.append(np.asarray(y, np.float32).reshape(batch, -1)[:real])
     np.save(spec["logits"], np.concatenate(logits))
-    fields["ms_per_image"] = float(np.median(times))
+    fields.update(ms_per_image=float(np.median(times)), samples_ms=times)
     _write_json(spec["fields"], fields)
 
 
@@ -297,7 +304,7 @@ def _describe_exit(code):
     return f"the GPU run exited with status {code}"
 
 
-def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None):
+def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None, warmup=1):
     """Runs the `.tflite` file `path` on LiteRT's GPU engine, in a child process.
 
     The file is compiled for GPU with the CPU taking what the GPU cannot run, so a partly
@@ -312,6 +319,7 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None):
             engine may use float16.
         timeout: seconds before the child is stopped (its result then says so).
         icd: the Vulkan ICD manifest; None: `vulkan_icd`.
+        warmup: untimed runs (on the first image) before the timed ones.
 
     Returns:
         A `GpuResult`; ``accelerated`` is "not run" with `NO_DEVICE` as error when there is no
@@ -321,6 +329,8 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None):
     if images.ndim != 4 or not len(images):
         raise ValueError(f"images must be a non-empty (N, H, W, C) array, got shape "
                          f"{images.shape}")
+    if warmup < 1:
+        raise ValueError(f"warmup must be at least 1 (the first run compiles), got {warmup}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such model: {path}")
     icd = icd or vulkan_icd()
@@ -329,6 +339,7 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None):
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory(prefix="litert_gpu_") as folder:
         spec = {"path": os.path.abspath(path), "enforce_f32": bool(enforce_f32),
+                "warmup": int(warmup),
                 "images": os.path.join(folder, "images.npy"),
                 "logits": os.path.join(folder, "logits.npy"),
                 "fields": os.path.join(folder, "fields.json")}
@@ -355,7 +366,8 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None):
                        cpu_op_count=parsed["cpu_op_count"], adapter=parsed["adapter"],
                        adapter_type=parsed["adapter_type"], software=parsed["software"],
                        compile_ms=fields.get("compile_ms"), icd=icd, log=parsed["log"],
-                       ms_per_image=fields.get("ms_per_image"), logits=logits)
+                       ms_per_image=fields.get("ms_per_image"), logits=logits,
+                       samples_ms=fields.get("samples_ms"), first_ms=fields.get("first_ms"))
     if "fully_accelerated" in fields:  # compiled: partial or full even if a run then failed
         result.accelerated = "full" if fields["fully_accelerated"] else "partial"
     if code is None:
