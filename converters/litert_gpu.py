@@ -373,12 +373,20 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None, 
     if code is None:
         result.error = f"the GPU run timed out after {timeout} s"
     elif code != 0 or logits is None:
-        tail = [line for line in text.strip().splitlines() if line.strip()][-3:]
-        reason = "; ".join(parsed["log"][-3:] if parsed["log"] else tail)
-        result.error = f"{_describe_exit(code)}: {reason}"[:1500]
+        result.error = f"{_describe_exit(code)}: {_failure_reason(parsed['log'], text)}"
     if result.accelerated == "partial" and not result.cpu_ops:
         result.cpu_ops, result.cpu_ops_method = _analyser_ops(path), "analyser"
     return result
+
+
+def _failure_reason(kept, text):
+    """The lines saying why the engine failed: its failed checks and errors (the unsupported-op
+    listing left out: `cpu_ops` has it), else the last lines it kept or printed."""
+    causes = [line for line in kept if "Check failed" in line or (
+        line.startswith(("ERROR", "E0000")) and _UNSUPPORTED_HEAD not in line)]
+    lines = causes[-2:] or kept[-3:] or [
+        line for line in text.strip().splitlines() if line.strip()][-3:]
+    return "; ".join(line[:300] for line in lines)
 
 
 def _analyser_ops(path):

@@ -61,6 +61,23 @@ def test_parse_engine_log_reads_adapter_and_op_placement():
     assert failed["adapter"] is None and failed["cpu_ops"] == {}
     assert any("No adapters found" in line for line in failed["log"])
 
+# An int16x8 file: the engine takes 3 ops, then aborts on an INT16 tensor (SIGABRT).
+CRASH_LOG = """\
+ERROR: Following operations are not supported by GPU delegate:
+QUANTIZE: Tensor type(INT16) is not supported.
+3 operations will run on the GPU, and the remaining 219 operations will run on the CPU.
+F0000 00:00:1796400212.469716   27761 object_reader.cc:82] Check failed: tfl_tensor && \
+(tfl_tensor->type == kTfLiteFloat32 || tfl_tensor->type == kTfLiteInt32)
+"""
+
+
+def test_a_crash_names_the_failed_check():
+    found = parse_engine_log(CRASH_LOG)
+    assert found["cpu_ops"] == {"QUANTIZE": "Tensor type(INT16) is not supported."}
+    reason = litert_gpu._failure_reason(found["log"], CRASH_LOG)
+    assert reason.startswith("F0000") and "Check failed: tfl_tensor" in reason
+    assert "Following operations" not in reason
+
 
 def _manifest(path, library):
     path.write_text(json.dumps({"file_format_version": "1.0.0",
