@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from converters.litert_gpu import gpu_columns, hardware_icds, run_gpu, vulkan_icd
+from converters.litert_gpu import gpu_columns, is_software, run_gpu, vulkan_icd
 from converters.metrics import fidelity
 from converters.report import markdown_table
 from keras_swiftformer.files import atomic_output
@@ -139,7 +139,11 @@ def main(argv=None):
         print("gpu_report: no Vulkan device (install SwiftShader: apt-get install "
               "chromium-common libvulkan1, or a GPU driver)", file=sys.stderr)
         return 2
-    gpu = bool(hardware_icds()) and icd in hardware_icds()
+    gpu = not is_software(icd)
+    if not gpu and os.path.exists("/dev/nvidiactl"):
+        print("gpu_report: an NVIDIA device is present but no NVIDIA Vulkan ICD manifest (a "
+              "container needs NVIDIA_DRIVER_CAPABILITIES to include graphics); running on "
+              f"{icd}", file=sys.stderr)
     size = args.size or (224 if gpu else 128)
     count = args.images or (32 if gpu else 4)
     if size % 32 or size < 32 or count < 1:

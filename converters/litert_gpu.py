@@ -121,7 +121,9 @@ def _icd_library_exists(manifest):
     return os.path.exists(os.path.join(os.path.dirname(manifest), library))
 
 
-def _is_software(manifest):
+def is_software(manifest):
+    """Whether a Vulkan ICD manifest is a CPU implementation (SwiftShader, lavapipe): runs
+    there take seconds per 224² image, so callers pass fewer, smaller images."""
     return any(name in os.path.basename(manifest).lower() for name in SOFTWARE_ICD_NAMES)
 
 
@@ -144,7 +146,7 @@ def hardware_icds():
     found = []
     for folder in dict.fromkeys(dirs):
         for manifest in sorted(glob.glob(os.path.join(folder, "*.json"))):
-            if (not _is_software(manifest) and _icd_library_exists(manifest)
+            if (not is_software(manifest) and _icd_library_exists(manifest)
                     and _has_gpu_device(manifest) and manifest not in found):
                 found.append(manifest)
     return sorted(found, key=lambda m: "nvidia" not in os.path.basename(m).lower())
@@ -422,8 +424,9 @@ def gpu_rows(rows, output_dir, images, reference=None, enforce_f32=False,
 
     Args:
         images: (N, H, W, C) float images every file runs on (a few: see `run_gpu`).
-        reference: (N, K) logits to compare with; None: the CPU (XNNPACK) logits of the
-            float32 row's file on the same `images` (no float32 row: no SQNR columns).
+        reference: (N, K) logits to compare with, or a `.tflite` file whose CPU (XNNPACK)
+            logits on `images` are; None: the float32 row's file (no float32 row: no SQNR
+            columns).
         enforce_f32, timeout: as `run_gpu`.
         progress: callable taking one line of text.
     """
@@ -436,10 +439,11 @@ def gpu_rows(rows, output_dir, images, reference=None, enforce_f32=False,
             row.update(gpu_columns(GpuResult("not run", error=NO_DEVICE)))
         return rows
     if reference is None:
+        reference = next((path for row, path in files if row["format"] == "float32"), None)
+    if isinstance(reference, (str, os.PathLike)):
         from converters.runtime import TFLiteRunner
 
-        base = next((path for row, path in files if row["format"] == "float32"), None)
-        reference = TFLiteRunner(base).predict(images) if base else None
+        reference = TFLiteRunner(reference).predict(images)
     for row, path in files:
         progress(f"    GPU engine: {row['file']} on {len(images)} images")
         result = run_gpu(path, images, enforce_f32, timeout, icd)

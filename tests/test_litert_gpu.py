@@ -105,6 +105,24 @@ def test_swiftshader_manifest_needs_its_library(tmp_path, monkeypatch):
     assert litert_gpu.swiftshader_icd() == manifest
 
 
+def test_a_real_gpu_driver_comes_before_swiftshader(tmp_path, monkeypatch):
+    icd_dir = tmp_path / "icd.d"
+    icd_dir.mkdir()
+    _manifest(icd_dir / "lvp_icd.x86_64.json", "libvulkan_lvp.so")
+    intel = _manifest(icd_dir / "intel_icd.x86_64.json", "libvulkan_intel.so")
+    nvidia = _manifest(icd_dir / "nvidia_icd.json", "libGLX_nvidia.so.0")
+    _manifest(icd_dir / "gone_icd.json", "/nonexistent/libvulkan_gone.so")
+    monkeypatch.setattr(litert_gpu, "ICD_DIRS", (str(icd_dir),))
+    for variable in ("XDG_CONFIG_DIRS", "XDG_DATA_DIRS"):
+        monkeypatch.setenv(variable, str(tmp_path / "none"))
+    monkeypatch.setattr(litert_gpu, "_has_gpu_device", lambda manifest: True)
+    assert litert_gpu.hardware_icds() == [nvidia, intel]  # lavapipe is not a GPU
+    assert vulkan_icd({}) == nvidia and not litert_gpu.is_software(nvidia)
+    monkeypatch.setattr(litert_gpu, "_has_gpu_device", lambda manifest: False)
+    assert litert_gpu.hardware_icds() == []  # manifests without their device
+    assert litert_gpu.is_software("/usr/lib/chromium/vk_swiftshader_icd.json")
+
+
 def test_no_vulkan_device_is_a_clear_not_run(tmp_path, monkeypatch):
     monkeypatch.setenv("VK_ICD_FILENAMES", "")
     monkeypatch.delenv("VK_DRIVER_FILES", raising=False)
@@ -193,7 +211,7 @@ def test_gpu_rows_add_the_report_columns(xs_files):
     rows = [{"format": "uint8", "file": "xs_uint8.tflite"},
             {"format": "float32", "file": "xs_float32.tflite", "error": "left out"}]
     gpu_rows(rows, xs_files["folder"], xs_files["images"][:2],
-             reference=xs_files["reference"][:2], progress=lambda line: None)
+             reference=xs_files["files"]["float32"], progress=lambda line: None)
     row = rows[0]
     assert row["gpu"] == "full" and row["gpu_cpu_ops"] == "" and "gpu_error" not in row
     assert row["gpu_ms"] > 0 and row["gpu_adapter"]
