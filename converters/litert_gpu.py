@@ -121,10 +121,12 @@ def _icd_library_exists(manifest):
     return os.path.exists(os.path.join(os.path.dirname(manifest), library))
 
 
-def is_software(manifest):
-    """Whether a Vulkan ICD manifest is a CPU implementation (SwiftShader, lavapipe): runs
-    there take seconds per 224² image, so callers pass fewer, smaller images."""
-    return any(name in os.path.basename(manifest).lower() for name in SOFTWARE_ICD_NAMES)
+def is_software(icd):
+    """Whether the Vulkan ICD manifest(s) `icd` (`vulkan_icd`) are all CPU implementations
+    (SwiftShader, lavapipe): runs there take seconds per 224² image, so callers pass fewer,
+    smaller images."""
+    return all(any(name in os.path.basename(manifest).lower() for name in SOFTWARE_ICD_NAMES)
+               for manifest in icd.split(os.pathsep) if manifest)
 
 
 def _has_gpu_device(manifest):
@@ -162,19 +164,20 @@ def swiftshader_icd():
 
 
 def vulkan_icd(environ=None):
-    """The Vulkan ICD manifest for the GPU engine, or None when there is no Vulkan device.
+    """The Vulkan ICD manifest(s) for the GPU engine (the value of ``VK_ICD_FILENAMES``), or
+    None when there is no Vulkan device.
 
-    In order: ``VK_DRIVER_FILES`` / ``VK_ICD_FILENAMES`` when set (their first existing file;
-    set to an empty or missing path, they mean no device: a way to turn the GPU runs off); a
-    real GPU's driver (`hardware_icds`); SwiftShader (`swiftshader_icd`).
+    In order: ``VK_DRIVER_FILES`` / ``VK_ICD_FILENAMES`` when set (their existing files; set
+    to an empty or missing path, they mean no device: a way to turn the GPU runs off); the
+    real GPUs' drivers (`hardware_icds`, joined by ``os.pathsep``: the loader loads those
+    whose device answers and Dawn picks the best adapter); SwiftShader (`swiftshader_icd`).
     """
     environ = os.environ if environ is None else environ
     for variable in ICD_VARIABLES:
         if variable in environ:
-            files = [p for p in environ[variable].split(os.pathsep) if p]
-            return next((p for p in files if os.path.isfile(p)), None)
-    gpus = hardware_icds()
-    return gpus[0] if gpus else swiftshader_icd()
+            files = [p for p in environ[variable].split(os.pathsep) if os.path.isfile(p)]
+            return os.pathsep.join(files) or None
+    return os.pathsep.join(hardware_icds()) or swiftshader_icd()
 
 
 _ADAPTER = re.compile(r"Selected adapter: ([^,]+)(.*)")

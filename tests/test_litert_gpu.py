@@ -92,6 +92,7 @@ def test_vulkan_icd_honours_the_environment(tmp_path):
     assert vulkan_icd({"VK_ICD_FILENAMES": manifest}) == manifest
     missing = str(tmp_path / "none.json")
     assert vulkan_icd({"VK_DRIVER_FILES": f"{missing}{os.pathsep}{manifest}"}) == manifest
+    assert litert_gpu.is_software(manifest)
     # Set but naming nothing that exists: no device (the way to turn GPU runs off).
     assert vulkan_icd({"VK_ICD_FILENAMES": ""}) is None
     assert vulkan_icd({"VK_ICD_FILENAMES": missing}) is None
@@ -117,7 +118,8 @@ def test_a_real_gpu_driver_comes_before_swiftshader(tmp_path, monkeypatch):
         monkeypatch.setenv(variable, str(tmp_path / "none"))
     monkeypatch.setattr(litert_gpu, "_has_gpu_device", lambda manifest: True)
     assert litert_gpu.hardware_icds() == [nvidia, intel]  # lavapipe is not a GPU
-    assert vulkan_icd({}) == nvidia and not litert_gpu.is_software(nvidia)
+    assert vulkan_icd({}) == f"{nvidia}{os.pathsep}{intel}"
+    assert not litert_gpu.is_software(vulkan_icd({}))
     monkeypatch.setattr(litert_gpu, "_has_gpu_device", lambda manifest: False)
     assert litert_gpu.hardware_icds() == []  # manifests without their device
     assert litert_gpu.is_software("/usr/lib/chromium/vk_swiftshader_icd.json")
