@@ -174,7 +174,8 @@ def main(argv=None):
         f"{len(images)} photos at {size}x{size} ({len(calibration)} calibrating the integer "
         f"formats), realistic random weights; adapter: {', '.join(adapters) or 'none'}; "
         "SQNR and top-1 agreement against the CPU run of the float32 file.", "",
-        markdown_table(rows, COLUMNS)])
+        markdown_table([{**r, "gpu_error": r.get("gpu_error") and r["gpu_error"][:120]}
+                        for r in rows], COLUMNS)])
     print(text, flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with atomic_output(args.output + ".md") as tmp:

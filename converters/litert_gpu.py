@@ -188,6 +188,8 @@ _PLACEMENT = re.compile(r"(\d+) operations will run on the GPU, and the remainin
                         r"operations will run on the CPU")
 _KEEP = re.compile(r"Selected adapter|not supported|operations will run|ERROR|Failed|"
                    r"failed|Warning: Vulkan|No adapters|Check failed|Some ops")
+#: The absl / glog prefix of a line (severity, date, time, thread id).
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ")
 #: Lines of the engine's start-up that do not concern the GPU run (other accelerators' plugins).
 _NOISE = re.compile(r"openvino|OpenCL|npu_registry|NPU accelerator", re.IGNORECASE)
 
@@ -391,7 +393,7 @@ def _failure_reason(kept, text):
         line.startswith(("ERROR", "E0000")) and _UNSUPPORTED_HEAD not in line)]
     lines = causes[-2:] or kept[-3:] or [
         line for line in text.strip().splitlines() if line.strip()][-3:]
-    return "; ".join(line[:300] for line in lines)
+    return "; ".join(_GLOG_PREFIX.sub("", line)[:300] for line in lines)
 
 
 def _analyser_ops(path):

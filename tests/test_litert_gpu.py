@@ -75,7 +75,7 @@ def test_a_crash_names_the_failed_check():
     found = parse_engine_log(CRASH_LOG)
     assert found["cpu_ops"] == {"QUANTIZE": "Tensor type(INT16) is not supported."}
     reason = litert_gpu._failure_reason(found["log"], CRASH_LOG)
-    assert reason.startswith("F0000") and "Check failed: tfl_tensor" in reason
+    assert reason.startswith("object_reader.cc:82] Check failed: tfl_tensor"), reason
     assert "Following operations" not in reason
 
 
