@@ -261,8 +261,8 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
         results, device = gpu_results(entries, warmup, runs, seed, progress)
         settings = {"warmup_runs": warmup, "runs": runs, "interleaved": False, "seed": seed,
                     "backends": ["gpu"], "accelerator": "gpu", "vulkan": device,
-                    "timed": "CompiledModel.run_by_index and the output read, input written "
-                             "once before timing, one model per process"}
+                    "timed": "CompiledModel.run_by_index and the output read (the input is "
+                             "written before each run, untimed), one model per process"}
         return new_report("host", host_device(), host_runtime(), results, settings)
     cases = [HostCase(e, b, t) for b in backends for t in threads for e in entries]
     for i, case in enumerate(cases, 1):
@@ -317,6 +317,10 @@ def gpu_results(entries, warmup, runs, seed=0, progress=print):
         delegation = f"{result.accelerated}, on {result.adapter}"
         if result.cpu_ops:
             delegation += f"; CPU: {', '.join(sorted(result.cpu_ops))}"
+        if result.gpu_op_count is not None:  # the engine counts nodes when it splits the graph
+            record["delegate_coverage"] = {
+                "delegate": "LiteRT GPU (ML Drift, WebGPU)", "nodes": result.gpu_op_count,
+                "total_nodes": result.gpu_op_count + result.cpu_op_count, "full": False}
         results.append({**record, "status": "ok", "init_ms": result.compile_ms,
                         "first_ms": result.first_ms, "warmup_runs": 1 + warmup,
                         "delegation": delegation, **latency_summary(result.samples_ms),

@@ -158,3 +158,5 @@ def test_benchmark_host_on_the_gpu_engine(tiny, tmp_path):
     assert r["init_ms"] > 0 and r["first_ms"] > 0 and r["min_ms"] <= r["median_ms"]
     # The Keras graph keeps L2_NORMALIZATION, which the GPU engine leaves to the CPU.
     assert r["delegation"].startswith("partial, on ") and "L2_NORMALIZATION" in r["delegation"]
+    coverage = r["delegate_coverage"]
+    assert coverage["full"] is False and 0 < coverage["nodes"] < coverage["total_nodes"]
