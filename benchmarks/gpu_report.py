@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 
-
 from converters.litert_gpu import gpu_columns, is_software, run_gpu, vulkan_icd
 from converters.metrics import fidelity
 from converters.report import markdown_table
