@@ -2,6 +2,7 @@
 one table with the phone apps' results.
 
     swiftformer-bench host MODEL.tflite... [--backends xnnpack cpu] [--threads 1 2]
+    swiftformer-bench host MODEL.tflite... --accelerator gpu    (LiteRT's GPU engine, Vulkan)
     swiftformer-bench adb MODEL.tflite... --benchmark-binary android_aarch64_benchmark_model
     swiftformer-bench app MODEL.tflite... [--backends xnnpack gpu nnapi]   (the Android app)
     swiftformer-bench report A.json B.json... --output out/bench/all
@@ -75,6 +76,9 @@ def build_parser():
                       help="xnnpack (LiteRT's default CPU delegate) and/or cpu (built-in "
                            "kernels, XNNPACK off)")
     host.add_argument("--seed", type=int, default=0, help="input data and run order")
+    host.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                      help="cpu: the interpreter (--backends, --threads); gpu: LiteRT's GPU "
+                           "engine over Vulkan (a GPU's driver, else SwiftShader)")
     _add_timing(host, [1])
     _add_output(host, "out/bench/host")
 
@@ -171,7 +175,7 @@ def main(argv=None, out=None):
             from android_bench.host import benchmark_host
 
             doc = benchmark_host(args.models, args.backends, args.threads, args.warmup,
-                                 args.runs, args.seed, progress)
+                                 args.runs, args.seed, progress, args.accelerator)
             paths = write_outputs([doc], args.output, args.plot_x)
         elif args.command == "adb":
             from android_bench.adb import benchmark_android

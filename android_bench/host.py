@@ -1,5 +1,7 @@
 """Latency of `.tflite` models on this machine, through the LiteRT interpreter
-(`converters.runtime.TFLiteRunner`), several models compared in one interleaved run.
+(`converters.runtime.TFLiteRunner`), several models compared in one interleaved run; or, with
+``accelerator="gpu"``, on LiteRT's GPU engine (`converters.litert_gpu`: a GPU's Vulkan driver, or
+SwiftShader on the CPU).
 
 How one run goes:
 
@@ -37,6 +39,9 @@ from converters.litert_inspect import (
 )
 
 HOST_BACKENDS = ("xnnpack", "cpu")
+#: Where the host runs models: LiteRT's interpreter on the CPU (`HOST_BACKENDS`), or its GPU
+#: engine through ``CompiledModel`` (one model per child process, not interleaved).
+ACCELERATORS = ("cpu", "gpu")
 
 
 class MemoryProbe:
@@ -223,7 +228,7 @@ def check_options(backends, threads, warmup, runs):
 
 
 def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=50, seed=0,
-                   progress=print):
+                   progress=print, accelerator="cpu"):
     """Benchmarks every model x backend x thread count in one interleaved run.
 
     Args:
@@ -235,16 +240,27 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
         runs: timed inferences per case (rounds of the interleaved loop).
         seed: of the input data and of the per-round order.
         progress: callable taking one line of text.
+        accelerator: "cpu" (the interpreter, `backends` x `threads`) or "gpu" (LiteRT's GPU
+            engine, `gpu_results`; `backends` and `threads` do not apply).
 
     Returns:
         The report (`android_bench.schema`), source "host".
     """
     from android_bench.models import parse_model_spec
 
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
     check_options(backends, threads, warmup, runs)
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
     if not entries:
         raise ValueError("No models to benchmark")
+    if accelerator == "gpu":
+        results, device = gpu_results(entries, warmup, runs, seed, progress)
+        settings = {"warmup_runs": warmup, "runs": runs, "interleaved": False, "seed": seed,
+                    "backends": ["gpu"], "accelerator": "gpu", "vulkan": device,
+                    "timed": "CompiledModel.run_by_index and the output read (the input is "
+                             "written before each run, untimed), one model per process"}
+        return new_report("host", host_device(), host_runtime(), results, settings)
     cases = [HostCase(e, b, t) for b in backends for t in threads for e in entries]
     for i, case in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] cold start of {case.label} in a fresh process")
@@ -261,6 +277,52 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
                 "timed": "interpreter.invoke() only, input set once before timing"}
     return new_report("host", host_device(), host_runtime(), [c.record() for c in cases],
                       settings)
+
+
+def gpu_results(entries, warmup, runs, seed=0, progress=print):
+    """Each model entry on LiteRT's GPU engine (`converters.litert_gpu.run_gpu`, a child process
+    per model): one random input, the first and `warmup` more untimed runs, `runs` timed ones.
+
+    Returns:
+        (schema results, the Vulkan ICD manifest used).
+
+    Raises:
+        ValueError: there is no Vulkan device.
+    """
+    from converters.litert_gpu import NO_DEVICE, run_gpu, vulkan_icd
+    from converters.runtime import TFLiteRunner
+
+    icd = vulkan_icd()
+    if icd is None:
+        raise ValueError(f"--accelerator gpu: {NO_DEVICE} (install a GPU's Vulkan driver or "
+                         "SwiftShader: apt-get install chromium-common libvulkan1)")
+    results = []
+    for i, entry in enumerate(entries, 1):
+        progress(f"[{i}/{len(entries)}] {os.path.basename(entry['path'])} on the GPU engine")
+        shape = TFLiteRunner(entry["path"]).input_shape
+        # Pixels 0-255, which run_gpu quantises for an integer input.
+        image = random_input((1, *shape[1:]), np.float32, seed)
+        result = run_gpu(entry["path"], np.repeat(image, runs, axis=0), icd=icd,
+                         warmup=1 + warmup)
+        record = {"model": os.path.basename(entry["path"]), "variant": entry.get("variant"),
+                  "format": entry.get("format"), "backend": "gpu", "threads": None,
+                  "model_size_mb": os.path.getsize(entry["path"]) / 2**20}
+        if result.error or not result.samples_ms:
+            results.append({**record, "status": "failed",
+                            "error": result.error or "no timed inference"})
+            continue
+        delegation = f"{result.accelerated}, on {result.adapter}"
+        if result.cpu_ops:
+            delegation += f"; CPU: {', '.join(sorted(result.cpu_ops))}"
+        if result.gpu_op_count is not None:  # the engine counts nodes when it splits the graph
+            record["delegate_coverage"] = {
+                "delegate": "LiteRT GPU (ML Drift, WebGPU)", "nodes": result.gpu_op_count,
+                "total_nodes": result.gpu_op_count + result.cpu_op_count, "full": False}
+        results.append({**record, "status": "ok", "init_ms": result.compile_ms,
+                        "first_ms": result.first_ms, "warmup_runs": 1 + warmup,
+                        "delegation": delegation, **latency_summary(result.samples_ms),
+                        "samples_ms": [round(s, 4) for s in result.samples_ms]})
+    return results, icd
 
 
 def _cold_start_main(spec):

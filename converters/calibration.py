@@ -297,7 +297,50 @@ def quantize(calibrated, io_type="float32", float_ops=(), float_nodes=(),
         if name not in ranges:
             raise ValueError(f"No recorded range for the float output {name}")
         content = quantized_output(content, *ranges[name], dtype=io_type)
-    return content
+    return _retarget_signature_outputs(content)
+
+
+def _retarget_signature_outputs(content):
+    """`content` whose SignatureDef outputs name the subgraph's actual output tensors.
+
+    An output QUANTIZE appended after conversion (`quantized_output`) leaves the signature
+    naming the float tensor before it; signature runners (and LiteRT's `CompiledModel`) then
+    read a tensor that is no longer an output. Each such output is followed through the
+    QUANTIZE / DEQUANTIZE ops consuming it to the graph output they produce (or, for a single
+    stale output, the single graph output no signature names). Returns new bytes, or
+    `content` when nothing is stale.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = _model_object(content)
+    changed = False
+    for signature in model.signatureDefs or ():
+        graph = model.subgraphs[signature.subgraphIndex]
+        outputs = list(graph.outputs)
+        stale = [t for t in signature.outputs or () if t.tensorIndex not in outputs]
+        if not stale:
+            continue
+        casts = {}  # tensor -> output of the QUANTIZE / DEQUANTIZE consuming it
+        for op in graph.operators:
+            if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in ("QUANTIZE",
+                                                                          "DEQUANTIZE"):
+                casts[int(op.inputs[0])] = int(op.outputs[0])
+        unnamed = [i for i in outputs
+                   if i not in {t.tensorIndex for t in signature.outputs}]
+        for entry in stale:
+            index, seen = entry.tensorIndex, set()
+            while index not in outputs and index in casts and index not in seen:
+                seen.add(index)
+                index = casts[index]
+            if index not in outputs and len(stale) == 1 and len(unnamed) == 1:
+                index = unnamed[0]
+            if index not in outputs:
+                raise ValueError(f"Signature output {entry.name.decode()} names tensor "
+                                 f"{entry.tensorIndex}, which leads to no graph output")
+            entry.tensorIndex, changed = index, True
+    if not changed:
+        return content
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def ranged(converter, images, method="mse"):

@@ -64,6 +64,10 @@ def _run_parser(sub):
     p.add_argument("--latency-runs", type=int, default=30,
                    help="interleaved timed runs of each LiteRT file for the report's host "
                    "latency (XNNPACK, 1 thread); 0: off (default: %(default)s)")
+    p.add_argument("--gpu-images", type=int, default=4,
+                   help="evaluation images each LiteRT file runs on LiteRT's GPU engine (a "
+                   "software Vulkan device where there is no GPU: seconds each); 0: off "
+                   "(default: %(default)s)")
     p.add_argument("--license", default=None,
                    help="licence text written into each file's metadata (default: code "
                    "Apache-2.0, weights under the source checkpoint's licence)")
@@ -131,6 +135,7 @@ def pipeline_options(args):
         input_size=args.input_size, output_dir=args.output_dir,
         token_weighting=args.token_weighting, softmax=args.softmax, graph=args.graph,
         labels=args.labels, license=args.license, latency_runs=args.latency_runs,
+        gpu_images=args.gpu_images,
         images=ImageOptions(args.images, args.num_calibration, args.num_evaluation,
                             args.on_bad_image),
         compression=CompressionOptions(args.qat, tuple(args.prune), tuple(args.cluster),

@@ -93,6 +93,8 @@ class PipelineOptions:
             ``.keras`` model's ``model.json``, else ImageNet's for 1000 classes).
         license: the licence text written into each file's metadata.
         latency_runs: interleaved timed runs of each LiteRT file on this host (0: off).
+        gpu_images: evaluation images each LiteRT file runs on LiteRT's GPU engine
+            (`converters.litert_gpu`; 0: off); with no Vulkan device the report says so.
         images: the calibration and evaluation photos (`ImageOptions`).
         compression: QAT, pruning and clustering (`converters.compress.CompressionOptions`).
     """
@@ -108,6 +110,7 @@ class PipelineOptions:
     labels: str = None
     license: str = None
     latency_runs: int = 30
+    gpu_images: int = 4
     images: ImageOptions = ImageOptions()
     compression: CompressionOptions = CompressionOptions()
 
@@ -493,8 +496,9 @@ def _check(options):
         import converters.tfmot  # noqa: F401 -- ImportError naming the extra if it is missing
     if options.graph not in GRAPHS:
         raise PipelineError(f"graph must be one of {GRAPHS}, got {options.graph!r}")
-    if int(options.latency_runs) < 0:
-        raise PipelineError(f"latency_runs must be 0 (off) or more, got {options.latency_runs}")
+    for name in ("latency_runs", "gpu_images"):
+        if int(getattr(options, name)) < 0:
+            raise PipelineError(f"{name} must be 0 (off) or more, got {getattr(options, name)}")
     check_source(options.checkpoint)
     if options.labels is not None:
         read_labels(options.labels)
@@ -609,6 +613,7 @@ def run_pipeline(options=None, progress=print, **fields):
     info["latency"] = (f"LiteRT + XNNPACK, 1 thread, {options.latency_runs} runs per file "
                        "interleaved with the other files, median, on the converting machine"
                        if options.latency_runs else "not measured (latency_runs=0)")
+    info["gpu_engine"] = _gpu_rows(rows, output_dir, evaluation[:options.gpu_images], progress)
     if options.license:
         info["license"] = options.license
     report = write_report(output_dir, info, rows)
@@ -617,6 +622,27 @@ def run_pipeline(options=None, progress=print, **fields):
              f"card in {report['model_card']}")
     return {"models": models, "rows": rows, "report": report, "keras": keras_path,
             "info": info, "labels": labels}
+
+
+def _gpu_rows(rows, output_dir, images, progress):
+    """Runs every LiteRT file on LiteRT's GPU engine (`converters.litert_gpu.gpu_rows`);
+    returns the report's line on what ran it."""
+    from converters.litert_gpu import NO_DEVICE, gpu_rows, is_software, vulkan_icd
+
+    if not len(images):
+        return "not run (gpu_images=0)"
+    icd = vulkan_icd()
+    if icd is None:
+        gpu_rows(rows, output_dir, images, progress=progress)
+        return NO_DEVICE
+    progress(f"    running the LiteRT files on the GPU engine ({len(images)} images)")
+    gpu_rows(rows, output_dir, images, progress=progress)
+    adapters = sorted({r["gpu_adapter"] for r in rows if r.get("gpu_adapter")})
+    software = (" (a software Vulkan device: its times are not a GPU's)"
+                if is_software(icd) else "")
+    return (f"LiteRT's GPU accelerator (CompiledModel) on {', '.join(adapters) or icd}"
+            f"{software}, {len(images)} evaluation images, against the CPU run of the "
+            "float32 file")
 
 
 def _compressed_rows(model, calibration, evaluation, reference, options, labeller, models,

@@ -26,13 +26,15 @@ COLUMNS = (
     ("ms (host)", "latency_ms", "{:.2f}"),
     ("x float32", "latency_ratio", "{:.2f}"),
     ("XNNPACK partitions", "xnnpack_partitions", "{}"),
-    ("GPU analyser", "gpu_compatible", "{}"),
+    ("GPU engine", "gpu", "{}"),
+    ("GPU SQNR (dB)", "gpu_sqnr_db", "{:.1f}"),
+    ("GPU ms", "gpu_ms", "{:.0f}"),
     ("MediaPipe", "mediapipe", "{}"),
     ("Core ML ops", "coreml_ops", "{}"),
     ("file", "file", "{}"),
 )
 #: Text of boolean cells, by row key.
-FLAGS = {"gpu_compatible": ("compatible", "INCOMPATIBLE"), "mediapipe": ("opens", "no")}
+FLAGS = {"mediapipe": ("opens", "no")}
 #: Columns shown once `add_accuracy` has put labelled accuracy into the rows.
 ACCURACY_COLUMNS = (("top-1 %", "top1", "{:.2f}"), ("top-5 %", "top5", "{:.2f}"))
 
@@ -86,7 +88,7 @@ def markdown_report(info, rows):
                   "representative of real photos.", ""]
     for key in ("checkpoint", "format_in", "variant", "token_weighting", "input_shape",
                 "tflite_graph", "calibration_images", "evaluation_images", "image_source",
-                "skipped_images", "accuracy", "latency", "created", "versions"):
+                "skipped_images", "accuracy", "latency", "gpu_engine", "created", "versions"):
         if key in info:
             lines.append(f"- **{key.replace('_', ' ')}**: {info[key]}")
     lines += ["", "Metrics compare each model's logits with the Keras float32 model on the "
@@ -109,7 +111,7 @@ def coreml_notes(rows):
 
 def litert_notes(rows):
     """Markdown lines under the table: what the LiteRT columns mean, and a warning for each
-    format that runs on slow kernels or that the GPU analyser rejects."""
+    format that runs on slow kernels or that the GPU engine does not run whole."""
     litert = [r for r in rows if not r.get("error") and str(r.get("file")).endswith(".tflite")]
     if not litert:
         return []
@@ -118,10 +120,12 @@ def litert_notes(rows):
              "interleaved loop (each round runs every file once, in a new random order); "
              "**x float32** its ratio to the float32 file's. **XNNPACK partitions**: how many "
              "pieces the XNNPACK delegate runs; between them LiteRT's own kernels run the ops "
-             "it lacks. **GPU analyser**: the verdict of `tf.lite.experimental.Analyzer` "
-             "(`gpu_compatibility=True`), necessary rather than sufficient (TF 2.21's passes "
-             "ops the GPU delegate lacks). **MediaPipe**: the file has classifier metadata and "
-             "a float32 or uint8 input, so MediaPipe Tasks' ImageClassifier opens it.", ""]
+             "it lacks. **GPU engine**: the file run on LiteRT's GPU accelerator "
+             "(`CompiledModel`; `full` when it took every op), its **GPU SQNR** against the "
+             "CPU run of the float32 file and its **GPU ms** on the adapter named above (a "
+             "software adapter such as SwiftShader is not a GPU's speed). **MediaPipe**: the "
+             "file has classifier metadata and a float32 or uint8 input, so MediaPipe Tasks' "
+             "ImageClassifier opens it.", ""]
     for r in litert:
         undelegated = ", ".join(f"{op} x{n}" for op, n in sorted(
             (r.get("undelegated_ops") or {}).items()))
@@ -129,10 +133,13 @@ def litert_notes(rows):
             lines.append(f"- **{r['format']} is slow here**: {r['latency_ratio']:.1f}x float32's "
                          f"time; XNNPACK leaves {undelegated or 'no op'} to LiteRT's reference "
                          "kernels. Prefer another format for CPU inference.")
-        if r.get("gpu_compatible") is False:
-            ops = ", ".join(sorted(r.get("gpu_incompatible_ops") or {})) or "see the verdict"
-            lines.append(f"- **{r['format']}**: GPU delegate incompatible ({ops}): "
-                         f"{r.get('gpu_verdict')}")
+        if r.get("gpu") in ("partial", "failed"):
+            what = "ran it only in part" if r["gpu"] == "partial" else "failed"
+            hint = ", ".join(sorted(r.get("gpu_incompatible_ops") or {}))
+            lines.append(f"- **{r['format']}**: the GPU engine {what} (left to the CPU: "
+                         f"{r.get('gpu_cpu_ops') or 'not named'})"
+                         + (f"; {r['gpu_error'][:200]}" if r.get("gpu_error") else "")
+                         + (f"; the GPU analyser flags {hint}" if hint else ""))
         if r.get("mediapipe") is False:
             lines.append(f"- {r['format']}: MediaPipe cannot open it ({r.get('mediapipe_reason')})")
     return lines + [""]

@@ -12,6 +12,7 @@ from android_bench.host import (
 )
 from converters.litert_inspect import interleaved_order, latency_summary, random_input
 from android_bench.schema import load_reports, validate
+from converters.litert_gpu import vulkan_icd
 from tests.support.bench import tiny_models
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,31 @@ def test_converters_time_files_interleaved_and_ask_the_gpu_analyser(tiny):
             "nodes 1 with TFLite runtime version 2.21.0\n")
     parsed = parse_gpu_analysis(text)
     assert not parsed["compatible"] and parsed["incompatible_ops"] == {"CUMSUM": 1}
+
+
+def test_gpu_accelerator_needs_a_vulkan_device(tiny, monkeypatch, capsys):
+    monkeypatch.setenv("VK_ICD_FILENAMES", "")
+    with pytest.raises(ValueError, match="no Vulkan device"):
+        benchmark_host([tiny["float32"]], accelerator="gpu", progress=lambda line: None)
+    assert main(["host", tiny["float32"], "--accelerator", "gpu"]) == 2
+    assert "no Vulkan device" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="accelerator must be one of"):
+        benchmark_host([tiny["float32"]], accelerator="npu")
+
+
+@pytest.mark.skipif(vulkan_icd() is None, reason="no Vulkan device: install SwiftShader "
+                    "(Debian: apt-get install chromium-common libvulkan1) or a GPU driver")
+def test_benchmark_host_on_the_gpu_engine(tiny, tmp_path):
+    out = tmp_path / "gpu"
+    assert main(["host", f"XS/float32={tiny['float32']}", "--accelerator", "gpu",
+                 "--warmup", "1", "--runs", "3", "--output", str(out)]) == 0
+    (doc,) = load_reports([f"{out}.json"])
+    assert doc["settings"]["accelerator"] == "gpu" and doc["settings"]["vulkan"] == vulkan_icd()
+    (r,) = doc["results"]
+    assert r["backend"] == "gpu" and r["status"] == "ok", r.get("error")
+    assert r["runs"] == 3 and len(r["samples_ms"]) == 3 and r["warmup_runs"] == 2
+    assert r["init_ms"] > 0 and r["first_ms"] > 0 and r["min_ms"] <= r["median_ms"]
+    # The Keras graph keeps L2_NORMALIZATION, which the GPU engine leaves to the CPU.
+    assert r["delegation"].startswith("partial, on ") and "L2_NORMALIZATION" in r["delegation"]
+    coverage = r["delegate_coverage"]
+    assert coverage["full"] is False and 0 < coverage["nodes"] < coverage["total_nodes"]
