@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = os.path.join(HERE, "results")
 OUTPUT = os.path.join(HERE, "results.md")
 #: Sections in reading order; others follow by name.
-ORDER = ("pipeline", "int8", "latency", "gpu", "compression", "qat")
+ORDER = ("pipeline", "int8", "latency", "gpu", "gpu-h200", "compression", "qat")
 _HEADER = re.compile(r"^<!-- (\w+): (.*) -->$")
 
 
