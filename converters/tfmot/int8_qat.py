@@ -46,8 +46,10 @@ def quantized_kernel(kernel):
 
 
 def fake_quant(x, bounds):
-    """`x` on the asymmetric int8 grid of the range ``bounds`` (2,) (zero exact, as TFLite)."""
-    return tf.quantization.fake_quant_with_min_max_vars(x, bounds[0], bounds[1], num_bits=8)
+    """`x` on the asymmetric int8 grid of the range ``bounds`` (2,) widened to hold zero, as
+    TFLite's quantiser does (TF's op would shift a range that excludes zero instead)."""
+    return tf.quantization.fake_quant_with_min_max_vars(
+        x, tf.minimum(bounds[0], 0.0), tf.maximum(bounds[1], 0.0), num_bits=8)
 
 
 class _Quantized:
@@ -271,6 +273,85 @@ def tuned_weights(model, folded):
     return copy
 
 
+def student_ranges(model):
+    """[(kernel in TFLite's layout, input range, output range)] of every int8 op the `student`
+    `model` simulates: the quantised layers' and the attention's ``q @ w_g``."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, _Quantized):
+            kernel = quantized_kernel(layer.kernel).numpy()
+            kernel = np.moveaxis(kernel, -1, 0)  # (out, h, w, in) / (out, in), as TFLite's
+            found.append((kernel, layer.input_range.numpy(), layer.output_range.numpy()))
+        elif isinstance(layer, FoldedTokenMixing):
+            quantizer = layer.observers["scores"].__self__
+            found.append((quantized_kernel(layer.w_g).numpy().T, quantizer.q_range.numpy(),
+                          quantizer.scores_range.numpy()))
+    return found
+
+
+def _matching_ranges(calibrated, simulated):
+    """{tensor index: (low, high)} of the calibrated `.tflite` `calibrated`: each CONV_2D /
+    FULLY_CONNECTED whose float kernel is one of `simulated` (`student_ranges`) takes that
+    op's input range (also on the tensor a PAD pads into it) and output range."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    producers = {out: op for op in graph.operators for out in op.outputs}
+    by_shape = {}
+    for kernel, low_high_in, low_high_out in simulated:
+        by_shape.setdefault(kernel.shape, []).append((kernel, low_high_in, low_high_out))
+    ranges, matched = {}, 0
+    for op in graph.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        if name not in ("CONV_2D", "FULLY_CONNECTED"):
+            continue
+        tensor = graph.tensors[op.inputs[1]]
+        data = model.buffers[tensor.buffer].data
+        if data is None or not len(data):
+            continue
+        kernel = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
+        found = [entry for entry in by_shape.get(tuple(kernel.shape), ())
+                 if np.allclose(entry[0], kernel, rtol=0, atol=1e-6 * np.abs(kernel).max())]
+        if not found:
+            continue
+        _, low_high_in, low_high_out = found[0]
+        matched += 1
+        source = op.inputs[0]
+        ranges[source] = tuple(low_high_in)
+        pad = producers.get(source)
+        if pad is not None and flatbuffer_utils.opcode_to_name(model, pad.opcodeIndex) == "PAD":
+            ranges[pad.inputs[0]] = tuple(low_high_in)
+        ranges[op.outputs[0]] = tuple(low_high_out)
+    if matched != len(simulated):
+        raise ValueError(f"{matched} of the student's {len(simulated)} int8 ops found in the "
+                         "converted graph")
+    return ranges
+
+
+def export(model, folded, images, batch_size=1):
+    """The ``int8`` `.tflite` (float32 input and output, `FOLDED_FLOAT_OPS` in float, the
+    classifier in float) of `student` `model`: its weights in Keras 3 `folded`
+    (`tuned_weights`), calibrated by the post-training path, with the student's own activation
+    ranges at its int8 ops (the ranges it was fine-tuned with)."""
+    import tempfile
+
+    from converters import calibration
+    from converters.inference_graph import FOLDED_FLOAT_OPS
+    from converters.tflite import configure, saved_model
+
+    tuned = tuned_weights(model, folded)
+    with tempfile.TemporaryDirectory() as directory:
+        saved_model(tuned, directory, batch_size)
+        converter = configure(tf.lite.TFLiteConverter.from_saved_model(directory), "int8",
+                              images)
+        calibrated = calibration.calibrate(converter)
+    calibrated = calibration.with_ranges(calibrated,
+                                         _matching_ranges(calibrated, student_ranges(model)))
+    return calibration.quantize(calibrated, "float32", FOLDED_FLOAT_OPS,
+                                calibration.head_nodes(calibrated))
+
+
 #: Peak learning rate of `qat_int8`'s fine-tuning (relative to each tensor's RMS,
 #: `converters.tfmot.finetune.RelativeAdam`): smaller than pruning's, the start is good already.
 LEARNING_RATE = 1e-4
@@ -291,12 +372,12 @@ def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse"
             the start.
 
     Returns:
-        (`.tflite` bytes: format "int8" of `converters.tflite`, float32 input and output;
+        (`.tflite` bytes (`export`): as format "int8" of `converters.tflite`, float32 input and
+        output;
         `converters.metrics.fidelity` of the student before fine-tuning on `evaluation`, i.e.
         of the post-training int8 file within float rounding, or None without `evaluation`).
     """
-    from converters import tflite
-    from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+    from converters.inference_graph import for_inference
     from converters.metrics import fidelity
     from converters.tfmot.finetune import distill
 
@@ -307,7 +388,4 @@ def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse"
         start = fidelity(reference, tuned.predict(evaluation, verbose=0, batch_size=batch_size))
     distill(tuned, model, images, steps, batch_size, learning_rate or LEARNING_RATE, loss,
             progress=progress)
-    # The kernels are on their int8 grid already: nearest rounding keeps them.
-    content = tflite.convert(tuned_weights(tuned, folded), "int8", images,
-                             float_ops=FOLDED_FLOAT_OPS, weights="nearest")
-    return content, start
+    return export(tuned, folded, images), start
