@@ -123,7 +123,8 @@ def run(variant, args, progress):
         cluster_steps=args.cluster_steps or args.steps)
     rows += compress_formats(model, images, evaluation, reference, output_dir, options,
                              progress, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate)
+                             learning_rate=args.learning_rate,
+                             baseline=next(r for r in rows if r["format"] == "int8"))
     if args.latency_runs:
         add_latency(rows, output_dir, args.latency_runs, args.threads, progress)
     return rows

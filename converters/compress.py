@@ -127,7 +127,8 @@ def _check_logits(model):
 
 
 def compress_formats(model, images, evaluation, reference, output_dir, options,
-                     progress=print, batch_size=16, learning_rate=None, loss="mse"):
+                     progress=print, batch_size=16, learning_rate=None, loss="mse",
+                     baseline=None):
     """Fine-tunes, exports and measures the compressed formats of `model`.
 
     Args:
@@ -140,6 +141,9 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
         progress: callable taking one line of text.
         batch_size, learning_rate, loss: of the fine-tuning
             (`converters.tfmot.finetune.distill`; learning rate None: each method's default).
+        baseline: the post-training ``int8`` row on the same `evaluation` (``sqnr_db``,
+            ``top1_agreement``), which the ``qat_int8`` row's ``note`` compares with; None:
+            its start as the QAT student computes it (``start_sqnr_db``).
 
     Returns:
         list of row dicts (`converters.pipeline` rows plus the keys above); a format that
@@ -180,7 +184,7 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
             rows.append(measure_format(fmt, content, extra, model.name, evaluation, reference,
                                        output_dir))
         if name == "qat_int8" and "error" not in rows[-1]:
-            _note_qat(rows[-1])
+            _note_qat(rows[-1], baseline)
         progress(f"    {name} done in {time.time() - start:.0f} s")
     return rows
 
@@ -250,20 +254,24 @@ def _qat(model, images, evaluation, reference, tune, steps):
                                    "start_top1_agreement": start["top1_agreement"]})]
 
 
-def _note_qat(row):
+def _note_qat(row, baseline=None):
     """Adds ``note`` to a ``qat_int8`` row: whether it earns its place over the post-training
-    int8 it started from (`QAT_MARGIN_DB` more SQNR, top-1 agreement no lower), and so which
-    file to prefer."""
-    gain = row["sqnr_db"] - row["start_sqnr_db"]
-    lower = row["top1_agreement"] < row["start_top1_agreement"]
-    if gain >= QAT_MARGIN_DB and not lower:
-        row["note"] = (f"QAT gains {gain:+.1f} dB SQNR over the post-training int8 on these "
-                       "photos: prefer this file")
+    int8 (`QAT_MARGIN_DB` more SQNR, top-1 agreement no lower) and so which file to prefer.
+    `baseline`: that file's row, else the row's own start (``start_*`` keys)."""
+    if baseline is None or baseline.get("error"):
+        sqnr, top1, what = row["start_sqnr_db"], row["start_top1_agreement"], "its start"
     else:
-        row["note"] = (f"QAT gains {gain:+.1f} dB SQNR over the post-training int8 on these "
-                       f"photos{' and loses top-1 agreement' if lower else ''}, less than the "
-                       f"{QAT_MARGIN_DB} dB that would make it worth its fine-tuning: prefer "
-                       "the post-training int8 file")
+        sqnr, top1, what = baseline["sqnr_db"], baseline["top1_agreement"], "the int8 file"
+    gain = row["sqnr_db"] - sqnr
+    lower = row["top1_agreement"] < top1
+    if gain >= QAT_MARGIN_DB and not lower:
+        row["note"] = (f"{gain:+.1f} dB SQNR over the post-training int8 ({what}), top-1 "
+                       "agreement no lower: prefer this file")
+    else:
+        row["note"] = (f"{gain:+.1f} dB SQNR over the post-training int8 ({what})"
+                       f"{', top-1 agreement lower' if lower else ''}: less than the "
+                       f"{QAT_MARGIN_DB} dB that pays for the fine-tuning, prefer the "
+                       "post-training int8 file")
 
 
 def folded_graph(model):

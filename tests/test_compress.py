@@ -324,3 +324,18 @@ def test_compress_formats_rows(qat, tmp_path):
     dense = zip_size(tflite.convert(model))
     assert by_format["pruned2of4_float32"]["zip_bytes"] < 0.8 * dense
     assert by_format["clustered8_float32"]["zip_bytes"] < 0.6 * dense
+
+
+def test_qat_note_names_the_file_to_prefer():
+    """The ``qat_int8`` row's note: against the int8 file's row when given, else its start."""
+    from converters.compress import _note_qat
+
+    row = {"sqnr_db": 30.0, "top1_agreement": 0.9, "start_sqnr_db": 28.0,
+           "start_top1_agreement": 0.9}
+    _note_qat(row)
+    assert row["note"] == ("+2.0 dB SQNR over the post-training int8 (its start), top-1 "
+                           "agreement no lower: prefer this file")
+    _note_qat(row, {"sqnr_db": 29.0, "top1_agreement": 0.95})
+    assert row["note"] == ("+1.0 dB SQNR over the post-training int8 (the int8 file), top-1 "
+                           "agreement lower: less than the 1.5 dB that pays for the "
+                           "fine-tuning, prefer the post-training int8 file")
