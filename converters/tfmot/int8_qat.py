@@ -19,9 +19,11 @@ those places and nowhere else:
 
 So before fine-tuning the student computes what the int8 file computes. `finetune.distill`
 then tunes every weight (the float ones too: depthwise kernels, biases, head) under that
-quantisation noise. `tuned_weights` puts the tuned kernels, on their int8 grid, back into the
-Keras 3 folded graph, which exports through the post-training path (ranges chosen again on the
-tuned weights, weights rounded to nearest: they are on the grid already).
+quantisation noise, the ranges fixed (or learnt, with ``learn_ranges``). `export` puts the tuned
+kernels, on their int8 grid, back into the Keras 3 folded graph (`tuned_weights`), calibrates it
+by the post-training path and writes the student's own ranges at its int8 ops (matched by
+kernel), so that the file computes what was fine-tuned: ranges chosen again on the tuned weights
+would undo part of the tuning.
 """
 
 import numpy as np
