@@ -2,7 +2,7 @@
 
 For each checkpoint: the sample photos are split (even-indexed files fine-tune and calibrate,
 odd-indexed ones evaluate, as the conversion pipeline splits them); the float32 and the
-post-training int8 and int8_mixed files (`converters.tflite`, from the folded graph as the
+post-training int8 file (`converters.tflite`, from the folded graph as the
 pipeline makes them, calibrated on the fine-tuning photos) are the baselines;
 `converters.compress.compress_formats` makes the compressed ones from the same photos.
 Every file is run through the LiteRT helper against the Keras float model's logits on the
@@ -11,6 +11,8 @@ distinct values, and timed with `android_bench.host.benchmark_host` (interleaved
 
     python -m benchmarks.compress_report --variants xs l1 --size 224 --steps 100 \\
         --prune 2:4 50% --cluster 16 --output compress_report
+    python -m benchmarks.compress_report --variants s xs --weights random \\
+        --evaluation-images 64 --latency-runs 0 --output compress_report  # QAT vs int8 only
 
 writes ``compress_report/compress_report.json`` and ``.md`` (the table the README shows).
 """
@@ -42,11 +44,12 @@ COLUMNS = (
     ("values/channel", "max_unique_per_channel", "{:d}"),
     ("latency (ms)", "latency_ms", "{:.1f}"),
     ("steps", "steps", "{:d}"),
+    ("note", "note", "{}"),
 )
 
 
 #: The post-training formats every compressed one is compared with.
-BASELINES = ("float32", "int8", "int8_mixed")
+BASELINES = ("float32", "int8")
 
 
 def baseline_rows(model, images, evaluation, reference, output_dir):
@@ -86,15 +89,27 @@ def markdown(results, settings):
     return "\n".join(lines)
 
 
-def run(variant, args, progress):
-    from converters.compress import compress_formats
+def build(variant, size, weights):
+    """SwiftFormer `variant` (logits out) at `size` px: the fixture checkpoint where there is
+    one and `weights` is "fixture", else `realistic_weights` (seed 0)."""
     from keras_swiftformer import SwiftFormer
+    from keras_swiftformer.random_weights import realistic_weights
+
+    shape = (size, size, 3)
+    if weights == "fixture" and os.path.exists(CHECKPOINTS.get(variant, "")):
+        return SwiftFormer(variant.upper(), weights=CHECKPOINTS[variant], input_shape=shape,
+                           classifier_activation=None)
+    return realistic_weights(SwiftFormer(variant.upper(), input_shape=shape,
+                                         classifier_activation=None), seed=0)
+
+
+def run(variant, args, progress):
+    from converters.compress import CompressionOptions, compress_formats
     from keras_swiftformer.images import list_images, load_images
 
     output_dir = os.path.join(args.output, variant)
     os.makedirs(output_dir, exist_ok=True)
-    model = SwiftFormer(variant.upper(), weights=CHECKPOINTS[variant],
-                        input_shape=(args.size, args.size, 3), classifier_activation=None)
+    model = build(variant, args.size, args.weights)
     paths = list_images(args.images)
     images = load_images(paths[0::2][:args.finetune_images], args.size)
     evaluation = load_images(paths[1::2][:args.evaluation_images], args.size)
@@ -102,10 +117,14 @@ def run(variant, args, progress):
     progress(f"{variant}: {len(images)} fine-tuning / {len(evaluation)} evaluation photos, "
              f"{args.size} px")
     rows = baseline_rows(model, images, evaluation, reference, output_dir)
-    rows += compress_formats(model, images, evaluation, reference, output_dir, args.steps,
-                             qat=True, prune=args.prune, cluster=args.cluster,
-                             batch_size=args.batch_size, learning_rate=args.learning_rate,
-                             progress=progress)
+    options = CompressionOptions(
+        qat=True, prune=args.prune, cluster=args.cluster,
+        qat_steps=args.qat_steps or args.steps, prune_steps=args.prune_steps or args.steps,
+        cluster_steps=args.cluster_steps or args.steps)
+    rows += compress_formats(model, images, evaluation, reference, output_dir, options,
+                             progress, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate,
+                             baseline=next(r for r in rows if r["format"] == "int8"))
     if args.latency_runs:
         add_latency(rows, output_dir, args.latency_runs, args.threads, progress)
     return rows
@@ -113,12 +132,19 @@ def run(variant, args, progress):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=["xs", "l1"], choices=sorted(CHECKPOINTS))
+    parser.add_argument("--variants", nargs="+", default=["xs", "l1"],
+                        choices=["xs", "s", "l1", "l3"])
+    parser.add_argument("--weights", choices=["fixture", "random"], default="fixture",
+                        help="fixture checkpoints where there are (XS, L1), else realistic "
+                             "random weights (seed 0)")
     parser.add_argument("--images", default=IMAGES)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--finetune-images", type=int, default=100)
     parser.add_argument("--evaluation-images", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100, help="of each method, unless:")
+    parser.add_argument("--qat-steps", type=int)
+    parser.add_argument("--prune-steps", type=int)
+    parser.add_argument("--cluster-steps", type=int)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="peak, relative to each tensor's RMS (default: distill's)")

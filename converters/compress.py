@@ -1,32 +1,38 @@
 """Compressed formats for the conversion pipeline: QAT int8, pruned, clustered (TFMOT).
 
-`compress_formats` is the pipeline's hook for ``--qat`` / ``--prune`` / ``--cluster``: it
-fine-tunes compressed versions of the Keras 3 float model on the calibration images
-(distillation from the float model's logits, so no labels), exports each to `.tflite`, runs it
-through the LiteRT runtime helper and returns rows shaped like `converters.pipeline`'s, so they
-sit beside the post-training formats in the fidelity report. Every format starts from the
-model's folded inference graph (`folded_graph`), the graph the post-training formats come from;
-the optimisation itself happens on that graph's tf_keras twin (`converters.tfmot`), and pruned
-and clustered weights come back into a Keras 3 copy of it that exports through
-`converters.tflite`. The Keras 3 model stays the product and the teacher.
+`compress_formats` is the pipeline's hook for ``--qat`` / ``--prune`` / ``--cluster``
+(`CompressionOptions`): it fine-tunes compressed versions of the Keras 3 float model on the
+calibration images (distillation from the float model's logits, so no labels), exports each to
+`.tflite`, runs it through the LiteRT runtime helper and returns rows shaped like
+`converters.pipeline`'s, so they sit beside the post-training formats in the fidelity report.
+Every format starts from the model's folded inference graph, the graph the post-training
+formats come from; the optimisation itself happens on that graph's tf_keras twin
+(`converters.tfmot`), and the tuned weights come back into a Keras 3 copy of it that exports
+through `converters.tflite`. The Keras 3 model stays the product and the teacher.
 
 ========================  ==================================================================
 format                    what
 ========================  ==================================================================
-``qat_int8``              quantisation-aware training, integer with int8 input and output
-                          (ranges from training: no representative dataset) except the
-                          attention's RMS statistics (`converters.tfmot.export.FLOAT_OPS`)
+``qat_int8``              the post-training ``int8`` (GPTQ weights, error-minimising ranges,
+                          int8 convolutions and projections, float elsewhere, float32 input
+                          and output) fine-tuned under its own quantisation and exported by
+                          the same path (`converters.tfmot.int8_qat`)
 ``pruned{P}_float32``     magnitude pruning, ``P`` = ``50`` (per cent, unstructured) or
                           ``2of4`` (2:4), float32 export
-``pruned{P}_pqat_int8``   then pruning-preserving QAT, integer as ``qat_int8``
+``pruned{P}_pqat_int8``   then pruning-preserving QAT (TFMOT), integer but for the attention's
+                          RMS statistics (`converters.tfmot.export.FLOAT_OPS`), ranges from
+                          training, float32 input and output
 ``clustered{K}_float32``  weight clustering to ``K`` values per kernel, float32 export
-``clustered{K}_cqat_int8``  then cluster-preserving QAT, integer as ``qat_int8``
+``clustered{K}_cqat_int8``  then cluster-preserving QAT, integer as ``pruned{P}_pqat_int8``
 ========================  ==================================================================
 
 Rows add to the pipeline's keys ``zip_bytes`` (the file deflated, as a zip archive stores it:
 what pruning and clustering save in download size), ``steps`` (fine-tuning steps) and what the
 file's kernels hold (`converters.tfmot.tflite_stats.kernel_stats`: ``kernel_sparsity``,
-``depthwise_sparsity``, ``kernels``, ``m_by_n_kernels``, ``max_unique_per_channel``).
+``depthwise_sparsity``, ``kernels``, ``m_by_n_kernels``, ``max_unique_per_channel``). The
+``qat_int8`` row also has ``start_sqnr_db`` and ``start_top1_agreement`` (its post-training
+int8 start on the same evaluation images) and a ``note`` saying which of the two files to
+prefer (`QAT_MARGIN_DB`).
 """
 
 import dataclasses
@@ -35,41 +41,9 @@ import time
 import zlib
 
 DEFAULT_STEPS = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressionOptions:
-    """Which compressed formats to make, and how long each fine-tunes.
-
-    Attributes:
-        qat: quantisation-aware-trained int8 (and, with `prune` / `cluster`, their pruning- /
-            cluster-preserving QAT).
-        prune: pruning specs, e.g. ``("2:4", "50%")`` (`parse_prune`).
-        cluster: values per kernel, e.g. ``(16,)``.
-        qat_steps, prune_steps, cluster_steps: fine-tuning steps of each method.
-    """
-
-    qat: bool = False
-    prune: tuple = ()
-    cluster: tuple = ()
-    qat_steps: int = DEFAULT_STEPS
-    prune_steps: int = DEFAULT_STEPS
-    cluster_steps: int = DEFAULT_STEPS
-
-    def enabled(self):
-        return bool(self.qat or self.prune or self.cluster)
-
-    def check(self):
-        """ValueError naming a bad pruning spec, cluster count or step count."""
-        for spec in self.prune:
-            parse_prune(spec)
-        for k in self.cluster:
-            if isinstance(k, bool) or not str(k).isdigit() or int(k) < 2:
-                raise ValueError(f"Cluster count {k!r}: give an integer of at least 2 "
-                                 "(values per kernel)")
-        for name in ("qat_steps", "prune_steps", "cluster_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+#: What a QAT row must gain over its post-training int8 start (SQNR on the evaluation images)
+#: to be the file to prefer; below it the row's ``note`` names the post-training `int8`.
+QAT_MARGIN_DB = 1.5
 
 
 def zip_size(content):
@@ -92,6 +66,58 @@ def parse_prune(spec):
     return "unstructured", target, f"{round(target * 100):d}"
 
 
+@dataclasses.dataclass(frozen=True)
+class CompressionOptions:
+    """What `compress_formats` makes, and how long each method fine-tunes.
+
+    Attributes:
+        qat: ``qat_int8`` and, with `prune` / `cluster`, their preserving QATs.
+        prune: pruning specs, e.g. ``("2:4", "50%")`` (`parse_prune`).
+        cluster: values per kernel, integers of at least 2, e.g. ``(16,)``.
+        qat_steps, prune_steps, cluster_steps: fine-tuning steps of each method (a preserving
+            QAT runs `qat_steps` after the pruning's or clustering's own).
+    """
+
+    qat: bool = False
+    prune: tuple = ()
+    cluster: tuple = ()
+    qat_steps: int = DEFAULT_STEPS
+    prune_steps: int = DEFAULT_STEPS
+    cluster_steps: int = DEFAULT_STEPS
+
+    def __post_init__(self):
+        for name in ("prune", "cluster"):  # lists from argparse; a frozen dataclass: as tuples
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+
+    def enabled(self) -> bool:
+        """Whether any compressed format is asked for."""
+        return bool(self.qat or self.prune or self.cluster)
+
+    def check(self):
+        """Validates the options before any work; returns them.
+
+        Raises:
+            ValueError: a bad pruning spec, a cluster count below 2 or not an integer, or
+                fewer than 1 step; the message names it.
+            ImportError: compression is enabled and tf_keras or TFMOT is missing (the message
+                names the extra to install).
+        """
+        for spec in self.prune:
+            parse_prune(spec)
+        for k in self.cluster:
+            if isinstance(k, bool) or not str(k).strip().isdigit() or int(k) < 2:
+                raise ValueError(f"Cluster count {k!r}: give an integer of at least 2 "
+                                 "(values per kernel)")
+        for name in ("qat_steps", "prune_steps", "cluster_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be at least 1 (fine-tuning steps), got "
+                                 f"{value!r}")
+        if self.enabled():
+            import converters.tfmot  # noqa: F401 -- ImportError naming the extra if missing
+        return self
+
+
 def _check_logits(model):
     last = model.layers[-1]
     if getattr(last, "activation", None) is not None and \
@@ -101,7 +127,8 @@ def _check_logits(model):
 
 
 def compress_formats(model, images, evaluation, reference, output_dir, options,
-                     batch_size=16, learning_rate=None, loss="mse", progress=print):
+                     progress=print, batch_size=16, learning_rate=None, loss="mse",
+                     baseline=None):
     """Fine-tunes, exports and measures the compressed formats of `model`.
 
     Args:
@@ -110,37 +137,37 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
         evaluation: (M, H, W, 3) float32 images never used for fine-tuning.
         reference: (M, K) the float model's logits on `evaluation`.
         output_dir: where the `.tflite` files go (``{model.name}_{format}.tflite``).
-        options: `CompressionOptions` (a preserving QAT after pruning or clustering takes
-            that method's steps once more).
-        batch_size, learning_rate, loss: of the fine-tuning
-            (`converters.tfmot.finetune.distill`; learning rate None: its default).
+        options: a `CompressionOptions` (checked here too).
         progress: callable taking one line of text.
+        batch_size, learning_rate, loss: of the fine-tuning
+            (`converters.tfmot.finetune.distill`; learning rate None: each method's default).
+        baseline: the post-training ``int8`` row on the same `evaluation` (``sqnr_db``,
+            ``top1_agreement``), which the ``qat_int8`` row's ``note`` compares with; None:
+            its start as the QAT student computes it (``start_sqnr_db``).
 
     Returns:
         list of row dicts (`converters.pipeline` rows plus the keys above); a format that
         fails gives ``{"format", "error"}`` and the others go on.
 
     Raises:
+        ValueError: bad `options` (`CompressionOptions.check`).
         ImportError: tf_keras or TFMOT is missing; the message names the extra to install.
     """
-    import converters.tfmot  # noqa: F401 -- raises with the install hint if the extra is absent
-
     options.check()
-    qat = options.qat
-
-    def tune(steps):
-        return dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, loss=loss,
-                    progress=progress)
-
-    jobs = ([("qat_int8", options.qat_steps,
-              lambda: _qat(model, images, tune(options.qat_steps)))] if qat else [])
+    tune = dict(batch_size=batch_size, learning_rate=learning_rate, loss=loss,
+                progress=progress)
+    jobs = []
+    if options.qat:
+        jobs.append(("qat_int8", options.qat_steps,
+                     lambda: _qat(model, images, evaluation, reference, tune,
+                                  options.qat_steps)))
     for pattern, target, label in (parse_prune(p) for p in options.prune):
         jobs.append((f"pruned{label}", options.prune_steps,
                      lambda p=pattern, t=target, label=label: _prune(
-                         model, images, tune(options.prune_steps), qat, p, t, label)))
+                         model, images, tune, options, p, t, label)))
     for k in (int(k) for k in options.cluster):
         jobs.append((f"clustered{k}", options.cluster_steps,
-                     lambda k=k: _cluster(model, images, tune(options.cluster_steps), qat, k)))
+                     lambda k=k: _cluster(model, images, tune, options, k)))
 
     rows = []
     for name, steps, job in jobs:
@@ -155,7 +182,9 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
             continue
         for fmt, content, extra in results:
             rows.append(measure_format(fmt, content, extra, model.name, evaluation, reference,
-                                 output_dir))
+                                       output_dir))
+        if name == "qat_int8" and "error" not in rows[-1]:
+            _note_qat(rows[-1], baseline)
         progress(f"    {name} done in {time.time() - start:.0f} s")
     return rows
 
@@ -185,9 +214,11 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
 
 def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=None,
               loss="mse", progress=None, twin=None, scheme="default"):
-    """The quantisation-aware-trained tf_keras twin of Keras 3 `model`: quantised, ranges
-    calibrated on `images`, fine-tuned `steps` steps by distillation from `model`, ranges
-    calibrated again.
+    """The TFMOT quantisation-aware-trained tf_keras twin (full integer but for the attention's
+    RMS statistics, ranges from training) of Keras 3 `model`: quantised, ranges calibrated on
+    `images`, fine-tuned `steps` steps by distillation from `model`, ranges calibrated again.
+    What the pruning- and cluster-preserving QATs run (``qat_int8`` starts from the
+    post-training int8 instead, `converters.tfmot.int8_qat`).
 
     Args:
         twin: the tf_keras twin to quantise (a pruned or clustered one, stripped); default the
@@ -209,24 +240,46 @@ def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=N
         finetune.distill(student, model, images, steps, batch_size, learning_rate, loss,
                          progress=progress)
         # Training moves the ranges by an EMA of augmented batches, which narrows them towards
-        # a typical batch's; set them again from the images for the trained weights (measured,
-        # XS at 224 px: 28.5 -> 29.4 dB, top-1 agreement 0.94 -> 0.98).
+        # a typical batch's; set them again from the images for the trained weights.
         quantize.calibrate_ranges(student, images, batch_size)
     return student
 
 
-def _qat(model, images, tune):
-    from converters.tfmot.export import convert_qat
+def _qat(model, images, evaluation, reference, tune, steps):
+    from converters.tfmot.int8_qat import qat_int8
 
-    student = qat_model(model, images, **tune)
-    return [("qat_int8", convert_qat(student, io="int8"), {"steps": tune["steps"]})]
+    content, start = qat_int8(model, images, steps, evaluation=evaluation,
+                              reference=reference, **tune)
+    return [("qat_int8", content, {"steps": steps, "start_sqnr_db": start["sqnr_db"],
+                                   "start_top1_agreement": start["top1_agreement"]})]
+
+
+def _note_qat(row, baseline=None):
+    """Adds ``note`` to a ``qat_int8`` row: whether it earns its place over the post-training
+    int8 (`QAT_MARGIN_DB` more SQNR, top-1 agreement no lower) and so which file to prefer.
+    `baseline`: that file's row, else the row's own start (``start_*`` keys)."""
+    if baseline is None or baseline.get("error"):
+        sqnr, top1, what = row["start_sqnr_db"], row["start_top1_agreement"], "its start"
+    else:
+        sqnr, top1, what = baseline["sqnr_db"], baseline["top1_agreement"], "the int8 file"
+    gain = row["sqnr_db"] - sqnr
+    lower = row["top1_agreement"] < top1
+    if gain >= QAT_MARGIN_DB and not lower:
+        row["note"] = (f"{gain:+.1f} dB SQNR over the post-training int8 ({what}), top-1 "
+                       "agreement no lower: prefer this file")
+    else:
+        row["note"] = (f"{gain:+.1f} dB SQNR over the post-training int8 ({what})"
+                       f"{', top-1 agreement lower' if lower else ''}: less than the "
+                       f"{QAT_MARGIN_DB} dB that pays for the fine-tuning, prefer the "
+                       "post-training int8 file")
 
 
 def folded_graph(model):
-    """The graph every compressed format is made from: `model`'s folded inference graph
-    (`converters.inference_graph.for_inference`, as the pipeline's post-training formats), with
-    1x1 convolutions for the projections and the classifier, so that TFMOT quantises every
-    kernel per output channel and prunes and clusters the kernels the file will hold."""
+    """The graph pruning and clustering (and their preserving QATs) start from: `model`'s
+    folded inference graph (`converters.inference_graph.for_inference`, as the pipeline's
+    post-training formats), with 1x1 convolutions for the projections and the classifier, so
+    that TFMOT quantises every kernel per output channel and prunes and clusters the kernels
+    the file will hold."""
     from converters.inference_graph import for_inference
 
     return for_inference(model, projections="conv")
@@ -243,48 +296,57 @@ def _back_to_keras(model, twin):
     return copy
 
 
-def _fine_tune(model, student, images, tune, callbacks=()):
+def _fine_tune(model, student, images, tune, steps, callbacks=()):
     from converters.tfmot.finetune import distill
 
-    distill(student, model, images, tune["steps"], tune["batch_size"], tune["learning_rate"],
+    distill(student, model, images, steps, tune["batch_size"], tune["learning_rate"],
             tune["loss"], callbacks=callbacks, progress=tune["progress"])
 
 
-def _prune(model, images, tune, qat, pattern, target, label):
+def _preserving_qat(model, images, tune, options, stripped, scheme):
+    """Pruning- or cluster-preserving QAT of `stripped`, exported with float32 input and
+    output (as ``int8``: MediaPipe refuses int8 input)."""
+    from converters.tfmot.export import convert_qat
+
+    student = qat_model(model, images, options.qat_steps, twin=stripped, scheme=scheme, **tune)
+    return convert_qat(student, io="float")
+
+
+def _prune(model, images, tune, options, pattern, target, label):
     from converters import tflite
     from converters.tfmot import sparsity
-    from converters.tfmot.export import convert_qat
     from converters.tfmot.twin import build_twin
 
-    steps, folded = tune["steps"], folded_graph(model)
+    steps, folded = options.prune_steps, folded_graph(model)
     pruned = sparsity.prune_twin(build_twin(folded), target, pattern, steps)
-    _fine_tune(model, pruned, images, tune, callbacks=sparsity.callbacks())
+    _fine_tune(model, pruned, images, tune, steps, callbacks=sparsity.callbacks())
     stripped = sparsity.strip(pruned)
     extra = {"steps": steps,
              "overall_sparsity": sparsity.sparsity_summary(stripped)["overall_sparsity"]}
     results = [(f"pruned{label}_float32", tflite.convert(_back_to_keras(folded, stripped)),
                 extra)]
-    if qat:
-        student = qat_model(model, images, **tune, twin=stripped, scheme="prune_preserve")
-        results.append((f"pruned{label}_pqat_int8", convert_qat(student, io="int8"),
-                        {"steps": 2 * steps}))
+    if options.qat:
+        results.append((f"pruned{label}_pqat_int8",
+                        _preserving_qat(model, images, tune, options, stripped,
+                                        "prune_preserve"),
+                        {"steps": steps + options.qat_steps}))
     return results
 
 
-def _cluster(model, images, tune, qat, clusters):
+def _cluster(model, images, tune, options, clusters):
     from converters import tflite
     from converters.tfmot import clustering
-    from converters.tfmot.export import convert_qat
     from converters.tfmot.twin import build_twin
 
-    steps, folded = tune["steps"], folded_graph(model)
+    steps, folded = options.cluster_steps, folded_graph(model)
     clustered = clustering.cluster_twin(build_twin(folded), clusters)
-    _fine_tune(model, clustered, images, tune)
+    _fine_tune(model, clustered, images, tune, steps)
     stripped = clustering.strip(clustered)
     results = [(f"clustered{clusters}_float32",
                 tflite.convert(_back_to_keras(folded, stripped)), {"steps": steps})]
-    if qat:
-        student = qat_model(model, images, **tune, twin=stripped, scheme="cluster_preserve")
-        results.append((f"clustered{clusters}_cqat_int8", convert_qat(student, io="int8"),
-                        {"steps": 2 * steps}))
+    if options.qat:
+        results.append((f"clustered{clusters}_cqat_int8",
+                        _preserving_qat(model, images, tune, options, stripped,
+                                        "cluster_preserve"),
+                        {"steps": steps + options.qat_steps}))
     return results

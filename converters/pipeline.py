@@ -602,7 +602,8 @@ def run_pipeline(options=None, progress=print, **fields):
         rows.append(row)
     if compress:
         rows += _compressed_rows(model, calibration, evaluation, reference, options,
-                                 labeller, models, lambda text: step(steps, text), progress)
+                                 labeller, models, lambda text: step(steps, text), progress,
+                                 rows)
     for row in rows:
         if not row.get("error") and row["file"].endswith(".tflite"):
             verdict = labeller.verdicts.get(row["file"], "no metadata written")
@@ -646,13 +647,15 @@ def _gpu_rows(rows, output_dir, images, progress):
 
 
 def _compressed_rows(model, calibration, evaluation, reference, options, labeller, models,
-                     step, progress):
-    """The rows of `converters.compress` (their LiteRT files given metadata too)."""
+                     step, progress, rows=()):
+    """The rows of `converters.compress` (their LiteRT files given metadata too); `rows`: the
+    post-training ones, whose ``int8`` QAT is measured against."""
     from converters.compress import compress_formats
 
     step(f"compression (QAT, pruning, clustering): fine-tuning on {len(calibration)} images")
+    baseline = next((r for r in rows if r["format"] == "int8"), None)
     rows = compress_formats(model, calibration, evaluation, reference, options.output_dir,
-                            options.compression, progress=progress)
+                            options.compression, progress=progress, baseline=baseline)
     for row in rows:
         if row.get("error"):
             continue

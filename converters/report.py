@@ -140,6 +140,8 @@ def litert_notes(rows):
                          f"{r.get('gpu_cpu_ops') or 'not named'})"
                          + (f"; {r['gpu_error'][:200]}" if r.get("gpu_error") else "")
                          + (f"; the GPU analyser flags {hint}" if hint else ""))
+        if r.get("note"):
+            lines.append(f"- {r['format']}: {r['note']}")
         if r.get("mediapipe") is False:
             lines.append(f"- {r['format']}: MediaPipe cannot open it ({r.get('mediapipe_reason')})")
     return lines + [""]

@@ -2,6 +2,7 @@
 clustering, and the pipeline's --qat / --prune / --cluster (tiny configuration;
 `test_compress_qat.py` runs XS)."""
 
+import re
 
 import numpy as np
 import pytest
@@ -232,64 +233,69 @@ def count_kernels(content):
     return sum(op != "DEPTHWISE_CONV_2D" for op, _, _ in kernels(content))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prune", "3:8"], "Pruning spec '3:8'"),
-    (["--prune", "150%"], "must be in (0, 1)"),
-    (["--cluster", "1"], "Cluster count '1'"),
-    (["--cluster", "many"], "Cluster count 'many'"),
-    (["--qat", "--qat-steps", "0"], "steps must be at least 1"),
-    (["--qat", "--softmax"], "drop --softmax"),
+@pytest.mark.parametrize("options,message", [
+    (dict(prune=("3:8",)), "Pruning spec '3:8'"),
+    (dict(prune=("150%",)), "must be in (0, 1)"),
+    (dict(cluster=(1,)), "Cluster count 1"),
+    (dict(cluster=("many",)), "Cluster count 'many'"),
+    (dict(qat=True, qat_steps=0), "qat_steps must be at least 1"),
+    (dict(prune=("2:4",), prune_steps=-1), "prune_steps must be at least 1"),
+    (dict(cluster=(8,), cluster_steps=2.5), "cluster_steps must be at least 1"),
 ])
-def test_bad_compression_specs_fail_before_any_work(args, message, tmp_path, capsys):
-    from converters.cli import main
+def test_bad_compression_options_name_the_problem(options, message):
+    from converters.compress import CompressionOptions
 
-    out = tmp_path / "out"
-    assert main(args + ["--formats", "float32", "--output-dir", str(out)]) == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CompressionOptions(**options).check()
+
+
+def test_compression_options():
+    """Lists become tuples (the options stay hashable); each method has its own steps."""
+    from converters.compress import CompressionOptions
+
+    assert not CompressionOptions().enabled()
+    options = CompressionOptions(qat=True, prune=["2:4", "50%"], cluster=["16"], qat_steps=7)
+    assert options.check() is options and options.enabled()
+    assert options.prune == ("2:4", "50%") and options.cluster == ("16",)
+    assert (options.qat_steps, options.prune_steps, options.cluster_steps) == (7, 100, 100)
+    assert CompressionOptions(cluster=(4,)).enabled()
+    hash(options)
 
 
 @pytest.mark.parametrize("qat", [
     False,
     pytest.param(True, marks=pytest.mark.slow),  # 5 minutes on 2 cores
 ])
-def test_pipeline_flags_add_rows(qat, tmp_path, monkeypatch, capsys):
-    """``swiftformer-convert run [--qat] --prune 2:4 --cluster 8`` (on the tiny model):
-    compressed rows in the same report as the post-training formats; the files hold what each
-    method promises (every pruned kernel 2:4, <= 8 values per output channel of every clustered
-    kernel, zipped smaller); with --qat, the int8 files are integer but for the attention's RMS
-    statistics and the preserving QATs keep the 2:4 pattern and the clusters through
-    quantisation."""
-    import json
-
-    from converters import pipeline
-    from converters.cli import main
-    from converters.compress import zip_size
+def test_compress_formats_rows(qat, tmp_path):
+    """`compress_formats` with ``qat``, ``prune=("2:4",)``, ``cluster=(8,)`` (on the tiny
+    model): rows in the pipeline report's shape, each method with its own steps; the files hold
+    what each method promises (every pruned kernel 2:4, <= 8 values per output channel of every
+    clustered kernel, zipped smaller); with QAT, every int8 file takes and gives float32 (as
+    ``int8``: MediaPipe refuses int8 input), ``qat_int8`` keeps in float what the post-training
+    int8 keeps and its row says which int8 file to prefer, and the preserving QATs keep the 2:4
+    pattern and the clusters through quantisation."""
+    from converters import tflite
+    from converters.compress import CompressionOptions, compress_formats, zip_size
+    from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
+    from converters.runtime import TFLiteRunner
     from converters.tfmot.export import FLOAT_OPS
     from converters.tfmot.tflite_stats import float_ops, kernel_stats
 
-    model = tiny_model()
-
-    def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=False):
-        return model, {"checkpoint": "tiny", "random_weights": True, "crop_pct": 0.875,
-                       "variant": "TINY", "token_weighting": "l2",
-                       "input_shape": list(input_shape)}
-
-    monkeypatch.setattr(pipeline, "build_model", build_model)
-    out = tmp_path / "out"
-    assert main(["--formats", "float32", "--input-size", "64", "--num-calibration", "8",
-                 "--num-evaluation", "4", "--qat-steps", "2", "--prune", "2:4",
-                 "--cluster", "8", "--output-dir", str(out)] + ["--qat"] * qat) == 0
-    printed = capsys.readouterr().out
-    rows = json.loads((out / "report.json").read_text())["formats"]
+    model, calibration, evaluation = tiny_model(), images(8), images(4, seed=1)
+    reference = model.predict(evaluation, verbose=0)
+    options = CompressionOptions(qat=qat, prune=["2:4"], cluster=[8], qat_steps=2,
+                                 prune_steps=3, cluster_steps=4)
+    lines = []
+    rows = compress_formats(model, calibration, evaluation, reference, tmp_path, options,
+                            progress=lines.append)
     compressed = ["pruned2of4_float32", "clustered8_float32"]
     if qat:
         compressed = ["qat_int8", "pruned2of4_float32", "pruned2of4_pqat_int8",
                       "clustered8_float32", "clustered8_cqat_int8"]
-    assert rows[0]["format"] == "float32"
-    by_format = check_rows(rows[1:], out, compressed)
-    assert all(f"| {fmt} |" in printed for fmt in ["float32"] + compressed)  # report table
-    content = {fmt: (out / row["file"]).read_bytes() for fmt, row in by_format.items()}
+    by_format = check_rows(rows, tmp_path, compressed)
+    assert "qat_int8: fine-tuning 2 steps on 8 images" in lines or not qat
+    assert [by_format[f]["steps"] for f in compressed if "int8" not in f] == [3, 4]
+    content = {fmt: (tmp_path / row["file"]).read_bytes() for fmt, row in by_format.items()}
     pruned = [fmt for fmt in compressed if fmt.startswith("pruned")]
     for fmt in pruned:
         row = by_format[fmt]
@@ -302,9 +308,36 @@ def test_pipeline_flags_add_rows(qat, tmp_path, monkeypatch, capsys):
         if fmt.startswith("clustered"):
             assert by_format[fmt]["max_unique_per_channel"] <= 8, fmt
         if fmt.endswith("int8"):
+            runner = TFLiteRunner(content=content[fmt])
+            output, = runner.interpreter.get_output_details()
+            assert runner.input_dtype == np.float32 and output["dtype"] == np.float32, fmt
+        if fmt.endswith("qat_int8") and fmt != "qat_int8":
             assert sorted(float_ops(content[fmt])) == sorted(FLOAT_OPS), fmt
     if qat:
+        assert [by_format[f]["steps"] for f in compressed if "qat_int8" in f] == [2, 5, 6]
+        post_training = tflite.convert(for_inference(model), "int8", calibration,
+                                       float_ops=FOLDED_FLOAT_OPS)
+        assert float_ops(content["qat_int8"]) == float_ops(post_training)
         assert kernel_stats(content["qat_int8"])["max_unique_per_channel"] > 8
-    dense = zip_size((out / rows[0]["file"]).read_bytes())  # the float32 row's file
+        row = by_format["qat_int8"]
+        assert {"start_sqnr_db", "start_top1_agreement", "note"} <= set(row)
+        assert row["note"].endswith("prefer this file") or \
+            row["note"].endswith("prefer the post-training int8 file")
+    dense = zip_size(tflite.convert(model))
     assert by_format["pruned2of4_float32"]["zip_bytes"] < 0.8 * dense
     assert by_format["clustered8_float32"]["zip_bytes"] < 0.6 * dense
+
+
+def test_qat_note_names_the_file_to_prefer():
+    """The ``qat_int8`` row's note: against the int8 file's row when given, else its start."""
+    from converters.compress import _note_qat
+
+    row = {"sqnr_db": 30.0, "top1_agreement": 0.9, "start_sqnr_db": 28.0,
+           "start_top1_agreement": 0.9}
+    _note_qat(row)
+    assert row["note"] == ("+2.0 dB SQNR over the post-training int8 (its start), top-1 "
+                           "agreement no lower: prefer this file")
+    _note_qat(row, {"sqnr_db": 29.0, "top1_agreement": 0.95})
+    assert row["note"] == ("+1.0 dB SQNR over the post-training int8 (the int8 file), top-1 "
+                           "agreement lower: less than the 1.5 dB that pays for the "
+                           "fine-tuning, prefer the post-training int8 file")

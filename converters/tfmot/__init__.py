@@ -9,11 +9,14 @@ checked. The Keras 3 model stays the product; the twin lives only inside these m
 
 =======================  ===============================================================
 `twin`                   the tf_keras twin: layers, graph walk, weights both ways
-`quantize`               QuantizeConfigs of the custom layers, QAT model, range calibration
+`int8_qat`               QAT from the post-training int8 (``qat_int8``): fake quantisation
+                         where the int8 file quantises, exported by the post-training path
+`quantize`               TFMOT QuantizeConfigs of the custom layers, full-integer QAT model
+                         (the pruning- and cluster-preserving QATs), range calibration
 `finetune`               distillation from the float model's logits (no labels needed)
 `sparsity`               magnitude pruning (unstructured, 2:4), stripping, sparsity figures
 `clustering`             weight clustering, stripping, unique values per kernel
-`export`                 tf_keras model -> `.tflite` (QAT ranges, no representative dataset)
+`export`                 TFMOT QAT model -> `.tflite` (QAT ranges, no representative dataset)
 =======================  ===============================================================
 
 `converters.compress` ties them into rows for the conversion pipeline's fidelity report.
