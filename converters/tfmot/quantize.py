@@ -52,8 +52,8 @@ SCHEMES = ("default", "prune_preserve", "cluster_preserve")
 
 #: Observation points left in float: the RMS normalisations' statistics (``x * x``, MEAN,
 #: MAXIMUM, RSQRT). Token norms span more than int8's 255 steps, so an int8 mean square rounds
-#: the small ones to zero and their RSQRT saturates; fine-tuning through that diverged
-#: (folded XS, 128 px: 23.5 dB -> 11 dB in 60 steps, stable with these in float).
+#: the small ones to zero and their RSQRT saturates; fine-tuning through that diverged, and is
+#: stable with these in float.
 FLOAT_POINT_KINDS = ("statistic",)
 
 

@@ -122,9 +122,8 @@ class AdditiveTokenMixing(Observed, AdditiveTokenMixingMath, tf_keras.layers.Lay
         fake-quantised constant), and the token weights are not normalised one by one:
         ``sum(normalize(s) * q) = sum(s * q) * rsqrt(sum(s * s))``. The int8
         L2_NORMALIZATION kernel has a fixed output step of 1/128, a few steps for token weights
-        of size 1/sqrt(tokens), and rounds them off by one step for a quarter of the tokens
-        (measured, XS at 96 px: 20 dB against the exact normalisation); here every tensor keeps
-        a range of its own.
+        of size 1/sqrt(tokens), and rounds them off by one step for a quarter of the tokens;
+        here every tensor keeps a range of its own.
         """
         q = observe("query", l2_normalize(query))
         k = observe("key", l2_normalize(key))
