@@ -81,7 +81,28 @@ def consumers(content):
     return {index: sorted(names) for index, names in found.items()}
 
 
-def activation_statistics(content, images, sample_size=2048, seed=0):
+#: Values per image `record` keeps for the range search.
+SAMPLE_SIZE = 2048
+
+
+def new_summary(**fields):
+    """An empty per-tensor summary for `record` (extra `fields` kept as they are)."""
+    return {"min": np.inf, "max": -np.inf, "samples": [], "size": 0, **fields}
+
+
+def record(summary, values, rng, sample_size=SAMPLE_SIZE):
+    """Adds one image's values of a tensor to its `new_summary`: extremes, per-image size and a
+    random sample of `sample_size` values (all of them if fewer)."""
+    values = np.asarray(values).ravel()
+    summary["size"] = values.size
+    summary["min"] = min(summary["min"], float(values.min()))
+    summary["max"] = max(summary["max"], float(values.max()))
+    if values.size > sample_size:
+        values = rng.choice(values, sample_size, replace=False)
+    summary["samples"].append(np.asarray(values, np.float32))
+
+
+def activation_statistics(content, images, sample_size=SAMPLE_SIZE, seed=0):
     """Runs the calibrated float model on `images` (N, H, W, C) and gathers, per recorded
     tensor, {"name", "min", "max", "size", "sample", "consumers"}: the extremes over all
     images, the values per image, a random sample of ``sample_size`` values per image (for
@@ -91,19 +112,13 @@ def activation_statistics(content, images, sample_size=2048, seed=0):
     interpreter = make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
     tensors = recorded_tensors(content)
     rng = np.random.default_rng(seed)
-    stats = {i: {"min": np.inf, "max": -np.inf, "samples": [], "size": 0} for i in tensors}
+    stats = {i: new_summary() for i in tensors}
     source = interpreter.get_input_details()[0]["index"]
     for image in np.asarray(images, np.float32):
         interpreter.set_tensor(source, image[None])
         interpreter.invoke()
         for index, entry in stats.items():
-            values = interpreter.get_tensor(index).ravel()
-            entry["size"] = values.size
-            entry["min"] = min(entry["min"], float(values.min()))
-            entry["max"] = max(entry["max"], float(values.max()))
-            if values.size > sample_size:
-                values = rng.choice(values, sample_size, replace=False)
-            entry["samples"].append(np.asarray(values, np.float32))
+            record(entry, interpreter.get_tensor(index), rng, sample_size)
     used_by = consumers(content)
     return {i: {"name": tensors[i][0], "min": e["min"], "max": e["max"], "size": e["size"],
                 "sample": np.concatenate(e["samples"]), "consumers": used_by.get(i, [])}

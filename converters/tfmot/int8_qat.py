@@ -34,8 +34,6 @@ from converters.tfmot.twin import FoldedTokenMixing, build_twin
 
 #: TFLite's symmetric int8 weight levels (narrow range).
 LEVELS = 127
-#: Values per image sampled for the range search (as `converters.calibration`'s statistics).
-SAMPLE_SIZE = 2048
 
 
 def quantized_kernel(kernel):
@@ -160,7 +158,7 @@ def int8_ranges(twin, images, skip=(), batch_size=8, seed=0):
         (`quantized_layers`), {"q": ..., "scores": ...} for the attention layers; chosen by
         `converters.calibration.choose_ranges` ("mse") from the calibration images' values.
     """
-    from converters.calibration import choose_ranges
+    from converters.calibration import choose_ranges, new_summary, record
 
     layers, attention = quantized_layers(twin, skip)
     tensors, keys, points = [], {}, {}
@@ -185,22 +183,14 @@ def int8_ranges(twin, images, skip=(), batch_size=8, seed=0):
     probe = tf_keras.Model(twin.inputs, tensors)
     rng = np.random.default_rng(seed)
     count = len(tensors) + len(attention)
-    stats = {i: {"min": np.inf, "max": -np.inf, "samples": [], "size": 0,
-                 "consumers": ["GELU"] if i in gelu else []} for i in range(count)}
+    stats = {i: new_summary(consumers=["GELU"] if i in gelu else []) for i in range(count)}
     for start in range(0, len(images), batch_size):
         values = probe.predict(images[start:start + batch_size], verbose=0)
         values = list(values) if len(tensors) > 1 else [values]
         values += [values[points[name]["q"]] @ w_g[name] for name in attention]
         for index, batch in enumerate(values):
-            entry = stats[index]
             for image in batch:
-                flat = image.ravel()
-                entry["size"] = flat.size
-                entry["min"] = min(entry["min"], float(flat.min()))
-                entry["max"] = max(entry["max"], float(flat.max()))
-                if flat.size > SAMPLE_SIZE:
-                    flat = rng.choice(flat, SAMPLE_SIZE, replace=False)
-                entry["samples"].append(np.asarray(flat, np.float32))
+                record(stats[index], image, rng)
     for entry in stats.values():
         entry["sample"] = np.concatenate(entry.pop("samples"))
     chosen = choose_ranges(stats, "mse")
