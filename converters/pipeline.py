@@ -232,9 +232,10 @@ def _is_keras_file(checkpoint):
 def check_source(checkpoint):
     """PipelineError unless `checkpoint` is None, a weight tag, an ``hf://`` address or an
     existing path."""
+    from keras_swiftformer.hub import is_hub_uri
     from keras_swiftformer.sources import TAGS
 
-    if checkpoint is None or checkpoint in TAGS or str(checkpoint).startswith("hf://"):
+    if checkpoint is None or checkpoint in TAGS or is_hub_uri(checkpoint):
         return
     if not os.path.exists(checkpoint):
         raise PipelineError(f"No such checkpoint: {checkpoint} (give a checkpoint file or "
@@ -486,14 +487,12 @@ def _check(options):
     size = parse_input_size(options.input_size)
     options.images.check()
     try:
-        options.compression.check()
+        options.compression.check()  # also ImportError naming the extra TFMOT needs
     except ValueError as err:
         raise PipelineError(str(err)) from None
     if options.compression.enabled() and options.softmax:
         raise PipelineError("QAT, pruning and clustering distil the float model's logits; "
                             "drop --softmax")
-    if options.compression.enabled():
-        import converters.tfmot  # noqa: F401 -- ImportError naming the extra if it is missing
     if options.graph not in GRAPHS:
         raise PipelineError(f"graph must be one of {GRAPHS}, got {options.graph!r}")
     for name in ("latency_runs", "gpu_images"):
@@ -633,11 +632,9 @@ def _gpu_rows(rows, output_dir, images, progress):
     if not len(images):
         return "not run (gpu_images=0)"
     icd = vulkan_icd()
+    gpu_rows(rows, output_dir, images, progress=progress)  # "not run" rows without a device
     if icd is None:
-        gpu_rows(rows, output_dir, images, progress=progress)
         return NO_DEVICE
-    progress(f"    running the LiteRT files on the GPU engine ({len(images)} images)")
-    gpu_rows(rows, output_dir, images, progress=progress)
     adapters = sorted({r["gpu_adapter"] for r in rows if r.get("gpu_adapter")})
     software = (" (a software Vulkan device: its times are not a GPU's)"
                 if is_software(icd) else "")
