@@ -1,0 +1,86 @@
+"""What every ``swiftformer-*`` command shares: one-line errors and quiet third-party logs.
+
+    def main(argv=None):
+        return run_command("swiftformer-eval", _main, argv)
+
+`run_command` turns what a user can cause (a bad file, a missing folder, a bad option, a full
+disk, Ctrl-C) into one line on stderr that names the problem, and an unexpected failure into
+one line that says how to see the traceback. ``--verbose`` on the command line, or
+``SWIFTFORMER_VERBOSE=1``, shows tracebacks and the libraries' own log lines.
+"""
+
+import logging
+import os
+import sys
+import traceback
+import warnings
+
+VERBOSE_FLAG = "--verbose"
+VERBOSE_ENV = "SWIFTFORMER_VERBOSE"
+#: Exit status for a user's error (argparse's own) and for an unexpected failure.
+USAGE_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 1, 130
+
+
+class UserError(ValueError):
+    """A problem the user can fix; its message names the problem and the fix, in one line."""
+
+
+def is_verbose(argv=None):
+    """True with ``--verbose`` in `argv` (default ``sys.argv``) or ``SWIFTFORMER_VERBOSE=1``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def add_verbose(parser):
+    """Adds ``--verbose`` to an argparse parser (`run_command` reads it)."""
+    parser.add_argument(VERBOSE_FLAG, action="store_true",
+                        help="show tracebacks and the libraries' log output")
+
+
+def quiet_libraries():
+    """Silences TensorFlow's C++ and Python logs, absl, gRPC and progress bars.
+    Call before TensorFlow is imported; what is already set in the environment is kept."""
+    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GRPC_VERBOSITY", "ERROR"),
+                        ("ABSL_MIN_LOG_LEVEL", "3"), ("GLOG_minloglevel", "3"),
+                        ("TQDM_DISABLE", "1")):
+        os.environ.setdefault(name, value)
+    for name in ("tensorflow", "absl", "coremltools", "h5py", "jax", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def run_command(prog, main, argv=None):
+    """Runs ``main(argv)`` and returns its exit status; no traceback reaches the user unless
+    verbose.
+
+    Returns:
+        main's status (None is 0); `USAGE_ERROR` for a user's error (ValueError, OSError,
+        ImportError, LookupError); `INTERNAL_ERROR` for anything else; `INTERRUPTED` on Ctrl-C.
+    """
+    verbose = is_verbose(argv)
+    if not verbose:
+        quiet_libraries()
+    try:
+        status = main(argv)
+        return 0 if status is None else status
+    except SystemExit as exit_:  # argparse's own errors and --help
+        return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; files are written whole or not at all, so run it again",
+              file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, OSError, ImportError, LookupError) as err:
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as err:  # a bug of ours: one line, and how to see more
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run again "
+              f"with {VERBOSE_FLAG} for the traceback, and please report it)", file=sys.stderr)
+        return INTERNAL_ERROR
