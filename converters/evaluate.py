@@ -1,6 +1,6 @@
 """``swiftformer-eval``: top-1 / top-5 accuracy of SwiftFormer models on an image folder.
 
-A model is a ``.tflite`` file (run through `converters.runtime.TFLiteRunner`), a saved
+A model is a ``.tflite`` file (run through `converters.litert.runtime.TFLiteRunner`), a saved
 ``.keras`` model, or a checkpoint in any format `keras_swiftformer.checkpoints` reads (imported on the
 fly). Images go through the evaluation transform of the weights' source
 (`keras_swiftformer.imagenet.eval_transform`: bicubic resize of the shorter side to
@@ -87,7 +87,7 @@ def dataset_labels(folder, classes=None, num_outputs=None):
 
 def file_labels(path):
     """The class names a ``.tflite`` file carries in its metadata (its label file), or None."""
-    from converters.metadata import LABEL_FILE, read
+    from converters.litert.metadata import LABEL_FILE, read
 
     _, files = read(path)
     text = files.get(LABEL_FILE)
@@ -104,7 +104,7 @@ class Evaluated:
         self.classes = self.info.get("classes")
         self.normalize = False
         if path.endswith(".tflite"):
-            from converters.runtime import TFLiteRunner
+            from converters.litert.runtime import TFLiteRunner
 
             self.kind, self.runner = "tflite", TFLiteRunner(path, num_threads=threads)
             self.classes = self.classes or file_labels(path)

@@ -1,6 +1,6 @@
 """The export formats: one record per format, the only place that says what a format is.
 
-The pipeline, ``swiftformer-convert --help``, `converters.tflite`, `converters.coreml` and
+The pipeline, ``swiftformer-convert --help``, `converters.litert.tflite`, `converters.coreml` and
 `android_bench` read this table; the README's formats table is `markdown_table()`. Names are
 unique across runtimes, so a name alone says which file it is. Pure Python: importing it loads
 neither TensorFlow nor coremltools.

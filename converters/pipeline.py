@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from converters import tflite
+from converters.litert import tflite
 from converters.compress import CompressionOptions
 from converters.formats import COREML, FORMATS, file_name, get_format, parse_formats
 from converters.metrics import fidelity
@@ -94,7 +94,7 @@ class PipelineOptions:
         license: the licence text written into each file's metadata.
         latency_runs: interleaved timed runs of each LiteRT file on this host (0: off).
         gpu_images: evaluation images each LiteRT file runs on LiteRT's GPU engine
-            (`converters.litert_gpu`; 0: off); with no Vulkan device the report says so.
+            (`converters.litert.gpu`; 0: off); with no Vulkan device the report says so.
         images: the calibration and evaluation photos (`ImageOptions`).
         compression: QAT, pruning and clustering (`converters.compress.CompressionOptions`).
     """
@@ -379,7 +379,7 @@ def _versions():
     import keras
     import tensorflow as tf
 
-    from converters.runtime import interpreter_class
+    from converters.litert.runtime import interpreter_class
 
     runtime = interpreter_class()[1]
     return f"keras {keras.__version__}, tensorflow {tf.__version__}, runtime {runtime}"
@@ -414,7 +414,7 @@ class _Graphs:
 
 
 def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
     from keras_swiftformer.files import atomic_output
 
     with atomic_output(path) as tmp:  # the file appears with its metadata, or not at all
@@ -426,7 +426,7 @@ def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller)
 
 
 class _Labeller:
-    """Adds classifier metadata (`converters.metadata`) with the class names to `.tflite` files
+    """Adds classifier metadata (`converters.litert.metadata`) with the class names to `.tflite` files
     in place. ``verdicts``: file name -> why MediaPipe cannot open it (None: it can)."""
 
     def __init__(self, labels, info, softmax, license):
@@ -436,7 +436,7 @@ class _Labeller:
     def __call__(self, path, fmt, name=None):
         """Rewrites `path` (the file `name`, default its base name) with metadata."""
         from keras_swiftformer.files import atomic_output
-        from converters.metadata import add_classifier_metadata, mediapipe_ready
+        from converters.litert.metadata import add_classifier_metadata, mediapipe_ready
 
         with open(path, "rb") as f:
             content = f.read()
@@ -547,7 +547,7 @@ def run_pipeline(options=None, progress=print, **fields):
         dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
         ``keras`` (path of the .keras reference model), ``info``, ``labels``.
     """
-    from converters.litert_inspect import inspect_rows
+    from converters.litert.inspection import inspect_rows
     from keras_swiftformer.files import atomic_output
 
     options = dataclasses.replace(options or PipelineOptions(), **fields)
@@ -625,9 +625,9 @@ def run_pipeline(options=None, progress=print, **fields):
 
 
 def _gpu_rows(rows, output_dir, images, progress):
-    """Runs every LiteRT file on LiteRT's GPU engine (`converters.litert_gpu.gpu_rows`);
+    """Runs every LiteRT file on LiteRT's GPU engine (`converters.litert.gpu.gpu_rows`);
     returns the report's line on what ran it."""
-    from converters.litert_gpu import NO_DEVICE, gpu_rows, is_software, vulkan_icd
+    from converters.litert.gpu import NO_DEVICE, gpu_rows, is_software, vulkan_icd
 
     if not len(images):
         return "not run (gpu_images=0)"

@@ -1,4 +1,4 @@
-"""converters.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
+"""converters.litert.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
 rules. (MediaPipe itself opens the pipeline's files in tests/test_pipeline.py.)"""
 
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from converters import metadata
-from converters.runtime import TFLiteRunner
+from converters.litert import metadata
+from converters.litert.runtime import TFLiteRunner
 from keras_swiftformer.sources import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
@@ -16,7 +16,7 @@ LABELS = [f"class_{i}" for i in range(1000)]
 @pytest.fixture(scope="module")
 def tiny_float32(tmp_path_factory):
     """A tiny SwiftFormer (64x64, 1000 classes) as float32 `.tflite` bytes."""
-    from converters.tflite import convert
+    from converters.litert.tflite import convert
     from keras_swiftformer import SwiftFormer
 
     model = SwiftFormer(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3),
@@ -93,7 +93,7 @@ def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
 
 def test_mediapipe_input_rules(tiny_float32):
     assert metadata.mediapipe_ready(tiny_float32) == "no TFLite metadata"
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     fb = flatbuffer_utils()
     model = fb.read_model_from_bytearray(bytearray(tiny_float32))

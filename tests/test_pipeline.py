@@ -1,4 +1,4 @@
-"""converters.tflite, converters.runtime, converters.pipeline: parity, fidelity floors, errors.
+"""converters.litert.tflite, converters.litert.runtime, converters.pipeline: parity, fidelity floors, errors.
 
 The default suite converts the XS fixture to the formats of a user's road (`ROAD_FORMATS`) once;
 every format's floor is checked with ``--slow``. The floors are set about 3 dB (and a few points
@@ -12,11 +12,11 @@ import os
 import numpy as np
 import pytest
 
-from converters import tflite
+from converters.litert import tflite
 from converters.cli import main
 from converters.formats import FORMATS, LITERT_FORMATS
 from converters.pipeline import ImageOptions, run_pipeline
-from converters.runtime import TFLiteRunner
+from converters.litert.runtime import TFLiteRunner
 from keras_swiftformer import SwiftFormer
 from tests.support import (GOLDEN_CASES, SAMPLES, TINY, assert_close_to_golden, golden,
                            run_python, to_pixels)
@@ -166,7 +166,7 @@ def test_integer_io_models_take_raw_pixels(xs_pipeline):
     # (all but the classifier head) and the folded graph's other ops in float
     # (FOLDED_FLOAT_OPS): one XNNPACK partition.
     from converters.inference_graph import FOLDED_FLOAT_OPS
-    from converters.litert_inspect import delegation
+    from converters.litert.inspection import delegation
 
     int8 = TFLiteRunner(xs_pipeline["models"]["int8"])
     assert int8.input_dtype == np.float32 and "QUANTIZE" in int8.op_types()
@@ -192,7 +192,7 @@ GPU_FLOORS = {"float32": 50.0, "float16": 50.0, "int8": 30.0, "uint8": 28.0}
 def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
     """The report's columns are there (what the numbers are is the benchmarks' business);
     every LiteRT file runs whole on LiteRT's GPU engine where a Vulkan device exists."""
-    from converters.litert_gpu import vulkan_icd
+    from converters.litert.gpu import vulkan_icd
 
     rows = {row["format"]: row for row in xs_pipeline["rows"]}
     litert = [fmt for fmt in ROAD_FORMATS if fmt in LITERT_FORMATS]
@@ -231,7 +231,7 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
     `test_every_format_meets_its_fidelity_floor`)."""
     import keras
 
-    from converters.metadata import LABEL_FILE, read
+    from converters.litert.metadata import LABEL_FILE, read
     from converters.pipeline import image_paths, preprocessing_of, split_images
     from keras_swiftformer.imagenet import class_names
     from tests.support.mediapipe_tasks import mediapipe_python, run_mediapipe
@@ -301,7 +301,7 @@ def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
-        "from converters.runtime import TFLiteRunner\n"
+        "from converters.litert.runtime import TFLiteRunner\n"
         f"r = TFLiteRunner({xs_pipeline['models']['int8']!r})\n"
         "print(r.runtime, r.predict(np.zeros((1, 224, 224, 3), np.float32)).shape)\n"
     )

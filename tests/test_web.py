@@ -34,9 +34,9 @@ def models(tmp_path_factory):
     from PIL import Image
 
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-    from converters.metadata import add_classifier_metadata
-    from converters.runtime import TFLiteRunner
-    from converters.tflite import export_tflite
+    from converters.litert.metadata import add_classifier_metadata
+    from converters.litert.runtime import TFLiteRunner
+    from converters.litert.tflite import export_tflite
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.imagenet import class_names
     from keras_swiftformer.images import load_images

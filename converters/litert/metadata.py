@@ -241,7 +241,7 @@ def attach(content, metadata, files):
     """A ``.tflite`` with `metadata` (`encode_metadata` bytes) as its ``TFLITE_METADATA``
     buffer, replacing one already there, and `files` ({name: bytes}) zipped after it, replacing
     any files packed before. Returns the new file's bytes."""
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     fb = flatbuffer_utils()
     model_bytes, _ = split_associated_files(content)
@@ -272,7 +272,7 @@ def read(content):
     if isinstance(content, (str, os.PathLike)):
         with open(content, "rb") as f:
             content = f.read()
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     model_bytes, files = split_associated_files(content)
     model = flatbuffer_utils().read_model_from_bytearray(bytearray(model_bytes))
@@ -290,7 +290,7 @@ _TENSOR_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 7: "int16",
 def tensor_io(content):
     """The single input and first output of ``.tflite`` bytes: ``{"name", "dtype", "shape",
     "scale", "zero_point"}`` each (scale / zero point None for float tensors)."""
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     model_bytes, _ = split_associated_files(content)
     model = flatbuffer_utils().read_model_from_bytearray(bytearray(model_bytes))

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from converters.runtime import make_interpreter
+from converters.litert.runtime import make_interpreter
 
 #: Ratio to float32 above which the report flags a format as running on slow kernels.
 SLOW_RATIO = 3.0
@@ -210,7 +210,7 @@ def host_latency(paths, runs=30, warmup=3, num_threads=1, seed=0):
     Returns:
         {path: `latency_summary` dict}.
     """
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
 
     interpreters = []
     for i, path in enumerate(paths):
