@@ -16,9 +16,9 @@ import dataclasses
 import os
 import re
 
+from converters.targets import SUFFIXES
+
 LITERT, COREML = "litert", "coreml"
-#: The file suffix of each target (`converters.targets` owns every suffix test).
-SUFFIXES = {LITERT: ".tflite", COREML: ".mlpackage"}
 #: What LiteRT formats may be converted from: the folded inference graph
 #: (`converters.inference_graph.for_inference`) or the Keras model as built.
 GRAPHS = ("folded", "keras")
@@ -298,12 +298,6 @@ def format_of_file(path):
         if fmt is not None and fmt.suffix == suffix:
             return name
     return None
-
-
-def target_of_file(path):
-    """The target ("litert", "coreml") whose suffix `path` has, or None."""
-    suffix = os.path.splitext(os.path.normpath(os.fspath(path)))[1].lower()
-    return next((t for t, s in SUFFIXES.items() if s == suffix), None)
 
 
 def markdown_table():

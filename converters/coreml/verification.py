@@ -300,7 +300,8 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
     Args:
         path: the ``.mlpackage``.
         model: the Keras model given to `converters.coreml.export_coreml`.
-        images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size.
+        images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size;
+            None: the spec and weight checks only (no "logits", "probabilities").
         rtol: if given, the logits' max error relative to max |Keras logits| must be below it.
         class_labels: the labels a classifier must carry (default: ImageNet's for 1000
             classes).
@@ -321,11 +322,13 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
     precision, compression = meta.get("precision"), meta.get("compression")
     compression = None if compression in (None, "none") else compression_of(compression)
     classifier = meta.get("classifier") == "True"
-    images = np.asarray(images, np.float32)
     image = info["inputs"].get(INPUT_NAME, {})
     size = (image.get("height"), image.get("width"))
-    if images.ndim != 4 or images.shape[1:] != (*size, 3):
-        raise ValueError(f"images must be (N, {size[0]}, {size[1]}, 3) RGB, got {images.shape}")
+    if images is not None:
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != (*size, 3):
+            raise ValueError(f"images must be (N, {size[0]}, {size[1]}, 3) RGB, got "
+                             f"{images.shape}")
     labels = class_labels
     if labels is None and classifier and logits_graph(model)[0].shape[-1] == 1000:
         labels = imagenet_labels()
@@ -334,11 +337,13 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
                class_labels=labels, mean_pixel=graph.mean_pixel)
     weights = check_weights(program, model, precision=precision, compression=compression,
                             graph=graph)
+    report = {"size_bytes": info["size_bytes"], "spec": info,
+              "ops": op_summary(op_histogram(program)), "weights": weights}
+    if images is None:
+        return report
     reference = keras_logits(model, images)
     logits, probabilities, overflows = run_coreml(program, images)
-    report = {"size_bytes": info["size_bytes"], "spec": info,
-              "ops": op_summary(op_histogram(program)), "weights": weights,
-              "logits": fidelity(reference, logits), "float16_overflows": overflows}
+    report.update(logits=fidelity(reference, logits), float16_overflows=overflows)
     if probabilities is not None:
         exp = np.exp(reference - reference.max(-1, keepdims=True))
         report["probabilities"] = {"max_abs": float(np.max(np.abs(

@@ -208,6 +208,18 @@ def _as_array(images):
     return np.concatenate([np.asarray(b, np.float32) for b in images])
 
 
+def convert_checked(model, fmt="float32", calibration=None, batch_size=1,
+                    float_ops=KERAS_FLOAT_OPS, shared=None):
+    """`convert`, with the converter's own errors raised as ExportError naming the format."""
+    fmt = check_format(fmt)
+    try:
+        return convert(model, fmt, calibration, batch_size, float_ops, shared)
+    except ValueError:
+        raise
+    except Exception as err:  # the converter raises ConverterError and others
+        raise ExportError(f"{fmt.name}: conversion failed: {err}") from err
+
+
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
                   float_ops=KERAS_FLOAT_OPS, shared=None):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
@@ -217,13 +229,7 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
     """
     if not str(path).endswith(".tflite"):
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
-    fmt = check_format(fmt)
-    try:
-        content = convert(model, fmt, calibration, batch_size, float_ops, shared)
-    except ValueError:
-        raise
-    except Exception as err:  # the converter raises ConverterError and others
-        raise ExportError(f"{fmt.name}: conversion failed: {err}") from err
+    content = convert_checked(model, fmt, calibration, batch_size, float_ops, shared)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(content)
