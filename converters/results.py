@@ -135,6 +135,7 @@ class FormatResult:
 
     format: str = _f("format name (`converters.formats`), e.g. int8, coreml_float16")
     file: str = _f("file name in the output folder")
+    runtime: str = _f("the target runtime that runs the file: litert or coreml")
     graph: str = _f("the graph it was converted from: folded or keras")
     size_bytes: int = _f("file (or .mlpackage folder) size")
     zip_bytes: int = _f("size deflated as in a zip archive (compressed formats)")
@@ -211,9 +212,6 @@ class Report:
     def row(self, fmt):
         """The `FormatResult` of format `fmt`, or None."""
         return next((r for r in self.formats if r.format == fmt), None)
-
-
-# --- dataclasses <-> JSON ---------------------------------------------------------------------
 
 def _to_json(obj):
     if dataclasses.is_dataclass(obj):
@@ -293,12 +291,10 @@ def validate(doc, where=REPORT_JSON):
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ReportError(f"{where} has no valid version ({version!r}): convert again")
     if version > SCHEMA_VERSION:
-        raise ReportError(f"{where} is report version {version}, newer than this "
-                          f"keras-swiftformer reads ({SCHEMA_VERSION}): upgrade keras-swiftformer")
-    problems = []
-    for key in doc:
-        if key not in ("schema", "version", "info", "labels", "formats"):
-            problems.append(f"{key} is not a report field")
+        raise ReportError(f"{where} is report version {version}, newer than this keras-"
+                          f"swiftformer reads ({SCHEMA_VERSION}): upgrade keras-swiftformer")
+    problems = [f"{key} is not a report field" for key in doc
+                if key not in ("schema", "version", "info", "labels", "formats")]
     _check_object(doc.get("info"), RunInfo, "info", problems)
     if doc.get("labels") is not None:
         _check(doc["labels"], list, "labels", problems, items="string")
@@ -360,8 +356,6 @@ def json_schema():
     }
 
 
-# --- files ---------------------------------------------------------------------------------
-
 def save(report, path):
     """Writes `report` (a `Report`) to `path` as strict JSON, atomically; returns `path`."""
     from keras_swiftformer.files import atomic_output
@@ -396,11 +390,10 @@ def load(path):
     return Report.from_json(doc, path)
 
 
-# --- the flat rows of earlier code ----------------------------------------------------------
-
 #: Flat row key of earlier reports and of the pipeline's dict rows -> (part, field).
 FLAT_KEYS = {
-    "format": (None, "format"), "file": (None, "file"), "graph": (None, "graph"),
+    "format": (None, "format"), "file": (None, "file"), "runtime": (None, "runtime"),
+    "graph": (None, "graph"),
     "size_bytes": (None, "size_bytes"), "zip_bytes": (None, "zip_bytes"),
     "note": (None, "note"), "error": (None, "error"),
     "evaluation_images": ("fidelity", "images"), "max_abs_error": ("fidelity", "max_abs_error"),
@@ -481,7 +474,7 @@ def info_from_flat(info):
     values = dict(info)
     if isinstance(values.get("accuracy"), dict):
         values["accuracy"] = Accuracy(**values["accuracy"])
-    elif isinstance(values.get("accuracy"), str):  # earlier reports: a sentence
+    elif isinstance(values.get("accuracy"), str):  # earlier reports: a sentence, dropped
         values["accuracy"] = None
     if values.get("input_shape") is not None:
         values["input_shape"] = list(values["input_shape"])
@@ -499,5 +492,5 @@ def from_legacy(doc):
     try:
         return as_report(doc["info"], doc["formats"])
     except (TypeError, AttributeError) as err:
-        raise ReportError(f"report.json (no version) cannot be read: {err}: convert "
-                          "again") from None
+        raise ReportError(f"report.json (no version) cannot be read: {err}: convert again") \
+            from None
