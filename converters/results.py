@@ -425,6 +425,8 @@ def from_flat(row):
     """
     if isinstance(row, FormatResult):
         return row
+    if not isinstance(row, dict):
+        raise ReportError(f"a report row is a FormatResult or a dict, not {type(row).__name__}")
     parts, top = {}, {}
     for key, value in row.items():
         if key == "coreml_ops":
@@ -466,6 +468,8 @@ def info_from_flat(info):
     """
     if isinstance(info, RunInfo):
         return info
+    if not isinstance(info, dict):
+        raise ReportError(f"run info is a RunInfo or a dict, not {type(info).__name__}")
     names = {f.name for f in dataclasses.fields(RunInfo)}
     unknown = sorted(set(info) - names)
     if unknown:
