@@ -15,7 +15,7 @@ import textwrap
 
 from converters.report import markdown_table
 from keras_swiftformer.files import atomic_output
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING, FORMAT_DEFAULTS
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING, FORMAT_DEFAULTS
 
 CARD_NAME = "MODEL_CARD.md"
 #: Labels shown in the card before "...".
@@ -54,7 +54,7 @@ def _license(info):
 
 
 def _preprocessing(info):
-    """The `keras_swiftformer.sources.Preprocessing` facts of the run's weights, as a dict."""
+    """The `keras_swiftformer.preprocessing.Preprocessing` facts of the run's weights, as a dict."""
     base = FORMAT_DEFAULTS.get(info.get("format_in"), DEFAULT_PREPROCESSING)
     return {"crop_pct": info.get("crop_pct", base.crop_pct),
             "crop_mode": info.get("crop_mode", base.crop_mode),
