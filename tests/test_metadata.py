@@ -1,4 +1,4 @@
-"""converters.litert.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
+"""converters.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
 rules. (MediaPipe itself opens the pipeline's files in tests/test_pipeline.py.)"""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from converters.litert import metadata
 from converters.litert.runtime import TFLiteRunner
-from keras_swiftformer.sources import FORMAT_DEFAULTS
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
 

@@ -9,6 +9,7 @@ import pytest
 from keras_swiftformer import SwiftFormerXS
 from keras_swiftformer import sources as sources_lib
 from keras_swiftformer import weights as weights_lib
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 from tests.support import FIXTURES, assert_close_to_golden, golden
 
 
@@ -137,7 +138,7 @@ def test_source_urls_point_at_the_hub_repositories():
 
 def test_format_defaults_match_the_publishers_code():
     """timm's pretrained_cfg and transformers' processor for SwiftFormer, read from the installed
-    packages (the official evaluation transform is not installable: see sources.py)."""
+    packages (the official evaluation transform is not installable: see preprocessing.py)."""
     from tests.support.reference import import_timm
 
     timm = import_timm()  # first: it lets torchvision, which transformers imports, load
@@ -146,7 +147,7 @@ def test_format_defaults_match_the_publishers_code():
 
     for variant in ("xs", "s", "l1", "l3"):
         cfg = timm.models.get_pretrained_cfg(f"swiftformer_{variant}.dist_in1k").to_dict()
-        ours = sources_lib.FORMAT_DEFAULTS["timm"]
+        ours = FORMAT_DEFAULTS["timm"]
         assert (cfg["crop_pct"], cfg["interpolation"], cfg.get("crop_mode") or "center") == (
             ours.crop_pct, ours.interpolation, ours.crop_mode)
         assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (ours.mean, ours.std)
@@ -156,7 +157,7 @@ def test_format_defaults_match_the_publishers_code():
     assert IMAGE_PROCESSOR_MAPPING_NAMES["swiftformer"]["pil"] == "ViTImageProcessorPil"
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    hf = sources_lib.FORMAT_DEFAULTS["hf"]
+    hf = FORMAT_DEFAULTS["hf"]
     processor = ViTImageProcessorPil()
     assert not getattr(processor, "do_center_crop", False)  # a resize to size x size, no crop
     assert processor.size == {"height": 224, "width": 224}

@@ -33,7 +33,7 @@ import numpy as np
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"

@@ -21,7 +21,7 @@ import re
 import typing
 
 from keras_swiftformer.config import MODEL_CONFIGS
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 DISTRIBUTIONS = ("auto", "none", "jax", "mirrored")
 DISTILLATIONS = ("auto", "none", "hard", "soft")
