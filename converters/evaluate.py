@@ -114,7 +114,7 @@ class Evaluated:
             return
         import keras
 
-        import keras_swiftformer  # noqa: F401  (registers the custom layers)
+        import keras_swiftformer.layers  # noqa: F401  (registers the custom layers)
 
         if path.endswith(".keras"):
             self.kind = "keras"

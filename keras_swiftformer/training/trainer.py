@@ -168,7 +168,7 @@ class Models:
 
 
 def _load_keras(path):
-    import keras_swiftformer  # noqa: F401  (registers the custom layers)
+    import keras_swiftformer.layers  # noqa: F401  (registers the custom layers)
 
     return keras.saving.load_model(path, compile=False)
 
