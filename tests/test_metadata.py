@@ -8,6 +8,7 @@ import pytest
 
 from converters.litert import metadata
 from converters.litert.runtime import TFLiteRunner
+from converters.targets import ClassifierInfo
 from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
@@ -59,9 +60,8 @@ def test_flatbuffer_round_trip():
 
 
 def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
-    content = metadata.add_classifier_metadata(
-        tiny_float32, "XS", "float32", LABELS, source_checkpoint="ckpt.pth", license="MIT",
-        preprocessing=FORMAT_DEFAULTS["timm"])
+    content = metadata.add_classifier_metadata(tiny_float32, "float32", ClassifierInfo(
+        "XS", LABELS, source="ckpt.pth", license="MIT", preprocessing=FORMAT_DEFAULTS["timm"]))
     meta, files = metadata.read(content)
     assert meta["name"] == "SwiftFormer-XS (float32)" and meta["license"] == "MIT"
     assert meta["min_parser_version"] == metadata.MIN_PARSER_VERSION
@@ -83,7 +83,8 @@ def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
                                   TFLiteRunner(content=tiny_float32).predict(x))
     assert all(p % 16 == 0 for p in buffer_positions(content))
     # Written again: one metadata buffer, the new files only.
-    again = metadata.add_classifier_metadata(content, "XS", "float32", None, probabilities=True)
+    again = metadata.add_classifier_metadata(content, "float32",
+                                             ClassifierInfo("XS", probabilities=True))
     meta, files = metadata.read(again)
     (scores,) = meta["subgraph_metadata"][0]["output_tensor_metadata"]
     assert scores["name"] == "probability" and scores["stats"] == {"max": [1.0], "min": [0.0]}
@@ -100,6 +101,6 @@ def test_mediapipe_input_rules(tiny_float32):
     graph = model.subgraphs[0]
     graph.tensors[graph.inputs[0]].type = 9  # INT8: what MediaPipe refuses
     int8_input = bytes(fb.convert_object_to_bytearray(model))
-    labelled = metadata.add_classifier_metadata(int8_input, "XS", "int8", LABELS)
+    labelled = metadata.add_classifier_metadata(int8_input, "int8", ClassifierInfo("XS", LABELS))
     assert "input is int8" in metadata.mediapipe_ready(labelled)
     assert metadata.tensor_io(labelled)[0]["dtype"] == "int8"
