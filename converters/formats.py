@@ -16,9 +16,9 @@ import dataclasses
 import os
 import re
 
-from converters.targets import SUFFIXES
-
 LITERT, COREML = "litert", "coreml"
+#: Target (`converters.targets`) -> the suffix of its files; `converters.targets` tests it.
+SUFFIXES = {LITERT: ".tflite", COREML: ".mlpackage"}
 #: What LiteRT formats may be converted from: the folded inference graph
 #: (`converters.inference_graph.for_inference`) or the Keras model as built.
 GRAPHS = ("folded", "keras")

@@ -12,7 +12,8 @@ format's typed recipe into a file and knows everything about files of its kind:
 
 A new runtime is a package with a `Target` subclass and one `register_target` line here (or in
 its own ``__init__``). Suffix tests live here only (`target_of_file`). Pure Python: importing
-this module loads no runtime; each target's module is imported on first use.
+this module loads no runtime; each target's module is imported on first use. The suffixes
+themselves are the format registry's (`converters.formats.SUFFIXES`).
 """
 
 import dataclasses
@@ -20,8 +21,7 @@ import importlib
 import os
 import shutil
 
-#: Target name -> the file suffix its files have.
-SUFFIXES = {"litert": ".tflite", "coreml": ".mlpackage"}
+from converters.formats import SUFFIXES, compressed_format, get_format
 #: Target name -> "module:Class" of its implementation (imported on first use).
 _REGISTRY = {"litert": "converters.litert.target:LiteRTTarget",
              "coreml": "converters.coreml.target:CoreMLTarget"}
@@ -171,8 +171,6 @@ def get_target(name):
 
 def target_of(fmt):
     """The `Target` that writes format `fmt` (a name or `converters.formats.Format`)."""
-    from converters.formats import compressed_format, get_format
-
     record = compressed_format(fmt) if isinstance(fmt, str) else None
     return get_target((record or get_format(fmt)).target)
 
