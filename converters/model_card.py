@@ -60,12 +60,6 @@ def _license(info):
                      "redistributing these files.")
 
 
-def _hub_repo(source):
-    """ORG/REPO of an ``hf://ORG/REPO[@REV]`` source, else None."""
-    source = str(source or "")
-    return source[len("hf://"):].split("@")[0] if source.startswith("hf://") else None
-
-
 def _size(info):
     shape = info.input_shape or [224, 224, 3]
     return int(shape[0] or 224), int(shape[1] or 224)
@@ -309,7 +303,7 @@ def model_card(report, files=None, sizes=None):
         "license": licence_id, "library_name": "keras", "tags": tags,
         "pipeline_tag": "image-classification",
         "datasets": ["imagenet-1k"] if imagenet else None,
-        "base_model": _hub_repo(info.source or info.checkpoint),
+        "base_model": info.hub_repo,
     })
     failed = [r for r in rows if r.error]
     if files is None:
