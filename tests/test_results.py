@@ -15,7 +15,8 @@ import pytest
 from converters import results as R
 from converters.model_card import CARD_NAME
 from converters.pipeline import ImageOptions, run_pipeline
-from converters.report import markdown_report, update_accuracy, write_outputs
+from converters.model_card import update_accuracy, write_outputs
+from converters.report import markdown_report
 
 
 @pytest.fixture(scope="module")
