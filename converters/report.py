@@ -4,12 +4,11 @@ The report says, per format: file size, max absolute and relative error, SQNR (d
 agreement of the logits against the Keras float32 model (on images that were not used for
 calibration), host and GPU-engine latency, and which file to ship per runtime (`choose_files`).
 It is written as ``report.json`` (`converters.results.save`), Markdown and a PNG chart, each
-atomically; `write_outputs` also writes the model card from the same report.
+atomically; `converters.model_card.write_outputs` writes them with the model card.
 """
 
 import dataclasses
 import datetime
-import json
 import os
 import re
 
@@ -428,41 +427,3 @@ def write_report(output_dir, report, rows=None, labels=None, name="report"):
             title=f"SwiftFormer-{report.info.variant or '?'}: fidelity and size"):
         paths["plot"] = png_path
     return paths
-
-
-def write_outputs(output_dir, report, folder=None):
-    """Writes the report files (`write_report`) and ``MODEL_CARD.md``
-    (`converters.model_card`) of `report`, recording each in `folder` (a started
-    `converters.output.OutputFolder`) when given; returns the paths (``model_card`` too)."""
-    from converters.model_card import write_model_card
-
-    paths = write_report(output_dir, report)
-    report = R.load(paths["json"])  # as written: with its creation time
-    if folder is not None:
-        for path in paths.values():
-            folder.record(path)
-    paths["model_card"] = write_model_card(output_dir, report, folder=folder)
-    if folder is not None:
-        folder.record(paths["model_card"])
-    return paths
-
-
-def update_accuracy(output_dir, evaluation):
-    """``swiftformer-convert report OUTPUT_DIR --accuracy acc.json``: adds the accuracy of
-    `evaluation` (swiftformer-eval --json output: a path or its dict) to the folder's
-    report.json, report.md, report.png and MODEL_CARD.md; returns their paths.
-
-    Raises:
-        ValueError (`converters.results.ReportError` for the report): one line, with the fix.
-    """
-    report = R.load(output_dir)
-    if not isinstance(evaluation, dict):
-        try:
-            with open(evaluation, encoding="utf-8") as f:
-                evaluation = json.load(f)
-        except OSError as err:
-            raise R.ReportError(f"Cannot read {evaluation}: {err.strerror or err}") from None
-        except ValueError:
-            raise R.ReportError(f"{evaluation} is not JSON: give the file swiftformer-eval "
-                                "--json wrote") from None
-    return write_outputs(output_dir, add_accuracy(report, evaluation))

@@ -164,6 +164,8 @@ class RunInfo:
     source: str = _f("where the weights came from (an hf:// address pinned to its commit...)")
     format_in: str = _f("the checkpoint's format (official, timm, hf, keras...)")
     trained_from: str = _f("for a .keras model, the source its model.json names")
+    hub_repo: str = _f("the Hugging Face Hub repository the weights came from (ORG/REPO)")
+    hub_revision: str = _f("its commit")
     random_weights: bool = _f("no checkpoint: the weights are random")
     license: str = _f("the licence given to the conversion")
     variant: str = _f("XS, S, L1, L3 or CUSTOM")
@@ -386,7 +388,7 @@ def load(path):
     except ValueError as err:
         raise ReportError(f"{path} is not valid JSON ({err}): convert again") from None
     if isinstance(doc, dict) and "schema" not in doc and "formats" in doc and "info" in doc:
-        return from_legacy(doc)
+        return as_report(doc["info"], doc["formats"])  # an earlier, unversioned report
     return Report.from_json(doc, path)
 
 
@@ -486,15 +488,11 @@ def info_from_flat(info):
 
 
 def as_report(info, rows, labels=None):
-    """A `Report` of a `RunInfo` or info dict and `FormatResult` or flat dict rows."""
+    """A `Report` of a `RunInfo` or info dict and `FormatResult` or flat dict rows.
+
+    Raises:
+        ReportError: a row or info that is not a dict, or a key with no field.
+    """
     return Report(info=info_from_flat(info), formats=[from_flat(r) for r in rows],
                   labels=None if labels is None else [str(x) for x in labels])
 
-
-def from_legacy(doc):
-    """The `Report` of an earlier, unversioned report.json (``{"info", "formats"}``)."""
-    try:
-        return as_report(doc["info"], doc["formats"])
-    except (TypeError, AttributeError) as err:
-        raise ReportError(f"report.json (no version) cannot be read: {err}: convert again") \
-            from None

@@ -15,7 +15,8 @@ from converters.output import OutputFolder
 from converters.report import TARGETS, choose_files, md_code, md_text
 
 INFO = {"checkpoint": "/data/swiftformer_xs", "source": "hf://timm/swiftformer_xs.dist_in1k@"
-        + "a" * 40, "format_in": "timm", "random_weights": False, "crop_pct": 0.95,
+        + "a" * 40, "hub_repo": "timm/swiftformer_xs.dist_in1k", "hub_revision": "a" * 40,
+        "format_in": "timm", "random_weights": False, "crop_pct": 0.95,
         "crop_mode": "center", "interpolation": "bicubic",
         "variant": "XS", "token_weighting": "l2", "input_shape": [224, 224, 3],
         "calibration_images": 24, "evaluation_images": 40, "image_source": "photos",
@@ -155,6 +156,7 @@ EVIL = "<img src=x onerror=alert(1)>"
 def test_user_text_is_escaped_for_markdown_and_html():
     info = {**INFO, "license": f"<b onmouseover=alert(1)>MIT</b> `x` {EVIL}",
             "source": f"hf://org/repo{EVIL}", "checkpoint": f"ckpt {EVIL}",
+            "hub_repo": f"org/repo{EVIL}",
             "image_source": f"photos {EVIL} *bold* [link](javascript:x)",
             "versions": f"keras `{EVIL}`", "trained_from": f"``{EVIL}"}
     labels = [EVIL, f"a`b{EVIL}", "``", "<script>alert(1)</script>", "new\nline", "`"] + LABELS
@@ -199,7 +201,7 @@ def test_random_weights_say_so_and_imagenet_labels_by_default():
 def test_hugging_face_format_is_a_plain_resize_and_unknown_licence_is_other():
     info = {**INFO, "format_in": "hf", "crop_pct": 1.0, "crop_mode": "squash",
             "interpolation": "bilinear", "token_weighting": "ones"}
-    del info["license"], info["source"]
+    del info["license"], info["source"], info["hub_repo"]
     meta, body = front_matter(model_card(report(info, ROWS[:1], [str(i) for i in range(1000)])))
     assert meta["license"] == "other" and "--license" in body
     assert meta["datasets"] == ["imagenet-1k"] and "base_model" not in meta
