@@ -200,7 +200,7 @@ def read_keras(path, variant=None):
                               ".keras file saved by keras_swiftformer") from None
     try:
         config = SwiftFormerConfig.from_model(model)
-    except ValueError as err:
+    except (ValueError, AttributeError) as err:  # AttributeError: a Sequential never called
         raise CheckpointError(f"{path} is not a keras_swiftformer SwiftFormer model ({err}): "
                               "give a .keras file saved by swiftformer-train or swiftformer-"
                               "convert import, or the checkpoint it came from") from None
