@@ -114,8 +114,8 @@ def _report_parser(sub):
 
 
 def _add_accuracy(args):
-    """Adds the accuracy to the report and the model card (`converters.report.update_accuracy`)."""
-    from converters.report import update_accuracy
+    """Adds the accuracy to the report and the model card (`converters.model_card.update_accuracy`)."""
+    from converters.model_card import update_accuracy
 
     paths = update_accuracy(args.output_dir, args.accuracy)
     with open(paths["markdown"], encoding="utf-8") as f:

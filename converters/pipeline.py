@@ -422,7 +422,7 @@ def _write(output_dir, info, rows, labels, folder):
     import dataclasses as dc
 
     from converters import results
-    from converters.report import write_outputs
+    from converters.model_card import write_outputs
 
     known = {f.name for f in dc.fields(results.RunInfo)}
     info = {k: v for k, v in info.items() if k in known}

@@ -48,7 +48,7 @@ class Fidelity:
 @dataclasses.dataclass
 class LiteRTInspection:
     """What the file's graph looks like to LiteRT's CPU delegate and GPU analyser
-    (`converters.litert_inspect`)."""
+    (`converters.litert.inspection`)."""
 
     xnnpack_partitions: int = _f("pieces the XNNPACK delegate runs (1: the whole graph)")
     undelegated_ops: dict = _f("op type -> count of the ops XNNPACK leaves to LiteRT's kernels")
@@ -72,7 +72,7 @@ GPU_STATES = ("full", "partial", "failed", "not run")
 
 @dataclasses.dataclass
 class GpuRun:
-    """The file on LiteRT's GPU engine (`converters.litert_gpu`)."""
+    """The file on LiteRT's GPU engine (`converters.litert.gpu`)."""
 
     status: str = _f(f"one of {', '.join(GPU_STATES)}")
     cpu_ops: list = _f("op types the engine left to the CPU", items="string")
@@ -86,7 +86,7 @@ class GpuRun:
 
 @dataclasses.dataclass
 class MediaPipeCheck:
-    """Whether MediaPipe Tasks' ImageClassifier opens the file (`converters.metadata`)."""
+    """Whether MediaPipe Tasks' ImageClassifier opens the file (`converters.litert.metadata`)."""
 
     ok: bool = _f("it opens")
     reason: str = _f("why not")

@@ -113,6 +113,8 @@ class WeightsSource:
         keras_path: a ``.weights.h5`` file (with `keras_model` None), or the ``.keras`` file.
         kind: "checkpoint", "tag", "hub", "keras" or "weights.h5".
         tag: the `keras_swiftformer.sources.WeightSource` of a weight tag, else None.
+        read: how `keras_model`'s variables are read (`keras_swiftformer.mapping.copy_weights`;
+            training passes one for variables replicated across processes).
     """
 
     checkpoint: object = None
@@ -121,6 +123,7 @@ class WeightsSource:
     keras_model: object = None
     kind: str = "checkpoint"
     tag: object = None
+    read: object = None
 
     @functools.cached_property
     def config(self):
@@ -163,7 +166,7 @@ class WeightsSource:
     def load_into(self, model, new_head=False):
         if self.keras_model is not None:
             skip = HEADS if new_head else ()
-            copy_weights(self.keras_model, model, skip=skip)
+            copy_weights(self.keras_model, model, skip=skip, read=self.read)
             return
         if self.keras_path is not None:
             try:
@@ -197,7 +200,7 @@ def read_keras(path, variant=None):
                               ".keras file saved by keras_swiftformer") from None
     try:
         config = SwiftFormerConfig.from_model(model)
-    except ValueError as err:
+    except (ValueError, AttributeError) as err:  # AttributeError: a Sequential never called
         raise CheckpointError(f"{path} is not a keras_swiftformer SwiftFormer model ({err}): "
                               "give a .keras file saved by swiftformer-train or swiftformer-"
                               "convert import, or the checkpoint it came from") from None

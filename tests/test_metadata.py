@@ -1,4 +1,4 @@
-"""converters.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
+"""converters.litert.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
 rules. (MediaPipe itself opens the pipeline's files in tests/test_pipeline.py.)"""
 
 import json

@@ -11,22 +11,16 @@ from keras_swiftformer import sources as sources_lib
 from keras_swiftformer import weights as weights_lib
 from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 from tests.support import FIXTURES, assert_close_to_golden, golden
+from tests.support.hub_cache import place_tag, weights_cache  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    # A closed local port: the download code runs for real and fails as offline.
-    monkeypatch.setattr(sources_lib, "HUB_URL", "http://127.0.0.1:9/{repo}/resolve/main/{file}")
-    return tmp_path / "models" / "swiftformer"
+def cache(weights_cache):
+    return weights_cache
 
 
 def _place(cache, tag, variant, src):
-    source = sources_lib.weight_source(tag, variant)
-    folder = cache / source.repo.replace("/", "--")
-    folder.mkdir(parents=True)
-    shutil.copy(src, folder / source.file)
-    return folder / source.file
+    return place_tag(cache, tag, variant, src)
 
 
 def _assert_source_matches_golden(source, case, token_weighting):
