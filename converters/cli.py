@@ -10,7 +10,8 @@
 
 ``run`` is the default subcommand: with no checkpoint it converts random XS weights (offline)
 and says so in its output and report. By default it converts the road's formats (what to ship
-for MediaPipe, LiteRT's GPU engine and an iPhone); ``--formats all`` converts every one. ``report`` adds labelled top-1/top-5 accuracy, measured
+for MediaPipe, LiteRT's GPU engine and an iPhone); ``--formats all`` converts every one.
+``report`` adds labelled top-1/top-5 accuracy, measured
 by ``swiftformer-eval --json`` on the converted files, to the report in OUTPUT_DIR.
 """
 
@@ -114,7 +115,7 @@ def _report_parser(sub):
 
 
 def _add_accuracy(args):
-    """Adds the accuracy to the report and the model card (`converters.model_card.update_accuracy`)."""
+    """Adds the accuracy to the report and the card (`converters.model_card.update_accuracy`)."""
     from converters.model_card import update_accuracy
 
     paths = update_accuracy(args.output_dir, args.accuracy)

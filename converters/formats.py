@@ -206,6 +206,9 @@ FORMATS = {f.name: f for f in (
 )}
 LITERT_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == LITERT)
 COREML_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == COREML)
+#: The LiteRT file the others' speed and GPU runs are compared with (float weights and
+#: activations), and the post-training file QAT (`converters.compress`) is measured against.
+REFERENCE_FORMAT, POST_TRAINING_INT8 = "float32", "int8"
 #: The formats of the user's road, converted when ``--formats`` is not given: what to ship for
 #: MediaPipe (float32, int8), LiteRT's GPU engine (float16, uint8 camera input) and an iPhone.
 ROAD_FORMATS = ("float32", "float16", "int8", "uint8", "coreml_float16")

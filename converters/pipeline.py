@@ -22,7 +22,8 @@ import warnings
 import numpy as np
 
 from converters.compress import CompressionOptions
-from converters.formats import GRAPHS, file_name, get_format, parse_formats
+from converters.formats import (GRAPHS, POST_TRAINING_INT8, file_name, get_format,
+                                parse_formats)
 from converters.metrics import fidelity
 
 MIN_INPUT_SIZE = 32  # four stride-2 stages below the stem: smaller inputs leave no pixels
@@ -439,7 +440,7 @@ def _compressed_rows(model, job, images, options, step, progress, rows=()):
 
     calibration, evaluation, reference = images
     step(f"compression (QAT, pruning, clustering): fine-tuning on {len(calibration)} images")
-    baseline = next((r for r in rows if r["format"] == "int8"), None)
+    baseline = next((r for r in rows if r["format"] == POST_TRAINING_INT8), None)
     out = compress_formats(model, calibration, evaluation, reference, options.output_dir,
                            options.compression, progress=progress, baseline=baseline)
     for row in out:

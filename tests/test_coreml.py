@@ -293,7 +293,8 @@ def test_zero_and_vanishing_biases_export_and_verify(fmt, tmp_path):
     biased = [layer for layer in model.layers if getattr(layer, "bias", None) is not None
               and isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     for i, layer in enumerate(biased):
-        layer.bias.assign(np.full(layer.bias.shape, (0.0, 1e-12 * (i + 1), -3e-9)[i % 3], np.float32))
+        value = (0.0, 1e-12 * (i + 1), -3e-9)[i % 3]
+        layer.bias.assign(np.full(layer.bias.shape, value, np.float32))
     path = coreml.export_coreml(model, tmp_path / "m.mlpackage", fmt, classifier=False)
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     report = coreml.verify_coreml(path, model, images)

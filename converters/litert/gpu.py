@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from converters.formats import REFERENCE_FORMAT
+
 #: The environment variables naming Vulkan ICD manifests (the loader's current and older name).
 ICD_VARIABLES = ("VK_DRIVER_FILES", "VK_ICD_FILENAMES")
 #: Folders holding Vulkan ICD manifests of installed drivers (the loader's search path, and the
@@ -444,7 +446,7 @@ def gpu_rows(rows, output_dir, images, reference=None, enforce_f32=False,
             row.update(gpu_columns(GpuResult("not run", error=NO_DEVICE)))
         return rows
     if reference is None:
-        reference = next((path for row, path in files if row["format"] == "float32"), None)
+        reference = next((path for row, path in files if row["format"] == REFERENCE_FORMAT), None)
     if isinstance(reference, (str, os.PathLike)):
         from converters.litert.runtime import TFLiteRunner
 
