@@ -1,6 +1,6 @@
 """Latency of `.tflite` models on this machine, through the LiteRT interpreter
-(`converters.runtime.TFLiteRunner`), several models compared in one interleaved run; or, with
-``accelerator="gpu"``, on LiteRT's GPU engine (`converters.litert_gpu`: a GPU's Vulkan driver, or
+(`converters.litert.runtime.TFLiteRunner`), several models compared in one interleaved run; or, with
+``accelerator="gpu"``, on LiteRT's GPU engine (`converters.litert.gpu`: a GPU's Vulkan driver, or
 SwiftShader on the CPU).
 
 How one run goes:
@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from android_bench.schema import new_report
-from converters.litert_inspect import (
+from converters.litert.inspection import (
     invoke_ms,
     latency_summary,
     random_input,
@@ -120,7 +120,7 @@ class HostCase:
         Returns:
             The init, first, warm-up and memory fields of the schema, measured here.
         """
-        from converters.runtime import TFLiteRunner
+        from converters.litert.runtime import TFLiteRunner
 
         probe.start()
         start = time.perf_counter_ns()
@@ -204,7 +204,7 @@ def host_device():
 def host_runtime():
     from importlib import metadata
 
-    from converters.runtime import interpreter_class
+    from converters.litert.runtime import interpreter_class
 
     _, name, _ = interpreter_class()
     package = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(
@@ -280,7 +280,7 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
 
 
 def gpu_results(entries, warmup, runs, seed=0, progress=print):
-    """Each model entry on LiteRT's GPU engine (`converters.litert_gpu.run_gpu`, a child process
+    """Each model entry on LiteRT's GPU engine (`converters.litert.gpu.run_gpu`, a child process
     per model): one random input, the first and `warmup` more untimed runs, `runs` timed ones.
 
     Returns:
@@ -289,8 +289,8 @@ def gpu_results(entries, warmup, runs, seed=0, progress=print):
     Raises:
         ValueError: there is no Vulkan device.
     """
-    from converters.litert_gpu import NO_DEVICE, run_gpu, vulkan_icd
-    from converters.runtime import TFLiteRunner
+    from converters.litert.gpu import NO_DEVICE, run_gpu, vulkan_icd
+    from converters.litert.runtime import TFLiteRunner
 
     icd = vulkan_icd()
     if icd is None:

@@ -2,7 +2,7 @@
 
 For each checkpoint: the sample photos are split (even-indexed files fine-tune and calibrate,
 odd-indexed ones evaluate, as the conversion pipeline splits them); the float32 and the
-post-training int8 file (`converters.tflite`, from the folded graph as the
+post-training int8 file (`converters.litert.tflite`, from the folded graph as the
 pipeline makes them, calibrated on the fine-tuning photos) are the baselines;
 `converters.compress.compress_formats` makes the compressed ones from the same photos.
 Every file is run through the LiteRT helper against the Keras float model's logits on the
@@ -56,7 +56,7 @@ def baseline_rows(model, images, evaluation, reference, output_dir):
     """The post-training formats (`BASELINES`) as the conversion pipeline makes them by default
     (from the folded inference graph, calibrated on `images`), measured as the compressed ones
     are."""
-    from converters import tflite
+    from converters.litert import tflite
     from converters.compress import measure_format
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 

@@ -1,4 +1,4 @@
-"""Every LiteRT format of every variant on LiteRT's GPU engine (`converters.litert_gpu`).
+"""Every LiteRT format of every variant on LiteRT's GPU engine (`converters.litert.gpu`).
 
 For each variant, realistic random weights (`keras_swiftformer.random_weights`) are converted
 as the pipeline converts them (the folded graph, `converters.inference_graph.for_inference`;
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from converters.litert_gpu import gpu_columns, is_software, run_gpu, vulkan_icd
+from converters.litert.gpu import gpu_columns, is_software, run_gpu, vulkan_icd
 from converters.metrics import fidelity
 from converters.report import markdown_table
 from keras_swiftformer.files import atomic_output
@@ -65,7 +65,7 @@ def photos(folder, count, size, offset):
 
 def convert(model, folded, fmt, path, calibration, shared):
     """Writes `fmt` of the model to `path` from the graph the pipeline uses; returns its name."""
-    from converters import tflite
+    from converters.litert import tflite
     from converters.formats import FORMATS
     from converters.inference_graph import FOLDED_FLOAT_OPS
 
@@ -81,7 +81,7 @@ def measure_variant(variant, formats, size, images, calibration, folder, enforce
                     progress=print):
     """Rows of one variant: each format converted into `folder` and run on the GPU engine."""
     from converters.inference_graph import for_inference
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.random_weights import realistic_weights
 

@@ -49,12 +49,12 @@ import numpy as np
 
 from benchmarks.litert_vs_torch import (SAMPLES, SIZE, keras_model, litert_torch_model,
                                         normalise_nchw, time_models, write_outputs)
-from converters.litert_inspect import delegation
+from converters.litert.inspection import delegation
 from converters import calibration
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
 from converters.metrics import fidelity
 from converters.report import markdown_table
-from converters.tflite import configure, convert, saved_model
+from converters.litert.tflite import configure, convert, saved_model
 
 #: The ops the previous default kept in float: those XNNPACK has no int8 kernel for.
 PREVIOUS_FLOAT_OPS = ("GELU", "RSQRT", "MAXIMUM")
@@ -108,7 +108,7 @@ def calibrated_rows(folded, images):
 
     import tensorflow as tf
 
-    from converters.tflite import FLOAT_HEAD_LAYERS, ROUNDING_IMAGES
+    from converters.litert.tflite import FLOAT_HEAD_LAYERS, ROUNDING_IMAGES
     from converters.weight_rounding import round_weights
 
     folded = round_weights(folded, images[:ROUNDING_IMAGES], FLOAT_HEAD_LAYERS)
@@ -186,7 +186,7 @@ def tensor_sqnr(reference, quantized, images):
     dequantised, against the float one, over `images`: where a quantised model's error builds
     up (float tensors of a partly quantised model carry the error of the int8 ops before
     them)."""
-    from converters.runtime import dequantize, make_interpreter, quantize
+    from converters.litert.runtime import dequantize, make_interpreter, quantize
 
     floats, ints = (make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
                     for content in (reference, quantized))
@@ -273,7 +273,7 @@ def measure_variant(variant, calibration_images, evaluation, threads, runs, log=
     others, note = competitor_rows(model, variant, calibration_images, log)
     contents.update(others)
     reference = model.predict(evaluation, verbose=0, batch_size=16)
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
 
     log(f"{variant}: timing")
     times = time_models(contents, threads, runs)

@@ -6,7 +6,7 @@ weights drawn like them otherwise) goes into:
 - ``litert-torch``: `benchmarks.reference_torch.SwiftFormer` (the official/timm network)
   converted with ``litert_torch.convert`` -- "the PyTorch model converted directly"
   (NCHW, normalised input);
-- ``keras naive``: the unfolded Keras model exported by `converters.tflite` (float32);
+- ``keras naive``: the unfolded Keras model exported by `converters.litert.tflite` (float32);
 - ``ours float32`` / ``ours int8`` / ``ours int8 mixed``: `converters.inference_graph.for_inference`
   exported as float32, full-integer int8 (int8 input and output), and int8 with
   `converters.inference_graph.FOLDED_FLOAT_OPS` kept in float (float input and output).
@@ -35,11 +35,11 @@ import time
 import numpy as np
 
 from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-from converters.litert_inspect import delegation, set_random_input, time_interleaved
+from converters.litert.inspection import delegation, set_random_input, time_interleaved
 from converters.metrics import fidelity
 from converters.report import markdown_table
-from converters.runtime import make_interpreter
-from converters.tflite import convert
+from converters.litert.runtime import make_interpreter
+from converters.litert.tflite import convert
 from keras_swiftformer.config import SwiftFormerConfig
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD, MODEL_CONFIGS
 from keras_swiftformer.random_weights import realistic_weights
@@ -116,7 +116,7 @@ def export_models(model, variant, calibration, log=print):
 
 def time_models(contents, threads, runs, warmup=10, seed=0):
     """Times every model of `contents` through LiteRT (XNNPACK, `threads` threads), interleaved
-    (`converters.litert_inspect.time_interleaved`).
+    (`converters.litert.inspection.time_interleaved`).
 
     Returns:
         {key: {"median_ms", "p10_ms", "cpu_median_ms"}}: wall-clock median and 10th percentile,
@@ -135,7 +135,7 @@ def time_models(contents, threads, runs, warmup=10, seed=0):
 
 def measure_fidelity(contents, model, images):
     """{key: `converters.metrics.fidelity` of the model against Keras float logits on `images`}."""
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
 
     reference = model.predict(images, verbose=0)
     result = {}

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from converters.litert_inspect import flatbuffer_utils as _flatbuffer_utils
-from converters.litert_inspect import set_random_input
+from converters.litert.inspection import flatbuffer_utils as _flatbuffer_utils
+from converters.litert.inspection import set_random_input
 from converters.report import markdown_table
-from converters.runtime import make_interpreter
+from converters.litert.runtime import make_interpreter
 
 
 def _is_constant(model, tensor):

@@ -43,7 +43,7 @@ CONSUMER_FUNCTIONS = {"GELU": gelu}
 def calibrate(converter):
     """Runs the converter's calibration only: returns the float `.tflite` bytes whose activation
     tensors carry the observed min/max. `converter` must be configured for an integer format
-    (`converters.tflite.configure`)."""
+    (`converters.litert.tflite.configure`)."""
     converter.experimental_new_quantizer = True
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     return converter.convert()
@@ -107,7 +107,7 @@ def activation_statistics(content, images, sample_size=SAMPLE_SIZE, seed=0):
     tensor, {"name", "min", "max", "size", "sample", "consumers"}: the extremes over all
     images, the values per image, a random sample of ``sample_size`` values per image (for
     `mse_range`) and the op types that consume the tensor (`consumers`)."""
-    from converters.runtime import make_interpreter
+    from converters.litert.runtime import make_interpreter
 
     interpreter = make_interpreter(content, use_xnnpack=False, preserve_all_tensors=True)
     tensors = recorded_tensors(content)
@@ -364,7 +364,7 @@ def ranged(converter, images, method="mse"):
 
     Args:
         converter: a `tf.lite.TFLiteConverter` configured for an integer format
-            (`converters.tflite.configure`); its representative dataset calibrates.
+            (`converters.litert.tflite.configure`); its representative dataset calibrates.
         images: the calibration images (N, H, W, C) float32, for the range statistics.
         method: "mse" (per-tensor error-minimising ranges) or "minmax" (the converter's).
     """

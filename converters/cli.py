@@ -1,35 +1,39 @@
 """``swiftformer-convert``: the conversion pipeline and checkpoint import on the command line.
 
     swiftformer-convert [run] [--checkpoint PATH|model.keras|imagenet|hf://ORG/REPO]
-        [--variant XS] [--formats all] [--images DIR [--on-bad-image skip]] [--labels FILE]
+        [--variant XS] [--formats road|all|A,B] [--images DIR [--on-bad-image skip]]
+        [--synthetic-calibration] [--labels FILE] [--input-size N|HxW]
         [--latency-runs 30] [--license TEXT]
         [--qat [--qat-steps N]] [--prune 2:4 50% [--prune-steps N]] [--cluster 16 ...]
     swiftformer-convert import CHECKPOINT OUTPUT.keras [--variant L1] [--token-weighting ones]
     swiftformer-convert report OUTPUT_DIR --accuracy ACCURACY.json
 
 ``run`` is the default subcommand: with no checkpoint it converts random XS weights (offline)
-and says so in its output and report. ``report`` adds labelled top-1/top-5 accuracy, measured
+and says so in its output and report. By default it converts the road's formats (what to ship
+for MediaPipe, LiteRT's GPU engine and an iPhone); ``--formats all`` converts every one.
+``report`` adds labelled top-1/top-5 accuracy, measured
 by ``swiftformer-eval --json`` on the converted files, to the report in OUTPUT_DIR.
 """
 
 import argparse
-import os
 import sys
 
 from converters import arguments
+from keras_swiftformer.commands import add_verbose, run_command
 
 SUBCOMMANDS = ("run", "import", "report")
 
 
 def _formats_help():
-    from converters.formats import FORMATS
+    from converters.formats import FORMATS, ROAD_FORMATS
 
-    return "formats (comma-separated, or 'all'):\n" + "\n".join(
-        f"  {name:<18} {fmt.description}" for name, fmt in FORMATS.items())
+    return (f"formats (comma-separated; 'road': {', '.join(ROAD_FORMATS)}; 'all'):\n"
+            + "\n".join(f"  {name:<18} {fmt.description}" for name, fmt in FORMATS.items()))
 
 
 def _run_parser(sub):
-    from converters.pipeline import BAD_IMAGE_POLICIES, GRAPHS, ImageOptions
+    from converters.formats import GRAPHS
+    from converters.pipeline import BAD_IMAGE_POLICIES, ImageOptions  # imports no TensorFlow
 
     p = sub.add_parser("run", help="checkpoint -> every format + fidelity report (default)",
                        epilog=_formats_help(),
@@ -39,11 +43,17 @@ def _run_parser(sub):
                    "hf://ORG/REPO[@REV]; default: random weights")
     p.add_argument("--variant", default=None, help="XS, S, L1, L3 (default: from the "
                    "checkpoint; XS without one)")
-    p.add_argument("--formats", default="all", metavar="A,B",
-                   help="export formats, listed below (default: all)")
-    arguments.add_input_size(p)
+    p.add_argument("--formats", default="road", metavar="A,B",
+                   help="export formats, listed below: 'road' (the default: what to ship for "
+                   "MediaPipe, the GPU and an iPhone), 'all', or names")
+    arguments.add_input_size(p, default=None, help="N or HxW (default: the size a .keras "
+                             "model was trained at, else 224)")
     arguments.add_images(p, "folder of photos: even-indexed ones calibrate, odd-indexed ones "
-                         "evaluate (default: synthetic images)")
+                         "evaluate (needed with a checkpoint and integer formats; random "
+                         "weights: synthetic images)")
+    p.add_argument("--synthetic-calibration", action="store_true",
+                   help="calibrate a real checkpoint on synthetic images instead of --images "
+                   "(its integer files' fidelity on photos is then unknown)")
     defaults = ImageOptions()
     p.add_argument("--num-calibration", type=int, default=defaults.num_calibration,
                    help="calibration photos (default: %(default)s)")
@@ -105,22 +115,11 @@ def _report_parser(sub):
 
 
 def _add_accuracy(args):
-    import json
+    """Adds the accuracy to the report and the card (`converters.model_card.update_accuracy`)."""
+    from converters.model_card import update_accuracy
 
-    from converters.report import add_accuracy, write_report
-
-    report_path = os.path.join(args.output_dir, "report.json")
-    if not os.path.isfile(report_path):
-        raise FileNotFoundError(f"{report_path} not found: give the folder a pipeline run wrote")
-    with open(report_path) as f:
-        report = json.load(f)
-    with open(args.accuracy) as f:
-        evaluation = json.load(f)
-    if not isinstance(evaluation, dict) or "results" not in evaluation:
-        raise ValueError(f"{args.accuracy} is not swiftformer-eval --json output")
-    info, rows = add_accuracy(report["info"], report["formats"], evaluation)
-    paths = write_report(args.output_dir, info, rows)
-    with open(paths["markdown"]) as f:
+    paths = update_accuracy(args.output_dir, args.accuracy)
+    with open(paths["markdown"], encoding="utf-8") as f:
         print(f.read())
     return 0
 
@@ -137,7 +136,7 @@ def pipeline_options(args):
         labels=args.labels, license=args.license, latency_runs=args.latency_runs,
         gpu_images=args.gpu_images,
         images=ImageOptions(args.images, args.num_calibration, args.num_evaluation,
-                            args.on_bad_image),
+                            args.on_bad_image, args.synthetic_calibration),
         compression=CompressionOptions(args.qat, tuple(args.prune), tuple(args.cluster),
                                        args.qat_steps, args.prune_steps, args.cluster_steps))
 
@@ -146,47 +145,47 @@ def parser():
     p = argparse.ArgumentParser(prog="swiftformer-convert", description=__doc__,
                                 epilog=_formats_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbose(p)
     sub = p.add_subparsers(dest="command")
     _run_parser(sub)
     _import_parser(sub)
     _report_parser(sub)
+    for command in sub.choices.values():
+        add_verbose(command)
     return p
 
 
-def main(argv=None):
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+    first = next((a for a in argv if a != "--verbose"), None)
+    if first is None or (first not in SUBCOMMANDS and first not in ("-h", "--help")):
         argv.insert(0, "run")
     args = parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_swiftformer.checkpoints import CheckpointError
-    from converters.pipeline import PipelineError
+    if args.command == "import":
+        from converters.importer import import_checkpoint
 
-    try:
-        if args.command == "import":
-            from converters.importer import import_checkpoint
+        kwargs = {"include_preprocessing": not args.normalised_input}
+        if args.token_weighting:
+            kwargs["token_weighting"] = args.token_weighting
+        if args.new_head:
+            kwargs.update(new_head=True, classes=args.classes or 1000)
+        model = import_checkpoint(args.checkpoint, args.output, args.variant, **kwargs)
+        print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
+        return 0
+    if args.command == "report":
+        return _add_accuracy(args)
+    from converters.pipeline import run_pipeline
 
-            kwargs = {"include_preprocessing": not args.normalised_input}
-            if args.token_weighting:
-                kwargs["token_weighting"] = args.token_weighting
-            if args.new_head:
-                kwargs.update(new_head=True, classes=args.classes or 1000)
-            model = import_checkpoint(args.checkpoint, args.output, args.variant, **kwargs)
-            print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
-            return 0
-        if args.command == "report":
-            return _add_accuracy(args)
-        from converters.pipeline import run_pipeline
+    result = run_pipeline(pipeline_options(args))
+    with open(result["report"]["markdown"], encoding="utf-8") as f:
+        print(f.read())
+    failed = [r["format"] for r in result["rows"] if r.get("error")]
+    return 1 if failed else 0
 
-        result = run_pipeline(pipeline_options(args))
-        with open(result["report"]["markdown"]) as f:
-            print(f.read())
-        failed = [r["format"] for r in result["rows"] if r.get("error")]
-        return 1 if failed else 0
-    except (CheckpointError, PipelineError, ValueError, FileNotFoundError, ImportError) as err:
-        message = " ".join(str(err).split())  # one line, whatever the cause printed
-        print(f"swiftformer-convert: error: {message}", file=sys.stderr)
-        return 2
+
+def main(argv=None):
+    """``swiftformer-convert``: one-line errors (`keras_swiftformer.commands.run_command`)."""
+    return run_command("swiftformer-convert", _main, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ calibration images (distillation from the float model's logits, so no labels), e
 Every format starts from the model's folded inference graph, the graph the post-training
 formats come from; the optimisation itself happens on that graph's tf_keras twin
 (`converters.tfmot`), and the tuned weights come back into a Keras 3 copy of it that exports
-through `converters.tflite`. The Keras 3 model stays the product and the teacher.
+through `converters.litert.tflite`. The Keras 3 model stays the product and the teacher.
 
 ========================  ==================================================================
 format                    what
@@ -195,7 +195,7 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
     the kernel statistics and `extra`."""
     from keras_swiftformer.files import atomic_output
     from converters.metrics import fidelity
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
     from converters.tfmot.tflite_stats import kernel_stats
 
     path = os.path.join(output_dir, f"{name}_{fmt}.tflite")
@@ -313,7 +313,7 @@ def _preserving_qat(model, images, tune, options, stripped, scheme):
 
 
 def _prune(model, images, tune, options, pattern, target, label):
-    from converters import tflite
+    from converters.litert import tflite
     from converters.tfmot import sparsity
     from converters.tfmot.twin import build_twin
 
@@ -334,7 +334,7 @@ def _prune(model, images, tune, options, pattern, target, label):
 
 
 def _cluster(model, images, tune, options, clusters):
-    from converters import tflite
+    from converters.litert import tflite
     from converters.tfmot import clustering
     from converters.tfmot.twin import build_twin
 

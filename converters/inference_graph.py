@@ -31,7 +31,7 @@ L2_FORMS = ("rsqrt", "l2_normalization")
 PROJECTIONS = ("dense", "conv")
 
 #: The ops the int8 formats keep in float for the folded graph (``float_ops`` of
-#: `converters.tflite.convert`): int8 runs only the convolutions and projections (the GEMMs,
+#: `converters.litert.tflite.convert`): int8 runs only the convolutions and projections (the GEMMs,
 #: nearly all the MACs), float the rest, which XNNPACK runs in the same partition. GELU, RSQRT
 #: and MAXIMUM have no XNNPACK int8 kernel; ADD keeps the residual stream from being
 #: requantised at every block; MUL, MEAN and SUM are the attention's long-tailed products;

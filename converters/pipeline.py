@@ -1,19 +1,17 @@
 """The conversion pipeline: a model in; phone-ready files and a fidelity report out.
 
-    checkpoint, .keras model or weight tag (or random weights) -> Keras model (.keras) ->
-    each format of `converters.formats` -> run it -> metrics against the Keras float model ->
-    report.md / report.json / report.png
+    a model source (`keras_swiftformer.source.resolve_source`: checkpoint, .keras, tag,
+    hf://, or random weights) -> Keras model (.keras) -> for each format of
+    `converters.formats`: its target (`converters.targets`) exports, runs and inspects it ->
+    metrics against the Keras float model -> typed rows (`converters.results`) ->
+    report.md / report.json / report.png / MODEL_CARD.md
 
-LiteRT formats are converted from the graph their `converters.formats.Format` names: the folded
-inference graph (`converters.inference_graph.for_inference`: BatchNorm, layer scales and the two
-heads folded, one XNNPACK partition in float) unless ``graph="keras"``; every format is compared
-with the unfolded Keras float model. Every classifier file carries the class names
-(`resolve_labels`).
-
-Everything the user asked for is checked before any work starts (formats, input size, image
-folder, labels, compression options). A format that fails is reported and the others go on;
-files appear whole or not at all. With compression options (`converters.compress`), the
-fine-tuned formats add their rows to the same report.
+One loop over the chosen formats' targets: the pipeline knows no runtime. Everything the user
+asked for is checked before any work starts (formats, source and labels, input size, image
+folder, output folder, compression options). A format that fails is reported, leaves no file,
+and the others go on; the output folder holds this run's files only (`converters.output`).
+With compression options (`converters.compress`), the fine-tuned formats add their rows to the
+same report.
 """
 
 import dataclasses
@@ -23,21 +21,15 @@ import warnings
 
 import numpy as np
 
-from converters import tflite
 from converters.compress import CompressionOptions
-from converters.formats import COREML, FORMATS, file_name, get_format, parse_formats
+from converters.formats import (GRAPHS, POST_TRAINING_INT8, file_name, get_format,
+                                parse_formats)
 from converters.metrics import fidelity
-from converters.model_card import write_model_card
-from converters.report import write_report
-from keras_swiftformer.config import SwiftFormerConfig
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
 
-#: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
-COREML_EVALUATION_IMAGES = 8
 MIN_INPUT_SIZE = 32  # four stride-2 stages below the stem: smaller inputs leave no pixels
-#: The graph LiteRT formats are converted from: "folded" (`for_inference`) or "keras" (the
-#: model as built).
-GRAPHS = ("folded", "keras")
+#: The largest input side exported: beyond it a size is a typo, not an image (memory grows
+#: with its square).
+MAX_INPUT_SIZE = 2048
 #: What `ImageOptions.on_bad_image` may say: "error" stops before any work, "skip" warns and
 #: leaves the file out.
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -53,15 +45,18 @@ class ImageOptions:
 
     Attributes:
         folder: a folder of photos; even-indexed files calibrate, odd-indexed ones evaluate.
-            None: synthetic images (the offline default; integer fidelity is then optimistic).
+            None: synthetic images (random weights only, unless `synthetic` opts in).
         num_calibration, num_evaluation: how many of each.
         on_bad_image: a corrupt or non-image file in `folder` (`BAD_IMAGE_POLICIES`).
+        synthetic: calibrate a real checkpoint on synthetic images without `folder` (its
+            integer files are then calibrated on images unlike the user's).
     """
 
     folder: str = None
     num_calibration: int = 100
     num_evaluation: int = 64
     on_bad_image: str = "error"
+    synthetic: bool = False
 
     def check(self):
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
@@ -77,15 +72,17 @@ class PipelineOptions:
     """What `run_pipeline` converts, how, and where to.
 
     Attributes:
-        checkpoint: an official / timm / Hugging Face checkpoint, a SwiftFormer ``.keras``
-            model (its ``model.json`` beside it is read), a weight tag of
-            `keras_swiftformer.sources` (``imagenet``...) or ``hf://ORG/REPO[@REV]``; None:
-            random weights.
+        checkpoint: anything `keras_swiftformer.source.resolve_source` takes: an official /
+            timm / Hugging Face checkpoint, a SwiftFormer ``.keras`` model (its
+            ``model.json`` beside it is read), a weight tag (``imagenet``...) or
+            ``hf://ORG/REPO[@REV]``; None: random weights.
         variant: "XS", "S", "L1", "L3"; None: the checkpoint's (XS without one).
-        formats: "all", "float32,int8" or a list of `converters.formats.FORMATS` names.
-        input_size: 224, "256x320"...: the exported files' fixed input.
-        output_dir: where the files and the report go; created only once the model and the
-            images are ready, so a run that fails before its first format leaves nothing.
+        formats: "road" (`converters.formats.ROAD_FORMATS`, the default), "all",
+            "float32,int8" or a list of `converters.formats.FORMATS` names.
+        input_size: 224, "256x320"...: the exported files' fixed input; None: the size the
+            model was trained at (a ``.keras`` model's ``model.json``), else 224.
+        output_dir: where the files and the report go (`converters.output.OutputFolder`:
+            checked before any work, one run's files only).
         token_weighting: override the checkpoint format's default ("l2" or "ones").
         softmax: export probabilities instead of logits.
         graph: what LiteRT formats are converted from (`GRAPHS`; "keras" for comparison).
@@ -94,15 +91,15 @@ class PipelineOptions:
         license: the licence text written into each file's metadata.
         latency_runs: interleaved timed runs of each LiteRT file on this host (0: off).
         gpu_images: evaluation images each LiteRT file runs on LiteRT's GPU engine
-            (`converters.litert_gpu`; 0: off); with no Vulkan device the report says so.
+            (`converters.litert.gpu`; 0: off); with no Vulkan device the report says so.
         images: the calibration and evaluation photos (`ImageOptions`).
         compression: QAT, pruning and clustering (`converters.compress.CompressionOptions`).
     """
 
     checkpoint: str = None
     variant: str = None
-    formats: object = "all"
-    input_size: object = 224
+    formats: object = "road"
+    input_size: object = None
     output_dir: str = "converted"
     token_weighting: str = None
     softmax: bool = False
@@ -124,11 +121,10 @@ def parse_input_size(size):
                 else input_size(size))
     except ValueError as err:
         raise PipelineError(str(err)) from None
-    if len(dims) != 2 or min(dims) < MIN_INPUT_SIZE:
+    if len(dims) != 2 or min(dims) < MIN_INPUT_SIZE or max(dims) > MAX_INPUT_SIZE:
         raise PipelineError(
-            f"Input size {size!r}: the model needs height and width of at least "
-            f"{MIN_INPUT_SIZE} pixels (it downsamples by 32)"
-        )
+            f"Input size {size!r}: give a height and width from {MIN_INPUT_SIZE} (the model "
+            f"downsamples by 32) to {MAX_INPUT_SIZE} pixels, e.g. --input-size 224")
     return dims
 
 
@@ -202,7 +198,7 @@ def split_images(images, size, preprocessing, paths=None):
 
     Args:
         preprocessing: the weights' evaluation transform
-            (`keras_swiftformer.sources.Preprocessing`).
+            (`keras_swiftformer.preprocessing.Preprocessing`).
         paths: the folder's files to use (`image_paths`); default: all its images.
 
     Returns:
@@ -225,266 +221,38 @@ def split_images(images, size, preprocessing, paths=None):
             "files)", False)
 
 
-def _is_keras_file(checkpoint):
-    return checkpoint is not None and str(checkpoint).endswith(".keras")
-
-
-def check_source(checkpoint):
-    """PipelineError unless `checkpoint` is None, a weight tag, an ``hf://`` address or an
-    existing path."""
-    from keras_swiftformer.hub import is_hub_uri
-    from keras_swiftformer.sources import TAGS
-
-    if checkpoint is None or checkpoint in TAGS or is_hub_uri(checkpoint):
-        return
-    if not os.path.exists(checkpoint):
-        raise PipelineError(f"No such checkpoint: {checkpoint} (give a checkpoint file or "
-                            f"folder, a .keras model, hf://ORG/REPO, or one of the weight "
-                            f"tags: {', '.join(TAGS)})")
-
-
-def _keras_model(path, variant, input_shape, token_weighting, activation):
-    """A SwiftFormer ``.keras`` file rebuilt at `input_shape` with the pipeline's classifier
-    activation: (model, info)."""
-    import keras
-
-    import keras_swiftformer  # noqa: F401  (registers the custom layers)
-    from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.files import sidecar
-
-    try:
-        loaded = keras.saving.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many kinds for a foreign or corrupt archive
-        raise PipelineError(f"{path} could not be loaded as a Keras model: {err}") from None
-    try:
-        config = SwiftFormerConfig.from_model(loaded)
-    except ValueError as err:
-        raise PipelineError(f"{path} is not a keras_swiftformer SwiftFormer model: {err}") \
-            from None
-    if config.top != "logits":
-        raise PipelineError(f"{path} has no classifier heads (include_top=False): there is "
-                            "nothing to classify with")
-    if variant is not None and config.variant != str(variant).upper():
-        raise PipelineError(f"{path} is SwiftFormer-{config.variant or 'custom'}, not {variant}")
-    kwargs = config.builder_kwargs()
-    kwargs.update(input_shape=input_shape, classifier_activation=activation,
-                  token_weighting=token_weighting or config.token_weighting)
-    model = SwiftFormer(**kwargs)
-    model.set_weights(loaded.get_weights())
-    info = sidecar(path)
-    crop = info.get("crop_pct") or DEFAULT_PREPROCESSING.crop_pct
-    return model, {"checkpoint": os.fspath(path), "format_in": "keras", "random_weights": False,
-                   "source": os.fspath(path), "trained_from": info.get("source"),
-                   "classes": info.get("classes"),
-                   **_transform(dataclasses.replace(DEFAULT_PREPROCESSING, crop_pct=crop))}
-
-
-def _transform(preprocessing):
-    """The evaluation transform of a `keras_swiftformer.sources.Preprocessing` as report fields."""
-    return {"crop_pct": preprocessing.crop_pct, "crop_mode": preprocessing.crop_mode,
-            "interpolation": preprocessing.interpolation}
-
-
-def preprocessing_of(info):
-    """The `keras_swiftformer.sources.Preprocessing` a run's `info` (`build_model`) records."""
-    from keras_swiftformer.sources import Preprocessing
-
-    return Preprocessing(info["token_weighting"], info["crop_pct"], info["interpolation"],
-                         info["crop_mode"])
-
-
-def build_model(checkpoint, variant, input_shape, token_weighting=None, softmax=False):
-    """The Keras float model the formats are made from and compared with.
-
-    Returns:
-        (model, info dict: checkpoint, source (an ``hf://`` address pinned to its commit),
-        format_in, variant, token_weighting, the evaluation transform (crop_pct, crop_mode,
-        interpolation), random?, and for a ``.keras`` model its ``model.json`` class names)
-    """
-    from keras_swiftformer import SwiftFormer
-    from keras_swiftformer.weights import resolve_weights
-
-    activation = "softmax" if softmax else None
-    if checkpoint is None:
-        # Layer scales of 1 rather than a fresh model's 1e-5, so that the attention and MLP
-        # branches matter as in a trained model (1e-5 branches vanish in float16 subnormals).
-        model = SwiftFormer(variant or "XS", input_shape=input_shape,
-                            classifier_activation=activation, token_weighting=token_weighting,
-                            layer_scale_init_value=1.0)
-        info = {"checkpoint": "none (random weights)", "random_weights": True,
-                **_transform(DEFAULT_PREPROCESSING)}
-    elif _is_keras_file(checkpoint):
-        model, info = _keras_model(checkpoint, variant, input_shape, token_weighting, activation)
-    else:
-        source = resolve_weights(checkpoint, variant)
-        ckpt = source.checkpoint
-        model = SwiftFormer(variant or ckpt.variant, weights=ckpt, input_shape=input_shape,
-                            classes=ckpt.classes or 1000, classifier_activation=activation,
-                            token_weighting=token_weighting or source.token_weighting)
-        info = {"checkpoint": os.fspath(checkpoint), "format_in": ckpt.format,
-                "random_weights": False, "source": ckpt.source,
-                **_transform(ckpt.preprocessing)}
-    config = SwiftFormerConfig.from_model(model)
-    info.update(variant=config.variant or "CUSTOM", token_weighting=config.token_weighting,
-                input_shape=list(config.input_shape), num_classes=config.classes)
-    return model, info
-
-
-def read_labels(path):
-    """Class names from a text file, one a line (blank lines at the end ignored)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            names = [line.strip() for line in f.read().rstrip("\n").split("\n")]
-    except (OSError, UnicodeDecodeError) as err:
-        raise PipelineError(f"Cannot read the labels file {path}: {err}") from None
-    if not names or any(not name for name in names):
-        raise PipelineError(f"{path}: one class name a line, none empty")
-    return names
-
-
-def resolve_labels(classes, labels_file=None, model_classes=None):
-    """The class names every classifier file carries, and where they came from.
-
-    Args:
-        classes: the head's output count.
-        labels_file: `read_labels` file; wins over the rest.
-        model_classes: the names a ``.keras`` model's ``model.json`` lists.
-
-    Returns:
-        (names, source): a `labels_file`, then ``model.json``, then ImageNet's for 1000
-        outputs, else generated ``class_0``... names (source "generated": the caller warns).
-
-    Raises:
-        PipelineError: a count that differs from the head's, or duplicate names.
-    """
-    from keras_swiftformer.imagenet import class_names
-
-    if labels_file is not None:
-        names, source = read_labels(labels_file), labels_file
-    elif model_classes:
-        names, source = [str(c) for c in model_classes], "model.json"
-    elif classes == 1000:
-        names, source = class_names(), "ImageNet"
-    else:
-        return [f"class_{i}" for i in range(classes)], "generated"
-    if len(names) != classes:
-        raise PipelineError(f"{len(names)} class names in {source} but the model has {classes} "
-                            "outputs")
-    if labels_file is not None and len(set(names)) != len(names):
-        raise PipelineError(f"{labels_file} names a class twice: class names must be unique")
-    return names, source
-
-
 def _versions():
     import keras
     import tensorflow as tf
 
-    from converters.runtime import interpreter_class
+    from converters.litert.runtime import interpreter_class
 
     runtime = interpreter_class()[1]
     return f"keras {keras.__version__}, tensorflow {tf.__version__}, runtime {runtime}"
 
 
-class _Graphs:
-    """The graphs LiteRT formats are converted from: the Keras model, and its folded inference
-    graph built once, on first use."""
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything `_check` found before any work: the formats, the model source, the input
+    size, the image files and the ones left out."""
 
-    def __init__(self, model, graph):
-        self.model, self.graph, self._folded = model, graph, None
-        self._calibrated = {"keras": {}, "folded": {}}  # `tflite.convert`'s `shared`, per graph
-
-    def for_format(self, fmt):
-        """(name, model, the graph's float ops) to convert `fmt` (a `Format`) from."""
-        if self.graph == "keras" or fmt.graph == "keras":
-            return "keras", self.model, tflite.KERAS_FLOAT_OPS
-        from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-
-        if self._folded is None:
-            self._folded = for_inference(self.model)
-        return "folded", self._folded, FOLDED_FLOAT_OPS
-
-    def export(self, fmt, path, calibration):
-        """Writes `fmt`, converted from its graph, to `path`; returns the graph's name. The
-        int8 formats of a graph share one weight rounding and calibration (`tflite.convert`'s
-        `shared`), so the second of `int8` and `uint8` only quantises."""
-        graph, model, float_ops = self.for_format(fmt)
-        tflite.export_tflite(model, path, fmt, calibration=calibration, float_ops=float_ops,
-                             shared=self._calibrated[graph])
-        return graph
-
-
-def _tflite_row(graphs, path, fmt, calibration, evaluation, reference, labeller):
-    from converters.runtime import TFLiteRunner
-    from keras_swiftformer.files import atomic_output
-
-    with atomic_output(path) as tmp:  # the file appears with its metadata, or not at all
-        graph = graphs.export(fmt, tmp, calibration)
-        labeller(tmp, fmt.name, os.path.basename(path))
-    actual = TFLiteRunner(path).predict(evaluation)
-    return {"graph": graph, "size_bytes": os.path.getsize(path),
-            "evaluation_images": len(evaluation), **fidelity(reference, actual)}
-
-
-class _Labeller:
-    """Adds classifier metadata (`converters.metadata`) with the class names to `.tflite` files
-    in place. ``verdicts``: file name -> why MediaPipe cannot open it (None: it can)."""
-
-    def __init__(self, labels, info, softmax, license):
-        self.labels, self.info, self.softmax, self.license = labels, info, softmax, license
-        self.verdicts = {}
-
-    def __call__(self, path, fmt, name=None):
-        """Rewrites `path` (the file `name`, default its base name) with metadata."""
-        from keras_swiftformer.files import atomic_output
-        from converters.metadata import add_classifier_metadata, mediapipe_ready
-
-        with open(path, "rb") as f:
-            content = f.read()
-        content = add_classifier_metadata(
-            content, self.info["variant"], fmt, self.labels, self.softmax,
-            str(self.info.get("checkpoint")), self.license, preprocessing_of(self.info),
-            extra={"token_weighting": self.info.get("token_weighting")})
-        with atomic_output(path) as tmp, open(tmp, "wb") as f:
-            f.write(content)
-        self.verdicts[name or os.path.basename(path)] = mediapipe_ready(content)
-
-
-def _coreml_row(model, path, fmt, evaluation, info, labels, calibration=None):
-    """Exports one Core ML format, a classifier over `labels`, and verifies it on Linux (spec,
-    every weight, and the program run by the numpy evaluator) against the Keras model.
-    ``coreml_w8a8`` calibrates on `calibration`, default the evaluation images after the ones
-    the evaluator runs."""
-    from converters.coreml import export_coreml, verify_coreml
-
-    images = evaluation[:COREML_EVALUATION_IMAGES]
-    options = dict(fmt.coreml)
-    if fmt.calibrated:
-        if calibration is None:
-            calibration = evaluation[COREML_EVALUATION_IMAGES:][:COREML_EVALUATION_IMAGES]
-        if len(calibration) == 0:
-            raise ValueError(f"{fmt.name} needs calibration images beyond the "
-                             f"{COREML_EVALUATION_IMAGES} it is evaluated on")
-        options["calibration"] = calibration[:COREML_EVALUATION_IMAGES]
-    # ImageNet's names: the Core ML default, made unique by their synsets.
-    labels = None if info["labels_source"] == "ImageNet" else _unique(labels)
-    export_coreml(model, path, classifier=True, class_labels=labels,
-                  metadata={"source_checkpoint": str(info.get("checkpoint"))}, **options)
-    report = verify_coreml(path, model, images, class_labels=labels)
-    return {"graph": "folded", "size_bytes": report["size_bytes"],
-            "evaluation_images": len(images), **report["logits"], "coreml_ops": report["ops"]}
-
-
-def _unique(labels):
-    """`labels` with repeated names made unique by their index (a Core ML classifier's labels
-    are dictionary keys; ImageNet names "crane" and "maillot" twice)."""
-    seen = {name: labels.count(name) for name in labels}
-    return [name if seen[name] == 1 else f"{name} ({i})" for i, name in enumerate(labels)]
+    formats: list
+    source: object
+    size: tuple
+    paths: list
+    skipped: list
 
 
 def _check(options):
-    """Every option checked before any work: (formats, (H, W), image paths, skipped files)."""
-    formats = [get_format(f) for f in _formats(options.formats)]
-    size = parse_input_size(options.input_size)
+    """Every option checked before any work (`_Plan`)."""
+    from keras_swiftformer.source import resolve_source
+
+    try:
+        formats = [get_format(f) for f in parse_formats(options.formats)]
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
+    if options.input_size is not None:
+        parse_input_size(options.input_size)
     options.images.check()
     try:
         options.compression.check()  # also ImportError naming the extra TFMOT needs
@@ -498,41 +266,76 @@ def _check(options):
     for name in ("latency_runs", "gpu_images"):
         if int(getattr(options, name)) < 0:
             raise PipelineError(f"{name} must be 0 (off) or more, got {getattr(options, name)}")
-    check_source(options.checkpoint)
-    if options.labels is not None:
-        read_labels(options.labels)
+    source = resolve_source(options.checkpoint, options.variant, options.token_weighting,
+                            options.labels)
+    source.require_heads()
+    size = parse_input_size(options.input_size or source.input_size or 224)
+    calibrated = [f.name for f in formats if f.calibrated]
+    if (options.images.folder is None and not source.random_weights
+            and not options.images.synthetic and (calibrated or options.compression.enabled())):
+        raise PipelineError(
+            f"{', '.join(calibrated) or 'compression'} calibrate(s) on photos: give --images DIR "
+            "(photos like the ones the model will see), or --synthetic-calibration to accept "
+            "synthetic images (integer fidelity is then unknown)")
+    from converters.output import OutputFolder
+
+    OutputFolder(options.output_dir).check()
     paths, skipped = (image_paths(options.images) if options.images.folder is not None
                       else (None, []))
-    return formats, size, paths, skipped
+    return _Plan(formats, source, size, paths, skipped)
 
 
-def _formats(formats):
-    try:
-        return parse_formats(formats)
-    except ValueError as err:
-        raise PipelineError(str(err)) from None
-
-
-def _prepare(options, size, paths, step):
-    """Model, labels, images and reference outputs: everything before the first file."""
-    checkpoint = options.checkpoint
-    step(1, "building the Keras model" + (f" from {checkpoint}" if checkpoint else
-                                          " with RANDOM weights (no checkpoint given)"))
-    model, info = build_model(checkpoint, options.variant, size + (3,), options.token_weighting,
-                              options.softmax)
-    labels, info["labels_source"] = resolve_labels(info["num_classes"], options.labels,
-                                                   info.pop("classes", None))
+def _prepare(options, plan, step):
+    """Model, info, images and reference outputs: everything before the first file."""
+    source = plan.source
+    step(1, "building the Keras model" + (f" from {options.checkpoint}" if options.checkpoint
+                                          else " with RANDOM weights (no checkpoint given)"))
+    model = source.build(plan.size + (3,), "softmax" if options.softmax else None)
+    info = source.info(plan.size + (3,))
     step(2, "preparing calibration and evaluation images")
     try:
-        calibration, evaluation, source, synthetic = split_images(options.images, size,
-                                                                  preprocessing_of(info), paths)
+        calibration, evaluation, where, synthetic = split_images(
+            options.images, plan.size, source.preprocessing, plan.paths)
     except OSError as err:  # checked before, but a file can change under us
         raise PipelineError(f"Cannot read an image of {options.images.folder}: {err}") from None
     reference = model.predict(evaluation, verbose=0, batch_size=16)
     info.update(calibration_images=len(calibration), evaluation_images=len(evaluation),
-                image_source=source, synthetic_images=synthetic, versions=_versions(),
+                image_source=where, synthetic_images=synthetic, versions=_versions(),
                 tflite_graph=options.graph)
-    return model, info, labels, calibration, evaluation, reference
+    return model, info, calibration, evaluation, reference
+
+
+def _job(model, source, options, calibration):
+    """The `converters.targets.ExportJob` every target reads."""
+    from converters.targets import ClassifierInfo, ExportJob
+
+    about = ClassifierInfo(
+        variant=source.variant, labels=source.labels, labels_source=source.labels_source,
+        probabilities=options.softmax, source=str(options.checkpoint or "none (random "
+                                                   "weights)"),
+        license=options.license or source.license, preprocessing=source.preprocessing,
+        token_weighting=source.token_weighting)
+    return ExportJob(model, about, calibration, options.graph)
+
+
+def convert_format(fmt, job, path, evaluation, reference):
+    """One format through its target: exported to `path`, run on the evaluation images and
+    compared with the Keras model's outputs. Returns the row (a dict of
+    `converters.results.FLAT_KEYS`); a failure is the row's ``error`` and leaves no file."""
+    from converters.targets import discard, target_of
+
+    target = target_of(fmt)
+    row = {"format": fmt.name, "file": os.path.basename(path), "runtime": target.name}
+    try:
+        row.update(target.export(fmt, job, path))
+        images = evaluation[:target.evaluation_images or len(evaluation)]
+        expected = target.reference(job, images, reference[:len(images)])
+        row.update(size_bytes=target.size(path), evaluation_images=len(images),
+                   **fidelity(expected, target.run(path, images)))
+    except Exception as err:  # one format's failure must not lose the others
+        discard(path)
+        row["error"] = f"{type(err).__name__}: {err}"
+    return row
 
 
 def run_pipeline(options=None, progress=print, **fields):
@@ -544,121 +347,112 @@ def run_pipeline(options=None, progress=print, **fields):
         progress: callable taking one line of text.
 
     Returns:
-        dict: ``models`` (format -> path), ``rows`` (the report rows), ``report`` (paths),
-        ``keras`` (path of the .keras reference model), ``info``, ``labels``.
+        dict: ``models`` (format -> path), ``rows`` (flat row dicts), ``report`` (paths,
+        ``model_card`` included), ``keras`` (path of the .keras reference model), ``info``,
+        ``labels``.
     """
-    from converters.litert_inspect import inspect_rows
+    from converters.output import OutputFolder
+    from converters.targets import Inspection, get_target
     from keras_swiftformer.files import atomic_output
 
     options = dataclasses.replace(options or PipelineOptions(), **fields)
-    formats, size, paths, skipped = _check(options)
-    for message in skipped:
+    plan = _check(options)
+    for message in plan.skipped:
         progress(f"WARNING: {message}")
     compress = options.compression.enabled()
-    steps = len(formats) + 2 + compress
+    steps = len(plan.formats) + 2 + compress
     start = time.time()
 
     def step(i, text):
         progress(f"[{i}/{steps}] {text} ({time.time() - start:.0f} s)")
 
-    model, info, labels, calibration, evaluation, reference = _prepare(options, size, paths,
-                                                                       step)
-    if info["labels_source"] == "generated":
+    model, info, calibration, evaluation, reference = _prepare(options, plan, step)
+    labels = plan.source.labels
+    if plan.source.labels_source == "generated":
         progress(f"WARNING: {info['num_classes']} classes and no names: the files carry "
                  "class_0, class_1, ...; give --labels FILE (one name a line)")
-    if skipped:
-        info["skipped_images"] = " ".join(skipped)
-    output_dir = options.output_dir
-    stem = os.path.join(output_dir, f"swiftformer_{info['variant'].lower()}")
+    if info["synthetic_images"] and not plan.source.random_weights:
+        progress("WARNING: calibrating on synthetic images (--synthetic-calibration): the "
+                 "integer files' fidelity on real photos is unknown")
+    if plan.skipped:
+        info["skipped_images"] = " ".join(plan.skipped)
+    folder = OutputFolder(options.output_dir)
+    info["run_id"] = folder.start("swiftformer-convert run")
+    stem = os.path.join(options.output_dir, f"swiftformer_{info['variant'].lower()}")
     keras_path = stem + ".keras"
-    created = not os.path.exists(output_dir)
-    try:
-        with atomic_output(keras_path) as tmp:  # the first file: the output folder appears here
-            model.save(tmp)
-    except BaseException:
-        if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
-            os.rmdir(output_dir)
-        raise
-    graphs = _Graphs(model, options.graph)
-    labeller = _Labeller(labels, info, options.softmax, options.license)
+    with atomic_output(keras_path) as tmp:
+        model.save(tmp)
+    folder.record(keras_path)
+    job = _job(model, plan.source, options, calibration)
 
     rows, models = [], {}
-    for i, fmt in enumerate(formats, start=3):
+    for i, fmt in enumerate(plan.formats, start=3):
         path = file_name(stem, fmt)
         step(i, f"{fmt.name}: converting" + (f" (calibrating on {len(calibration)} images)"
                                              if fmt.calibrated else ""))
-        row = {"format": fmt.name, "file": os.path.basename(path)}
-        try:
-            if fmt.runtime == COREML:
-                row.update(_coreml_row(model, path, fmt, evaluation, info, labels, calibration))
-            else:
-                row.update(_tflite_row(graphs, path, fmt, calibration, evaluation, reference,
-                                       labeller))
-            models[fmt.name] = path
-        except Exception as err:  # one format's failure must not lose the others
-            row["error"] = f"{type(err).__name__}: {err}"
+        row = convert_format(fmt, job, path, evaluation, reference)
+        if row.get("error"):
             progress(f"    {fmt.name} FAILED: {row['error'][:300]}")
+        else:
+            models[fmt.name] = path
+            folder.record(path)
         rows.append(row)
     if compress:
-        rows += _compressed_rows(model, calibration, evaluation, reference, options,
-                                 labeller, models, lambda text: step(steps, text), progress,
-                                 rows)
-    for row in rows:
-        if not row.get("error") and row["file"].endswith(".tflite"):
-            verdict = labeller.verdicts.get(row["file"], "no metadata written")
-            row["mediapipe"] = verdict is None
-            if verdict:
-                row["mediapipe_reason"] = verdict
-    inspect_rows(rows, output_dir, options.latency_runs, progress)
-    info["latency"] = (f"LiteRT + XNNPACK, 1 thread, {options.latency_runs} runs per file "
-                       "interleaved with the other files, median, on the converting machine"
-                       if options.latency_runs else "not measured (latency_runs=0)")
-    info["gpu_engine"] = _gpu_rows(rows, output_dir, evaluation[:options.gpu_images], progress)
-    if options.license:
-        info["license"] = options.license
-    report = write_report(output_dir, info, rows)
-    report["model_card"] = write_model_card(output_dir, info, rows, labels)
+        rows += _compressed_rows(model, job, (calibration, evaluation, reference), options,
+                                 lambda text: step(steps, text), progress, rows)
+        models.update({r["format"]: os.path.join(options.output_dir, r["file"])
+                       for r in rows[len(plan.formats):] if not r.get("error")})
+        for name in models:
+            folder.record(models[name])
+    inspection = Inspection(options.output_dir, evaluation, options.latency_runs,
+                            options.gpu_images)
+    for name in dict.fromkeys(row.get("runtime") for row in rows if row.get("runtime")):
+        info.update(get_target(name).inspect(
+            [r for r in rows if r.get("runtime") == name and not r.get("error")], inspection,
+            progress))
+    report = _write(options.output_dir, info, rows, labels, folder)
+    folder.finish()
     progress(f"done in {time.time() - start:.0f} s: report in {report['markdown']}, model "
              f"card in {report['model_card']}")
     return {"models": models, "rows": rows, "report": report, "keras": keras_path,
             "info": info, "labels": labels}
 
 
-def _gpu_rows(rows, output_dir, images, progress):
-    """Runs every LiteRT file on LiteRT's GPU engine (`converters.litert_gpu.gpu_rows`);
-    returns the report's line on what ran it."""
-    from converters.litert_gpu import NO_DEVICE, gpu_rows, is_software, vulkan_icd
+def _write(output_dir, info, rows, labels, folder):
+    """report.json / .md / .png and MODEL_CARD.md of the typed rows (`converters.results`)."""
+    import dataclasses as dc
 
-    if not len(images):
-        return "not run (gpu_images=0)"
-    icd = vulkan_icd()
-    gpu_rows(rows, output_dir, images, progress=progress)  # "not run" rows without a device
-    if icd is None:
-        return NO_DEVICE
-    adapters = sorted({r["gpu_adapter"] for r in rows if r.get("gpu_adapter")})
-    software = (" (a software Vulkan device: its times are not a GPU's)"
-                if is_software(icd) else "")
-    return (f"LiteRT's GPU accelerator (CompiledModel) on {', '.join(adapters) or icd}"
-            f"{software}, {len(images)} evaluation images, against the CPU run of the "
-            "float32 file")
+    from converters import results
+    from converters.model_card import write_outputs
+
+    known = {f.name for f in dc.fields(results.RunInfo)}
+    info = {k: v for k, v in info.items() if k in known}
+    return write_outputs(output_dir, results.as_report(info, rows, labels), folder)
 
 
-def _compressed_rows(model, calibration, evaluation, reference, options, labeller, models,
-                     step, progress, rows=()):
-    """The rows of `converters.compress` (their LiteRT files given metadata too); `rows`: the
+def _compressed_rows(model, job, images, options, step, progress, rows=()):
+    """The rows of `converters.compress` (their files given what their target's export
+    gives: metadata); `images`: (calibration, evaluation, reference); `rows`: the
     post-training ones, whose ``int8`` QAT is measured against."""
     from converters.compress import compress_formats
+    from converters.formats import compressed_format
+    from converters.targets import discard, target_of
 
+    calibration, evaluation, reference = images
     step(f"compression (QAT, pruning, clustering): fine-tuning on {len(calibration)} images")
-    baseline = next((r for r in rows if r["format"] == "int8"), None)
-    rows = compress_formats(model, calibration, evaluation, reference, options.output_dir,
-                            options.compression, progress=progress, baseline=baseline)
-    for row in rows:
-        if row.get("error"):
+    baseline = next((r for r in rows if r["format"] == POST_TRAINING_INT8), None)
+    out = compress_formats(model, calibration, evaluation, reference, options.output_dir,
+                           options.compression, progress=progress, baseline=baseline)
+    for row in out:
+        fmt = compressed_format(row["format"])
+        if fmt is None or row.get("error"):
             continue
+        target = target_of(fmt)
         path = os.path.join(options.output_dir, row["file"])
-        models[row["format"]] = path
-        if path.endswith(".tflite"):
-            labeller(path, row["format"])
-            row["size_bytes"] = os.path.getsize(path)
-    return rows
+        row["runtime"] = target.name
+        try:
+            row.update(target.adopt(fmt, job, path), size_bytes=target.size(path))
+        except Exception as err:  # the file without its metadata is not shipped
+            discard(path)
+            row["error"] = f"{type(err).__name__}: {err}"
+    return out

@@ -10,9 +10,9 @@ from android_bench.host import (
     MemoryProbe,
     benchmark_host,
 )
-from converters.litert_inspect import interleaved_order, latency_summary, random_input
+from converters.litert.inspection import interleaved_order, latency_summary, random_input
 from android_bench.schema import load_reports, validate
-from converters.litert_gpu import vulkan_icd
+from converters.litert.gpu import vulkan_icd
 from tests.support.bench import tiny_models
 
 @pytest.fixture(scope="module")
@@ -114,8 +114,8 @@ def test_host_command_writes_json_table_and_plot(tiny, tmp_path, capsys):
 
 
 def test_converters_time_files_interleaved_and_ask_the_gpu_analyser(tiny):
-    """converters.litert_inspect: the pipeline report's latency and GPU columns."""
-    from converters.litert_inspect import gpu_compatibility, host_latency, parse_gpu_analysis
+    """converters.litert.inspection: the pipeline report's latency and GPU columns."""
+    from converters.litert.inspection import gpu_compatibility, host_latency, parse_gpu_analysis
 
     paths = [tiny["float32"], tiny["float16"]]
     latency = host_latency(paths, runs=7, warmup=1)

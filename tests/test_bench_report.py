@@ -7,7 +7,7 @@ import json
 import pytest
 
 from android_bench.cli import main
-from converters.litert_inspect import latency_summary
+from converters.litert.inspection import latency_summary
 from android_bench.report import markdown_table, plot, rows, write_outputs
 from android_bench.schema import BACKENDS, ReportError, json_schema, load_reports, validate
 from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE

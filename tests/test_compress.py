@@ -274,10 +274,10 @@ def test_compress_formats_rows(qat, tmp_path):
     ``int8``: MediaPipe refuses int8 input), ``qat_int8`` keeps in float what the post-training
     int8 keeps and its row says which int8 file to prefer, and the preserving QATs keep the 2:4
     pattern and the clusters through quantisation."""
-    from converters import tflite
+    from converters.litert import tflite
     from converters.compress import CompressionOptions, compress_formats, zip_size
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
     from converters.tfmot.export import FLOAT_OPS
     from converters.tfmot.tflite_stats import float_ops, kernel_stats
 

@@ -18,11 +18,11 @@ def test_qat_starts_from_post_training_int8_and_improves_it(tmp_path):
     the same export path, has a higher SQNR than that file, the same ops in float, float32 input
     and output, and runs through the runtime helper."""
     from benchmarks.int8_report import nearest_int8
-    from converters import tflite
+    from converters.litert import tflite
     from converters.compress import measure_format
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
     from converters.metrics import fidelity
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
     from converters.tfmot.int8_qat import qat_int8, student, tuned_weights
     from converters.tfmot.tflite_stats import float_ops
     from keras_swiftformer import SwiftFormer

@@ -10,6 +10,7 @@ pytest.importorskip("coremltools")
 
 from converters import coreml  # noqa: E402
 from converters.coreml.mil_eval import MILError, MLProgram  # noqa: E402
+from converters.formats import COREML_FORMATS, FORMATS, CoreMLRecipe  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.images import list_images, load_images  # noqa: E402
 from keras_swiftformer.random_weights import realistic_weights  # noqa: E402
@@ -36,7 +37,7 @@ def packages(tmp_path_factory, golden_model):
     paths = coreml.export_coreml_formats(golden_model(CASE), folder, CLASSIFIER_FORMATS,
                                          name="xs", metadata=metadata, calibration=calibration)
     paths["coreml_float32"] = coreml.export_coreml(
-        with_preprocessing, folder / "xs_logits.mlpackage", precision="float32", classifier=False,
+        with_preprocessing, folder / "xs_logits.mlpackage", "coreml_float32", classifier=False,
         metadata=metadata)
     return {"paths": paths, "folder": folder, "with_preprocessing": with_preprocessing}
 
@@ -56,7 +57,7 @@ def reports(packages, golden_model):
 def test_importing_the_package_loads_neither_coremltools_nor_tensorflow():
     out = run_python(
         "import sys\n"
-        "from converters.coreml import COREML_FORMATS\n"
+        "from converters.formats import COREML_FORMATS\n"
         "import converters.coreml as c\n"
         "print(sorted(COREML_FORMATS), 'coremltools' in sys.modules, "
         "'tensorflow' in sys.modules, callable(c.export_coreml))\n")
@@ -80,18 +81,20 @@ def test_export_does_not_depend_on_tf_keras(tmp_path):
 
 
 def test_format_table_and_bad_options_fail_before_converting(golden_model):
-    assert list(coreml.COREML_FORMATS) == ["coreml_float32", "coreml_float16", "coreml_int8",
+    assert list(COREML_FORMATS) == ["coreml_float32", "coreml_float16", "coreml_int8",
                                            "coreml_palettize6", "coreml_palettize4",
                                            "coreml_w8a8"]
     model = golden_model(CASE)
     with pytest.raises(ValueError, match=r"\.mlpackage"):
         coreml.export_coreml(model, "model.mlmodel")
     with pytest.raises(ValueError, match="precision"):
-        coreml.export_coreml(model, "m.mlpackage", precision="int8")
-    with pytest.raises(ValueError, match="compression"):
-        coreml.export_coreml(model, "m.mlpackage", compression="palettize3")
+        coreml.export_coreml(model, "m.mlpackage", CoreMLRecipe("int8"))
+    with pytest.raises(ValueError, match="compression 'palettize3'"):
+        coreml.export_coreml(model, "m.mlpackage", CoreMLRecipe(compression="palettize3"))
+    with pytest.raises(ValueError, match="not a Core ML one"):
+        coreml.export_coreml(model, "m.mlpackage", "int8")
     with pytest.raises(ValueError, match="calibration"):
-        coreml.export_coreml(model, "m.mlpackage", compression="w8a8")
+        coreml.export_coreml(model, "m.mlpackage", "coreml_w8a8")
     with pytest.raises(ValueError, match="unique"):
         coreml.export_coreml(model, "m.mlpackage", class_labels=["a"] * 1000)
     headless = SwiftFormer("XS", include_top=False, pooling="avg")
@@ -130,7 +133,7 @@ def test_every_format_passes_spec_and_weight_checks(packages, reports):
         assert (spec["specification_version"], spec["opset"]) == target, fmt
         assert spec["inputs"] == {"image": {"type": "imageType", "width": 224, "height": 224,
                                             "color_space": "RGB"}}
-        assert set(spec["compute_dtypes"]) == {coreml.COREML_FORMATS[fmt]["precision"]}
+        assert set(spec["compute_dtypes"]) == {FORMATS[fmt].coreml.precision}
         assert spec["metadata"]["variant"] == "XS"
         assert spec["metadata"]["token_weighting"] == "l2"
         assert spec["metadata"]["source_checkpoint"] == "swiftformer_xs_random.pth"
@@ -277,3 +280,22 @@ def test_spec_check_reports_differences(reports):
     with pytest.raises(coreml.CoreMLVerificationError, match="mean pixel"):
         coreml.check_spec(reports["coreml_float16"]["spec"], precision="float16",
                           compression=None, classifier=True, mean_pixel=[0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("fmt", ["coreml_float16", "coreml_float32"])
+def test_zero_and_vanishing_biases_export_and_verify(fmt, tmp_path):
+    """A model trained from scratch has biases of exactly 0 and ~1e-12 (float16 rounds them to
+    0, coremltools keeps one copy of equal constants): export and verification agree."""
+    import keras
+
+    model = realistic_weights(SwiftFormer("XS", depths=(1, 1, 1, 1), widths=(16, 16, 32, 32),
+                                          input_shape=(64, 64, 3), classes=10))
+    biased = [layer for layer in model.layers if getattr(layer, "bias", None) is not None
+              and isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    for i, layer in enumerate(biased):
+        value = (0.0, 1e-12 * (i + 1), -3e-9)[i % 3]
+        layer.bias.assign(np.full(layer.bias.shape, value, np.float32))
+    path = coreml.export_coreml(model, tmp_path / "m.mlpackage", fmt, classifier=False)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    report = coreml.verify_coreml(path, model, images)
+    assert report["weights"]["checked"] > 0

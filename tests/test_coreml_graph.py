@@ -14,6 +14,7 @@ from converters.coreml.graph import (  # noqa: E402
     token_weights,
 )
 from converters.coreml.mil_eval import MLProgram  # noqa: E402
+from converters.formats import COMPRESSIONS, CoreMLRecipe  # noqa: E402
 from keras_swiftformer import SwiftFormer  # noqa: E402
 from keras_swiftformer.images import list_images, load_images  # noqa: E402
 from tests.support import SAMPLES  # noqa: E402
@@ -92,7 +93,8 @@ def test_evaluator_decompresses_weights_as_coremltools_does(compression, tmp_pat
     model = SwiftFormer("XS", depths=(1, 1, 1, 1), widths=(48, 48, 64, 64),
                         input_shape=(64, 64, 3), classes=10)
     path = coreml.export_coreml(realistic_weights(model), tmp_path / "c.mlpackage",
-                                compression=compression, classifier=False)
+                                CoreMLRecipe(compression=COMPRESSIONS[compression]),
+                                classifier=False)
     compressed = MLProgram(path)
     assert len(compressed.compressed) >= 8
     decompressed = cto.decompress_weights(ct.models.MLModel(str(path), skip_model_load=True))

@@ -26,7 +26,7 @@ def expected_topk(model, paths, labels, size, crop_pct):
 
 
 def test_keras_model_with_sidecar_classes_and_tflite(tmp_path, val_tree):
-    from converters.tflite import export_tflite
+    from converters.litert.tflite import export_tflite
 
     model = SwiftFormer(**TINY, classes=len(os.listdir(val_tree)), input_shape=(48, 48, 3))
     model.save(tmp_path / "tiny.keras")

@@ -260,9 +260,9 @@ def test_bad_input_is_rejected():
 def test_exported_float_graph_is_one_xnnpack_partition_without_l2_normalization(golden_pair):
     """The folded float32 .tflite: no L2_NORMALIZATION, TRANSPOSE or shape ops, every op taken
     by XNNPACK in one partition, and the same logits as Keras."""
-    from converters.litert_inspect import delegation
-    from converters.runtime import TFLiteRunner
-    from converters.tflite import convert
+    from converters.litert.inspection import delegation
+    from converters.litert.runtime import TFLiteRunner
+    from converters.litert.tflite import convert
 
     checkpoint, _, variant = GOLDEN_CASES["original_xs"]
     model = SwiftFormer(variant, weights=str(checkpoint), classifier_activation=None)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from converters.formats import (COREML_FORMATS, FORMATS, LITERT_FORMATS, compressed_format,
-                                file_name, format_of_file, get_format, markdown_table,
-                                parse_formats)
+from converters.formats import (COREML_FORMATS, FORMATS, LITERT_FORMATS, ROAD_FORMATS,
+                                compressed_format, file_name, fine_tuned_format, format_of_file,
+                                get_format, markdown_table, parse_formats)
+from converters.targets import SUFFIXES, get_target, target_of, target_of_file
 
 
 def test_names_are_unique_and_say_their_runtime():
@@ -12,6 +13,32 @@ def test_names_are_unique_and_say_their_runtime():
     assert not set(LITERT_FORMATS) & set(COREML_FORMATS)
     assert all(name.startswith("coreml_") for name in COREML_FORMATS)
     assert all(FORMATS[name].coreml is not None for name in COREML_FORMATS)
+    assert all(FORMATS[name].litert is not None for name in LITERT_FORMATS)
+
+
+def test_every_format_has_a_registered_target_that_owns_its_files():
+    for name, fmt in FORMATS.items():
+        target = target_of(name)
+        assert target.name == fmt.target and target.suffix == fmt.suffix == SUFFIXES[fmt.target]
+        assert target.owns(file_name("x", fmt)) and target_of_file(file_name("x", fmt)) == \
+            fmt.target
+        assert file_name("x", fmt) in target.describe(fmt, file_name("x", fmt))
+    assert target_of_file("model.keras") is None
+    with pytest.raises(ValueError, match="Unknown target 'onnx'"):
+        get_target("onnx")
+
+
+def test_typed_settings_say_what_names_used_to():
+    assert FORMATS["coreml_palettize6"].coreml.compression.nbits == 6
+    assert FORMATS["coreml_w8a8"].coreml.minimum_os == "iOS17" and FORMATS["coreml_w8a8"].calibrated
+    assert FORMATS["float16"].litert.weights == "float16" and not FORMATS["float16"].calibrated
+    assert FORMATS["int16x8"].litert.activations == "int16" and FORMATS["int16x8"].graph == "keras"
+    assert fine_tuned_format(qat=True).name == "qat_int8"
+    assert fine_tuned_format(prune="2of4", qat=True).name == "pruned2of4_pqat_int8"
+    assert fine_tuned_format(cluster=16).name == "clustered16_float32"
+    assert fine_tuned_format(cluster=8, qat=True).litert.activations == "int8"
+    with pytest.raises(ValueError, match="pruned or clustered"):
+        fine_tuned_format(prune="50", cluster=16)
     assert "int8_mixed" not in FORMATS  # the alias is gone
 
 
@@ -29,6 +56,7 @@ def test_every_file_name_parses_back_to_its_format():
 
 def test_parse_formats_and_errors():
     assert parse_formats("all") == list(FORMATS)
+    assert parse_formats("road") == list(ROAD_FORMATS)
     assert parse_formats("int8, float32,int8") == ["int8", "float32"]
     with pytest.raises(ValueError, match=r"Unknown format\(s\) \['int8_mixed'\]"):
         parse_formats("int8_mixed")
@@ -54,8 +82,7 @@ def test_the_readme_formats_table_is_the_registry():
 def test_convert_help_lists_each_format_once(capsys):
     from converters.cli import main
 
-    with pytest.raises(SystemExit):
-        main(["--help"])
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for name in FORMATS:
         assert len([line for line in text.splitlines()

@@ -77,7 +77,7 @@ def _layer(module):
 
 
 def test_the_scan_sees_the_imports_it_checks():
-    assert "keras_swiftformer.model" in GRAPH["keras_swiftformer"]
+    assert "keras_swiftformer.layers" in GRAPH["keras_swiftformer.model"]
     assert "keras_swiftformer.checkpoints" in GRAPH["keras_swiftformer.weights"]
     assert any(m.startswith("keras_swiftformer") for m in GRAPH["converters.pipeline"])
 
@@ -170,3 +170,96 @@ def test_no_re_export_shims():
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if line.lstrip().startswith("from ") and "noqa: F401" in line]
     assert not wrong, "\n".join(wrong)
+
+
+#: Where a runtime's file suffix may be spelt or tested: the targets themselves, and the format
+#: registry that names each target's suffix.
+TARGET_HOMES = ("converters.targets", "converters.formats", "converters.litert",
+                "converters.coreml")
+#: Modules that still test a suffix themselves (other owners' work in progress): each must
+#: still do so, so that the list only shrinks.
+SUFFIX_PENDING = {"converters.evaluate", "converters.compress"}
+SUFFIX_LITERALS = (".tflite", ".mlpackage")
+
+
+def _code_strings(path):
+    """(line, text) of every string constant of a file that is not a docstring."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
+
+
+def test_no_suffix_test_outside_the_targets():
+    """Which runtime a file is for is its target's business (`converters.targets`): no
+    ``.tflite`` / ``.mlpackage`` literal in library code elsewhere (messages and help texts,
+    which contain spaces, aside)."""
+    wrong = []
+    for module, path in MODULES.items():
+        if module.startswith(("tests", "benchmarks")) or module.startswith(TARGET_HOMES):
+            continue
+        for line, text in _code_strings(path):
+            if " " not in text and any(s in text for s in SUFFIX_LITERALS):
+                wrong.append(f"{module}:{line}: {text!r}")
+    pending = {w.split(":")[0] for w in wrong} & SUFFIX_PENDING
+    assert pending == SUFFIX_PENDING, f"no longer pending: {SUFFIX_PENDING - pending}"
+    wrong = [w for w in wrong if w.split(":")[0] not in SUFFIX_PENDING]
+    assert not wrong, "\n".join(wrong)
+
+
+#: The ``keras.applications``-style builders take their documented keyword set.
+BUILDERS = ("SwiftFormer", "SwiftFormerXS", "SwiftFormerS", "SwiftFormerL1", "SwiftFormerL3",
+            "SwiftFormerBackbone")
+MAX_LINES, MAX_PARAMETERS = 500, 8
+#: Functions still over the bound (other owners' work in progress): each must still be over,
+#: so that the list only shrinks.
+OVER_PENDING = {"android_bench.adb.benchmark_android", "android_bench.app.app_command",
+                "android_bench.app.run_app", "android_bench.flow.run_flow",
+                "converters.compress.compress_formats", "converters.compress.qat_model",
+                "converters.evaluate.evaluate", "converters.tfmot.finetune.distill",
+                "converters.tfmot.int8_qat.qat_int8", "keras_swiftformer.model.builder",
+                "keras_swiftformer.training.data.train_dataset"}
+LIBRARIES = ("keras_swiftformer", "converters", "android_bench")
+
+
+def test_modules_and_functions_stay_small():
+    """No library module over 500 lines and no library function over 8 parameters (settings
+    that travel together go in a frozen dataclass)."""
+    wrong = []
+    for module, path in MODULES.items():
+        if not module.startswith(LIBRARIES):
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_LINES:
+            wrong.append(f"{module}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            args = node.args
+            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs
+                     if a.arg not in ("self", "cls")]
+            if len(names) > MAX_PARAMETERS and node.name not in BUILDERS:
+                wrong.append(f"{module}.{node.name}: {len(names)} parameters")
+    pending = {w.split(":")[0] for w in wrong} & OVER_PENDING
+    assert pending == OVER_PENDING, f"no longer over: {OVER_PENDING - pending}"
+    wrong = [w for w in wrong if w.split(":")[0] not in OVER_PENDING]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+#: The export modules, which must not load the weights package (nor PyTorch).
+EXPORT_MODULES = ("converters.litert", "converters.coreml", "converters.formats",
+                  "converters.targets", "converters.model_card", "converters.report",
+                  "converters.results")
+WEIGHTS_PACKAGE = tuple(f"keras_swiftformer.{m}" for m in
+                        ("sources", "weights", "hub", "checkpoints", "mapping"))
+
+
+def test_export_does_not_import_the_weights_package():
+    wrong = [f"{module} -> {target}" for module, targets in GRAPH.items()
+             if module.startswith(EXPORT_MODULES) for target in targets
+             if target.startswith(WEIGHTS_PACKAGE)]
+    assert not wrong, "\n".join(sorted(wrong))

@@ -1,4 +1,4 @@
-"""converters.litert_gpu: Vulkan device discovery, the engine's log, and real runs of the
+"""converters.litert.gpu: Vulkan device discovery, the engine's log, and real runs of the
 exported formats on LiteRT's GPU engine (SwiftShader where there is no GPU); the int8 / uint8
 files' signature (converters.calibration) that the GPU engine's `CompiledModel` reads."""
 
@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from converters import litert_gpu
-from converters.litert_gpu import GpuResult, gpu_rows, parse_engine_log, run_gpu, vulkan_icd
+from converters.litert import gpu as litert_gpu
+from converters.litert.gpu import GpuResult, gpu_rows, parse_engine_log, run_gpu, vulkan_icd
 from converters.metrics import fidelity
-from converters.runtime import TFLiteRunner, make_interpreter
+from converters.litert.runtime import TFLiteRunner, make_interpreter
 from tests.support import SAMPLES
 
 #: SQNR floors of the GPU engine's logits against the CPU (XNNPACK) float32 file's on the same
@@ -152,7 +152,7 @@ def xs_files(tmp_path_factory):
     """XS at 64x64, realistic weights, folded as the pipeline converts it, in `FORMATS`;
     with 4 photos and the CPU float32 file's logits on them."""
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-    from converters.tflite import export_tflite
+    from converters.litert.tflite import export_tflite
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.images import list_images, load_images
     from keras_swiftformer.random_weights import realistic_weights

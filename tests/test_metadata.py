@@ -1,4 +1,4 @@
-"""converters.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
+"""converters.litert.metadata: the TFLite metadata flatbuffer, the packed label file, MediaPipe's input
 rules. (MediaPipe itself opens the pipeline's files in tests/test_pipeline.py.)"""
 
 import json
@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from converters import metadata
-from converters.runtime import TFLiteRunner
-from keras_swiftformer.sources import FORMAT_DEFAULTS
+from converters.litert import metadata
+from converters.litert.runtime import TFLiteRunner
+from converters.targets import ClassifierInfo
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
 
@@ -16,7 +17,7 @@ LABELS = [f"class_{i}" for i in range(1000)]
 @pytest.fixture(scope="module")
 def tiny_float32(tmp_path_factory):
     """A tiny SwiftFormer (64x64, 1000 classes) as float32 `.tflite` bytes."""
-    from converters.tflite import convert
+    from converters.litert.tflite import convert
     from keras_swiftformer import SwiftFormer
 
     model = SwiftFormer(depths=(1, 1, 1, 1), widths=(16, 16, 32, 32), input_shape=(64, 64, 3),
@@ -59,9 +60,8 @@ def test_flatbuffer_round_trip():
 
 
 def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
-    content = metadata.add_classifier_metadata(
-        tiny_float32, "XS", "float32", LABELS, source_checkpoint="ckpt.pth", license="MIT",
-        preprocessing=FORMAT_DEFAULTS["timm"])
+    content = metadata.add_classifier_metadata(tiny_float32, "float32", ClassifierInfo(
+        "XS", LABELS, source="ckpt.pth", license="MIT", preprocessing=FORMAT_DEFAULTS["timm"]))
     meta, files = metadata.read(content)
     assert meta["name"] == "SwiftFormer-XS (float32)" and meta["license"] == "MIT"
     assert meta["min_parser_version"] == metadata.MIN_PARSER_VERSION
@@ -83,7 +83,8 @@ def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
                                   TFLiteRunner(content=tiny_float32).predict(x))
     assert all(p % 16 == 0 for p in buffer_positions(content))
     # Written again: one metadata buffer, the new files only.
-    again = metadata.add_classifier_metadata(content, "XS", "float32", None, probabilities=True)
+    again = metadata.add_classifier_metadata(content, "float32",
+                                             ClassifierInfo("XS", probabilities=True))
     meta, files = metadata.read(again)
     (scores,) = meta["subgraph_metadata"][0]["output_tensor_metadata"]
     assert scores["name"] == "probability" and scores["stats"] == {"max": [1.0], "min": [0.0]}
@@ -93,13 +94,13 @@ def test_classifier_metadata_attached_read_back_and_replaced(tiny_float32):
 
 def test_mediapipe_input_rules(tiny_float32):
     assert metadata.mediapipe_ready(tiny_float32) == "no TFLite metadata"
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     fb = flatbuffer_utils()
     model = fb.read_model_from_bytearray(bytearray(tiny_float32))
     graph = model.subgraphs[0]
     graph.tensors[graph.inputs[0]].type = 9  # INT8: what MediaPipe refuses
     int8_input = bytes(fb.convert_object_to_bytearray(model))
-    labelled = metadata.add_classifier_metadata(int8_input, "XS", "int8", LABELS)
+    labelled = metadata.add_classifier_metadata(int8_input, "int8", ClassifierInfo("XS", LABELS))
     assert "input is int8" in metadata.mediapipe_ready(labelled)
     assert metadata.tensor_io(labelled)[0]["dtype"] == "int8"

@@ -1,4 +1,4 @@
-"""converters.tflite, converters.runtime, converters.pipeline: parity, fidelity floors, errors.
+"""converters.litert.tflite, converters.litert.runtime, converters.pipeline: parity, fidelity floors, errors.
 
 The default suite converts the XS fixture to the formats of a user's road (`ROAD_FORMATS`) once;
 every format's floor is checked with ``--slow``. The floors are set about 3 dB (and a few points
@@ -12,11 +12,12 @@ import os
 import numpy as np
 import pytest
 
-from converters import tflite
+from converters.litert import tflite
 from converters.cli import main
 from converters.formats import FORMATS, LITERT_FORMATS
 from converters.pipeline import ImageOptions, run_pipeline
-from converters.runtime import TFLiteRunner
+from converters.results import load
+from converters.litert.runtime import TFLiteRunner
 from keras_swiftformer import SwiftFormer
 from tests.support import (GOLDEN_CASES, SAMPLES, TINY, assert_close_to_golden, golden,
                            run_python, to_pixels)
@@ -121,13 +122,14 @@ def test_eval_accuracy_joins_the_report(xs_pipeline, tmp_path, capsys):
     assert evaluate_main([*models, "--images", str(SAMPLES), "--limit", "12",
                           "--json", str(accuracy)]) == 0
     assert main(["report", str(out), "--accuracy", str(accuracy)]) == 0
-    report = json.loads((out / "report.json").read_text())
-    rows = {row["format"]: row for row in report["formats"]}
+    report = load(str(out))
+    rows = {row.format: row for row in report.formats}
     results = {os.path.basename(r["model"]): r for r in json.loads(accuracy.read_text())["results"]}
-    assert rows["int8"]["top1"] == results[rows["int8"]["file"]]["top1"]
-    assert "top1" not in rows["float16"]
+    assert rows["int8"].accuracy.top1 == results[rows["int8"].file]["top1"]
+    assert rows["float16"].accuracy is None
     assert "top-1 %" in (out / "report.md").read_text()
-    assert "Keras float model: top-1" in report["info"]["accuracy"]
+    assert report.info.accuracy.top1 is not None  # the Keras float model's
+    assert "top-1" in (out / "MODEL_CARD.md").read_text()
     capsys.readouterr()
     (tmp_path / "other.json").write_text(json.dumps({"results": [{"model": "x.tflite"}]}))
     assert main(["report", str(out), "--accuracy", str(tmp_path / "other.json")]) == 2
@@ -135,11 +137,17 @@ def test_eval_accuracy_joins_the_report(xs_pipeline, tmp_path, capsys):
 
 
 def test_report_files_agree_with_rows(xs_pipeline):
+    from converters.results import to_flat
+
     paths = xs_pipeline["report"]
-    with open(paths["json"]) as f:
-        report = json.load(f)
-    assert report["formats"] == json.loads(json.dumps(xs_pipeline["rows"]))
-    assert report["info"]["evaluation_images"] == 40 and not report["info"]["random_weights"]
+    report = load(paths["json"])
+    keys = ("format", "file", "runtime", "graph", "size_bytes", "sqnr_db", "top1_agreement",
+            "latency_ms", "xnnpack_partitions", "mediapipe", "gpu", "coreml_ops")
+    flat = [to_flat(row) for row in report.formats]
+    assert [{k: r.get(k) for k in keys} for r in flat] == [
+        {k: r.get(k) for k in keys} for r in json.loads(json.dumps(xs_pipeline["rows"]))]
+    assert [row.runtime for row in report.formats] == ["litert"] * 4 + ["coreml"]
+    assert report.info.evaluation_images == 40 and not report.info.random_weights
     with open(paths["markdown"]) as f:
         text = f.read()
     assert "| uint8 |" in text and "Random weights" not in text
@@ -166,7 +174,7 @@ def test_integer_io_models_take_raw_pixels(xs_pipeline):
     # (all but the classifier head) and the folded graph's other ops in float
     # (FOLDED_FLOAT_OPS): one XNNPACK partition.
     from converters.inference_graph import FOLDED_FLOAT_OPS
-    from converters.litert_inspect import delegation
+    from converters.litert.inspection import delegation
 
     int8 = TFLiteRunner(xs_pipeline["models"]["int8"])
     assert int8.input_dtype == np.float32 and "QUANTIZE" in int8.op_types()
@@ -184,15 +192,18 @@ def test_integer_io_models_take_raw_pixels(xs_pipeline):
         assert delegation(f.read())["partitions"] == 1
 
 
-#: GPU engine floors (dB) against the CPU run of the float32 file: float files as issue 23 asks,
-#: integer ones at the CPU int8's own level (regression guards, 2 photos).
-GPU_FLOORS = {"float32": 50.0, "float16": 50.0, "int8": 30.0, "uint8": 28.0}
+#: GPU engine floor (dB) of the float files against the CPU run of the float32 file (issue 23).
+GPU_FLOAT_FLOOR_DB = 50.0
+#: An integer file on the GPU engine runs the same int8 graph as on the CPU, with the engine's
+#: own rounding: its noise against the float32 file may be up to that of the CPU run twice over
+#: (+3 dB), on 2 of the 40 evaluation photos (+3 dB); its floor is the file's CPU SQNR minus 6.
+GPU_INTEGER_MARGIN_DB = 6.0
 
 
 def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
     """The report's columns are there (what the numbers are is the benchmarks' business);
     every LiteRT file runs whole on LiteRT's GPU engine where a Vulkan device exists."""
-    from converters.litert_gpu import vulkan_icd
+    from converters.litert.gpu import vulkan_icd
 
     rows = {row["format"]: row for row in xs_pipeline["rows"]}
     litert = [fmt for fmt in ROAD_FORMATS if fmt in LITERT_FORMATS]
@@ -205,7 +216,9 @@ def test_report_has_litert_speed_partitions_gpu_and_mediapipe(xs_pipeline):
             assert row["gpu"] == "not run" and "no Vulkan device" in row["gpu_error"]
         else:
             assert row["gpu"] == "full", (fmt, row.get("gpu_error"))
-            assert row["gpu_sqnr_db"] >= GPU_FLOORS[fmt], (fmt, row["gpu_sqnr_db"])
+            floor = (GPU_FLOAT_FLOOR_DB if fmt.startswith("float")
+                     else row["sqnr_db"] - GPU_INTEGER_MARGIN_DB)
+            assert row["gpu_sqnr_db"] >= floor, (fmt, row["gpu_sqnr_db"], row["sqnr_db"])
             assert row["gpu_adapter"] in xs_pipeline["info"]["gpu_engine"]
     assert rows["float32"]["latency_ratio"] == 1.0
     assert rows["float32"]["xnnpack_partitions"] == 1  # the folded float graph: one piece
@@ -231,8 +244,9 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
     `test_every_format_meets_its_fidelity_floor`)."""
     import keras
 
-    from converters.metadata import LABEL_FILE, read
-    from converters.pipeline import image_paths, preprocessing_of, split_images
+    from converters.litert.metadata import LABEL_FILE, read
+    from converters.pipeline import image_paths, split_images
+    from keras_swiftformer.source import resolve_source
     from keras_swiftformer.imagenet import class_names
     from tests.support.mediapipe_tasks import mediapipe_python, run_mediapipe
 
@@ -241,9 +255,9 @@ def test_mediapipe_opens_every_litert_file_with_the_keras_top1(xs_pipeline, tmp_
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
-    info = xs_pipeline["info"]
+    source = resolve_source(str(GOLDEN_CASES["original_xs"][0]), "XS")
     paths, _ = image_paths(IMAGES)
-    _, evaluation, _, _ = split_images(IMAGES, (224, 224), preprocessing_of(info), paths)
+    _, evaluation, _, _ = split_images(IMAGES, (224, 224), source.preprocessing, paths)
     photos = np.clip(np.round(evaluation), 0, 255).astype(np.uint8)
     np.save(tmp_path / "photos.npy", photos)
     keras_top1 = keras.saving.load_model(xs_pipeline["keras"], compile=False).predict(
@@ -301,7 +315,7 @@ def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
-        "from converters.runtime import TFLiteRunner\n"
+        "from converters.litert.runtime import TFLiteRunner\n"
         f"r = TFLiteRunner({xs_pipeline['models']['int8']!r})\n"
         "print(r.runtime, r.predict(np.zeros((1, 224, 224, 3), np.float32)).shape)\n"
     )
@@ -310,7 +324,10 @@ def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
 
 @pytest.mark.parametrize("args,message", [
     (["--formats", "float32,int9"], "Unknown format"),
-    (["--input-size", "16"], "at least 32"),
+    (["--input-size", "16"], "from 32"),
+    (["--input-size", "100000"], "to 2048 pixels"),
+    (["--formats", "float32", "--output-dir", "FILE"], "is a file"),
+    (["--checkpoint", "XS_CHECKPOINT"], "give --images DIR"),
     (["--input-size", "big"], "is not N or HxW"),
     (["--images", "EMPTY"], "no images"),
     (["--checkpoint", "missing.pth"], "No such checkpoint"),
@@ -327,14 +344,19 @@ def test_bad_input_fails_before_any_work(args, message, tmp_path, capsys):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(bytes(range(256)) * 8)
     out = tmp_path / "out"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
     stand_ins = {"EMPTY": str(empty), "GARBAGE": str(garbage),
-                 "CORRUPT": str(corrupt_folder(tmp_path, good=1))}
+                 "CORRUPT": str(corrupt_folder(tmp_path, good=1)), "FILE": str(a_file),
+                 "XS_CHECKPOINT": str(GOLDEN_CASES["original_xs"][0])}
     args = [stand_ins.get(a, a) for a in args]
-    assert main(args + ["--output-dir", str(out)]) == 2
+    if "--output-dir" not in args:
+        args += ["--output-dir", str(out)]
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
-    assert not out.exists()
+    assert not out.exists() and a_file.read_text() == "mine"
 
 
 def corrupt_folder(tmp_path, good):
@@ -388,3 +410,67 @@ def test_token_sum_as_mean_is_the_same_float_model(golden_model):
     data = golden("original_xs")
     assert_close_to_golden(mean.predict(data["inputs_odd"], verbose=0), data["logits_odd"])
 
+
+
+def test_a_model_trained_at_96_px_converts_at_96_px(tmp_path):
+    """A ``.keras`` model whose model.json says it was trained at 96 px is exported at 96 px
+    (int8 and coreml_float16) without --input-size; synthetic calibration is an explicit
+    opt-in for a real model."""
+    from converters.coreml import inspect_coreml
+    from keras_swiftformer.random_weights import realistic_weights
+
+    model = realistic_weights(SwiftFormer("XS", **TINY, input_shape=(None, None, 3), classes=3))
+    path = tmp_path / "run" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    (path.parent / "model.json").write_text(json.dumps(
+        {"classes": ["a", "b", "c"], "input_size": 96}))
+    out = tmp_path / "out"
+    options = dict(checkpoint=str(path), formats="int8,coreml_float16", output_dir=str(out),
+                   latency_runs=0, gpu_images=0, progress=lambda line: None)
+    with pytest.raises(ValueError, match="--images DIR"):
+        run_pipeline(images=ImageOptions(num_calibration=4, num_evaluation=4), **options)
+    assert not out.exists()
+    result = run_pipeline(images=ImageOptions(num_calibration=4, num_evaluation=4,
+                                              synthetic=True), **options)
+    assert [r.get("error") for r in result["rows"]] == [None, None]
+    assert result["info"]["input_shape"] == [96, 96, 3]
+    assert TFLiteRunner(result["models"]["int8"]).input_shape == (1, 96, 96, 3)
+    image = inspect_coreml(result["models"]["coreml_float16"])["inputs"]["image"]
+    assert (image["height"], image["width"]) == (96, 96)
+    assert inspect_coreml(result["models"]["coreml_float16"])["labels"] == ["a", "b", "c"]
+
+
+def test_a_format_that_fails_its_checks_leaves_no_file(tmp_path, monkeypatch):
+    """A Core ML package that fails its verification never appears (the check runs before the
+    package is moved into place); the row says why. The format is a new compression record
+    (2-bit palettes) registered with an unreachable weight floor."""
+    from converters.formats import COMPRESSIONS, COREML, CoreMLCompression, CoreMLRecipe, Format
+    from converters.pipeline import convert_format
+    from converters.targets import ClassifierInfo, ExportJob
+
+    model = SwiftFormer("XS", **TINY, input_shape=(64, 64, 3), classes=3)
+    compression = CoreMLCompression("palettize2", "palettize", 2, "per_tensor",
+                                    min_weight_sqnr_db=99.0)
+    monkeypatch.setitem(COMPRESSIONS, compression.name, compression)
+    strict = Format("coreml_strict2", COREML, "palette2", "float16", "float32", "a test",
+                    coreml=CoreMLRecipe("float16", compression))
+    job = ExportJob(model, ClassifierInfo("XS", ("a", "b", "c"), "labels"))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    path = tmp_path / "m_coreml_strict2.mlpackage"
+    row = convert_format(strict, job, str(path), images, model.predict(images, verbose=0))
+    assert "at least 99.0 dB expected" in row["error"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_help_imports_no_tensorflow():
+    out = run_python(
+        "import sys\n"
+        "from converters.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED', [m for m in ('tensorflow', 'keras', 'coremltools', 'torch')"
+        " if m in sys.modules])\n")
+    assert "LOADED []" in out, out

@@ -12,7 +12,7 @@ import pytest
 from converters.cli import main as convert
 from converters.coreml import inspect_coreml
 from converters.evaluate import evaluate, file_labels
-from converters.metadata import LABEL_FILE, read
+from converters.litert.metadata import LABEL_FILE, read
 from keras_swiftformer.training.cli import main as train
 from tests.support import GOLDEN_CASES, SAMPLES
 from tests.support.photos import photos_by_class

@@ -1,4 +1,4 @@
-"""converters.calibration and the int8 formats of converters.tflite: range choice, the
+"""converters.calibration and the int8 formats of converters.litert.tflite: range choice, the
 flatbuffer rewrite, and the fidelity of the default int8 on the fixture checkpoints."""
 
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 
 import keras
 from keras import layers
-from converters import calibration, tflite
+from converters import calibration
+from converters.litert import tflite
 from converters.formats import FORMATS
 from converters.metrics import fidelity
-from converters.runtime import TFLiteRunner
+from converters.litert.runtime import TFLiteRunner
 from tests.support import GOLDEN_CASES, HAS_SHARED_FIXTURES, SAMPLES
 
 RNG = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def _fixture_int8(case):
 
 
 def _check_fixture_floor(case):
-    from converters.litert_inspect import delegation
+    from converters.litert.inspection import delegation
 
     if not HAS_SHARED_FIXTURES:
         pytest.skip("the floors were measured on ../shared's fixture checkpoints")

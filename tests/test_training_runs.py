@@ -93,7 +93,7 @@ def wait(procs, output, until=None):
 
 
 def weights(path):
-    import keras_swiftformer  # noqa: F401
+    import keras_swiftformer.layers  # noqa: F401
 
     model = keras.saving.load_model(path, compile=False)
     return {w.path: np.asarray(w) for w in model.weights}

@@ -34,9 +34,10 @@ def models(tmp_path_factory):
     from PIL import Image
 
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
-    from converters.metadata import add_classifier_metadata
-    from converters.runtime import TFLiteRunner
-    from converters.tflite import export_tflite
+    from converters.litert.metadata import add_classifier_metadata
+    from converters.litert.runtime import TFLiteRunner
+    from converters.litert.tflite import export_tflite
+    from converters.targets import ClassifierInfo
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.imagenet import class_names
     from keras_swiftformer.images import load_images
@@ -55,8 +56,8 @@ def models(tmp_path_factory):
             export_tflite(folded, path, fmt, calibration=calibration, float_ops=FOLDED_FLOAT_OPS)
         else:
             export_tflite(folded, path, fmt)
-        path.write_bytes(add_classifier_metadata(path.read_bytes(), "XS", fmt,
-                                                 labels=class_names()))
+        path.write_bytes(add_classifier_metadata(path.read_bytes(), fmt,
+                                                 ClassifierInfo("XS", tuple(class_names()))))
         files[fmt], logits[fmt] = path, TFLiteRunner(path).predict(images)
     ranked = np.sort(logits["int8"], axis=1)
     best = int(np.argmax(ranked[:, -1] - ranked[:, -2]))

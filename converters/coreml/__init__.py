@@ -3,13 +3,14 @@ Linux, where Core ML cannot run.
 
 Modules by concern:
 
-- `converters.coreml.formats`: format names and options, feature names (pure Python).
+- `converters.coreml.formats`: export settings, feature names (pure Python).
 - `converters.coreml.graph`: the MIL program written from the folded inference graph.
 - `converters.coreml.export`: conversion, metadata, saving (`export_coreml`).
 - `converters.coreml.compression`: int8 weights, k-means palettes, W8A8.
 - `converters.coreml.inspection`: what a package holds; `op_histogram`.
 - `converters.coreml.verification`: spec, weight and numeric checks (`verify_coreml`).
 - `converters.coreml.mil_eval`: the numpy evaluator of ML programs.
+- `converters.coreml.target`: the `converters.targets` target of this runtime.
 
 Importing this package imports neither coremltools nor TensorFlow; the functions below are
 loaded from their modules on first use.
@@ -19,10 +20,10 @@ import importlib
 
 from converters.coreml.formats import (
     COMPRESSIONS,
-    COREML_FORMATS,
     PRECISIONS,
     CoreMLVerificationError,
     check_options,
+    compression_of,
     imagenet_labels,
 )
 
@@ -37,8 +38,8 @@ _LAZY = {
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["COMPRESSIONS", "COREML_FORMATS", "PRECISIONS", "CoreMLVerificationError",
-           "check_options", "imagenet_labels", *sorted(_MODULE_OF)]
+__all__ = ["COMPRESSIONS", "PRECISIONS", "CoreMLVerificationError", "check_options",
+           "compression_of", "imagenet_labels", *sorted(_MODULE_OF)]
 
 
 def __getattr__(name):

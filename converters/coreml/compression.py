@@ -14,13 +14,7 @@ import tempfile
 
 import numpy as np
 
-from converters.coreml.formats import (
-    COMPRESSIONS,
-    INPUT_NAME,
-    METADATA_PREFIX,
-    check_choice,
-    coremltools,
-)
+from converters.coreml.formats import INPUT_NAME, METADATA_PREFIX, compression_of, coremltools
 
 #: Weights with at most this many elements stay uncompressed (coremltools' default threshold).
 WEIGHT_THRESHOLD = 2048
@@ -69,33 +63,35 @@ def kmeans_palette(nbits, iterations=100, bins=128):
 def _weight_config(compression):
     import coremltools.optimize.coreml as cto
 
-    if compression in ("int8", "w8a8"):
-        return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
-                                           granularity="per_channel",
+    if compression.kind in ("linear", "w8a8"):
+        return cto.OpLinearQuantizerConfig(mode="linear_symmetric",
+                                           dtype=f"int{compression.nbits}",
+                                           granularity=compression.granularity,
                                            weight_threshold=WEIGHT_THRESHOLD)
-    nbits = int(compression[len("palettize"):])
-    return cto.OpPalettizerConfig(mode="custom", lut_function=kmeans_palette(nbits),
-                                  granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
+    return cto.OpPalettizerConfig(mode="custom", lut_function=kmeans_palette(compression.nbits),
+                                  granularity=compression.granularity,
+                                  weight_threshold=WEIGHT_THRESHOLD)
 
 
 def compress_coreml(mlmodel, compression):
-    """Compresses the weights of an ML program: ``"int8"`` and ``"w8a8"`` (linear symmetric,
+    """Compresses the weights of an ML program by a `converters.formats.CoreMLCompression` (or
+    its name): ``"int8"`` and ``"w8a8"`` (linear symmetric,
     per output channel; w8a8's activations are quantised by `activation_pipeline` first),
     ``"palettize6"`` / ``"palettize4"`` (a k-means palette of 64 / 16 values per tensor,
     `kmeans_palette`). Tensors of at most `WEIGHT_THRESHOLD` elements stay as they are."""
-    check_choice("compression", compression, COMPRESSIONS)
+    compression = compression_of(compression)
     if compression is None:
         return mlmodel
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
     config = cto.OptimizationConfig(_weight_config(compression))
-    if compression in ("int8", "w8a8"):
+    if compression.kind in ("linear", "w8a8"):
         compressed = cto.linear_quantize_weights(mlmodel, config)
     else:
         compressed = cto.palettize_weights(mlmodel, config)
     spec = compressed.get_spec()
-    spec.description.metadata.userDefined[METADATA_PREFIX + "compression"] = compression
+    spec.description.metadata.userDefined[METADATA_PREFIX + "compression"] = compression.name
     return ct.models.MLModel(spec, weights_dir=compressed.weights_dir, skip_model_load=True)
 
 

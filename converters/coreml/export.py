@@ -12,7 +12,6 @@ Compression (`converters.coreml.compression`) is applied to the float16 program.
 import os
 
 from converters.coreml.formats import (
-    COREML_FORMATS,
     INPUT_NAME,
     LABEL_NAME,
     LOGITS_NAME,
@@ -20,9 +19,9 @@ from converters.coreml.formats import (
     PROBABILITIES_NAME,
     check_options,
     coremltools,
-    deployment_target,
     imagenet_labels,
 )
+from converters.formats import COREML_FORMATS, file_name
 from keras_swiftformer.files import atomic_output
 
 #: `metadata` keys stored in the model's own fields; the others become user metadata.
@@ -123,17 +122,34 @@ def save_coreml(mlmodel, path):
     return path
 
 
-def export_coreml(model, path, *, precision="float16", compression=None, classifier=True,
-                  class_labels=None, image_size=None, metadata=None, calibration=None):
+def recipe_of(recipe):
+    """The `converters.formats.CoreMLRecipe` of a recipe, a Core ML `Format` or its name
+    (``"coreml_int8"``); None: float16, uncompressed."""
+    from converters.formats import CoreMLRecipe, Format, get_format
+
+    if recipe is None:
+        return CoreMLRecipe()
+    if isinstance(recipe, (str, Format)):
+        fmt = get_format(recipe)
+        if fmt.coreml is None:
+            raise ValueError(f"{fmt.name} is a {fmt.target} format, not a Core ML one")
+        return fmt.coreml
+    if not isinstance(recipe, CoreMLRecipe):
+        raise ValueError(f"Expected a Core ML format or CoreMLRecipe, got {recipe!r}")
+    return recipe
+
+
+def export_coreml(model, path, recipe=None, *, classifier=True, class_labels=None,
+                  image_size=None, metadata=None, calibration=None):
     """Exports a Keras SwiftFormer classifier to a Core ML ``.mlpackage`` (iOS 16+).
 
     Args:
         model: a SwiftFormer classifier (``include_top=True``; with or without its
             ``preprocessing`` layer and softmax, which are replaced).
         path: output folder, ending in ``.mlpackage``; written atomically.
-        precision: compute precision, ``"float16"`` (default) or ``"float32"``.
-        compression: None, ``"int8"``, ``"palettize6"``, ``"palettize4"`` (weights only) or
-            ``"w8a8"`` (int8 activations and weights, iOS 17+; needs `calibration`).
+        recipe: a `converters.formats.CoreMLRecipe` (compute precision and compression),
+            or a Core ML format (``"coreml_int8"``); default float16, uncompressed. A
+            compression that quantises activations (``w8a8``) needs `calibration`.
         classifier: outputs ``classLabel`` and ``probabilities`` (a label -> probability
             dictionary); False: one ``logits`` (1, classes) array.
         class_labels: class names; default the ImageNet names for 1000 classes.
@@ -149,15 +165,16 @@ def export_coreml(model, path, *, precision="float16", compression=None, classif
     """
     if not os.fspath(path).endswith(".mlpackage"):
         raise ValueError(f"A Core ML ML program is saved as a .mlpackage folder, got {path}")
-    paths = _export(model, {os.fspath(path): (precision, compression)}, calibration,
+    paths = _export(model, {os.fspath(path): recipe_of(recipe)}, calibration,
                     dict(classifier=classifier, class_labels=class_labels,
                          image_size=image_size, metadata=metadata))
     return paths[os.fspath(path)]
 
 
-def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
+def export_coreml_formats(model, directory, formats=COREML_FORMATS, *,
                           name="swiftformer", calibration=None, **options):
-    """Exports `model` in several `COREML_FORMATS`, converting once per precision and target.
+    """Exports `model` in several `converters.formats.COREML_FORMATS`, converting once per
+    precision and target.
 
     Args:
         calibration: images for ``w8a8`` (see `export_coreml`).
@@ -169,32 +186,32 @@ def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
     """
     unknown = [f for f in formats if f not in COREML_FORMATS]
     if unknown:
-        raise ValueError(f"Unknown Core ML formats {unknown}; known: {list(COREML_FORMATS)}")
-    jobs = {os.path.join(directory, f"{name}_{fmt}.mlpackage"): (
-        COREML_FORMATS[fmt]["precision"], COREML_FORMATS[fmt]["compression"]) for fmt in formats}
+        raise ValueError(f"Unknown Core ML formats {unknown}: choose from "
+                         f"{', '.join(COREML_FORMATS)}")
+    jobs = {os.path.join(directory, file_name(name, fmt)): recipe_of(fmt) for fmt in formats}
     paths = _export(model, jobs, calibration, options)
     return dict(zip(formats, paths.values()))
 
 
 def _export(model, jobs, calibration, options):
-    """Writes {path: (precision, compression)}, converting once per (precision, target)."""
+    """Writes {path: `CoreMLRecipe`}, converting once per (precision, minimum OS)."""
     from converters.coreml.compression import activation_pipeline, compress_coreml
 
-    for precision, compression in jobs.values():
-        check_options(precision, compression, options.get("classifier", True),
+    for recipe in jobs.values():
+        check_options(recipe.precision, recipe.compression, options.get("classifier", True),
                       options.get("class_labels"))
-        if compression == "w8a8" and calibration is None:
-            raise ValueError("w8a8 quantises activations: give calibration images "
-                             "(N, H, W, 3) RGB in [0, 255]")
+        if recipe.compression and recipe.compression.calibrated and calibration is None:
+            raise ValueError(f"{recipe.compression.name} quantises activations: give "
+                             "calibration images (N, H, W, 3) RGB in [0, 255]")
     converted, paths = {}, {}
-    for path, (precision, compression) in jobs.items():
-        target = deployment_target(compression)
+    for path, recipe in jobs.items():
+        precision, compression, target = recipe.precision, recipe.compression, recipe.minimum_os
         if (precision, target) not in converted:
             converted[precision, target] = convert_to_coreml(model, precision=precision,
                                                              target=target, **options)
         mlmodel = converted[precision, target]
-        if compression == "w8a8":
-            mlmodel = convert_to_coreml(model, precision="float16", target="iOS17",
+        if compression is not None and compression.calibrated:
+            mlmodel = convert_to_coreml(model, precision=precision, target=target,
                                         pass_pipeline=activation_pipeline(mlmodel, calibration),
                                         **options)
         paths[path] = save_coreml(compress_coreml(mlmodel, compression), path)

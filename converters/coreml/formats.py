@@ -1,23 +1,17 @@
-"""Core ML export options per format and the names a package's features carry.
+"""Core ML export settings and the names a package's features carry.
 
-Pure Python: `android_bench` and the pipeline read the format names from here without importing
-coremltools or TensorFlow.
+The formats and compressions themselves are the typed records of `converters.formats`
+(`CoreMLRecipe`, `CoreMLCompression`, `COMPRESSIONS`). Pure Python: `android_bench` and the
+pipeline read them without importing coremltools or TensorFlow.
 """
 
-from converters.formats import COREML_FORMATS as _NAMES, FORMATS
+from converters.formats import COMPRESSIONS, CoreMLCompression
 
-#: Format name (`converters.formats`) -> `converters.coreml.export_coreml` options. Compression
-#: is applied to the float16 program. ``w8a8``: int8 activations (calibrated) and int8
-#: weights, iOS 17+.
-COREML_FORMATS = {name: FORMATS[name].coreml for name in _NAMES}
 PRECISIONS = ("float16", "float32")
-COMPRESSIONS = (None, "int8", "palettize6", "palettize4", "w8a8")
-#: Compressions that need calibration images (activation ranges).
-CALIBRATED_COMPRESSIONS = ("w8a8",)
 
-#: Core ML specification version of the minimum deployment target: iOS 16 / macOS 13, and
-#: iOS 17 / macOS 14 for int8 activations (the ``quantize`` / ``dequantize`` ops).
-SPECIFICATION_VERSIONS = {"iOS16": 7, "iOS17": 8}
+#: Core ML specification version of the minimum deployment target: iOS 16 / macOS 13, iOS 17 /
+#: macOS 14 for int8 activations (the ``quantize`` / ``dequantize`` ops), iOS 18 / macOS 15.
+SPECIFICATION_VERSIONS = {"iOS16": 7, "iOS17": 8, "iOS18": 9}
 DEFAULT_IMAGE_SIZE = (224, 224)
 INPUT_NAME = "image"
 LOGITS_NAME = "logits"
@@ -30,9 +24,21 @@ class CoreMLVerificationError(AssertionError):
     """A saved package does not have the expected spec, weights or outputs."""
 
 
+def compression_of(compression):
+    """The `converters.formats.CoreMLCompression` of a record, its name (a package's metadata
+    says it) or None (no compression: None); ValueError naming the known ones."""
+    if compression is None or isinstance(compression, CoreMLCompression):
+        return compression
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"Unknown Core ML compression {compression!r}: choose from "
+                         f"{', '.join(COMPRESSIONS)} or None")
+    return COMPRESSIONS[compression]
+
+
 def deployment_target(compression):
-    """"iOS16", or "iOS17" for a compression that quantises activations."""
-    return "iOS17" if compression == "w8a8" else "iOS16"
+    """The minimum OS of a compression (a record, a name or None): "iOS16" without one."""
+    compression = compression_of(compression)
+    return compression.minimum_os if compression is not None else "iOS16"
 
 
 def coremltools():
@@ -54,7 +60,7 @@ def check_choice(name, value, choices):
 def check_options(precision, compression, classifier=True, class_labels=None, classes=None):
     """Raises ValueError for an unknown precision or compression, or labels that do not fit."""
     check_choice("precision", precision, PRECISIONS)
-    check_choice("compression", compression, COMPRESSIONS)
+    compression_of(compression)
     if classifier and class_labels is None and classes not in (None, 1000):
         raise ValueError(f"The model has {classes} classes: give class_labels for a classifier, "
                          "or classifier=False for raw logits")

@@ -14,6 +14,7 @@ from converters.coreml.formats import (
     PROBABILITIES_NAME,
     SPECIFICATION_VERSIONS,
     CoreMLVerificationError,
+    compression_of,
     deployment_target,
     imagenet_labels,
 )
@@ -23,12 +24,10 @@ from converters.metrics import fidelity, sqnr_db
 # the source's largest magnitude: float32 (written as is), float16 (rounding, 2**-11), int8
 # (half a step of the per-channel symmetric scale, max / 127, plus float16).
 WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
-#: Palettized tensors: least signal-to-quantisation-noise ratio (dB) against their source.
-PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 15.0}
-#: Compressed-weight and quantisation ops each compression leaves in the program.
-COMPRESSION_OPS = {None: set(), "int8": {"constexpr_affine_dequantize"},
-                   "palettize6": {"constexpr_lut_to_dense"},
-                   "palettize4": {"constexpr_lut_to_dense"},
+#: Compressed-weight and quantisation ops each kind of compression
+#: (`converters.formats.CoreMLCompression.kind`) leaves in the program.
+COMPRESSION_OPS = {None: set(), "linear": {"constexpr_affine_dequantize"},
+                   "palettize": {"constexpr_lut_to_dense"},
                    "w8a8": {"constexpr_affine_dequantize", "quantize", "dequantize"}}
 
 
@@ -45,6 +44,7 @@ def check_spec(info, *, precision, compression, classifier, class_labels=None, i
     from converters.coreml.mil_eval import OPS
 
     problems = []
+    compression = compression_of(compression)
     version = SPECIFICATION_VERSIONS[deployment_target(compression)]
     if info["specification_version"] != version:
         problems.append(f"specification version {info['specification_version']}, expected "
@@ -81,7 +81,7 @@ def check_spec(info, *, precision, compression, classifier, class_labels=None, i
                         f"pixel {np.round(-np.asarray(mean_pixel), 4).tolist()}")
     if set(info["compute_dtypes"]) != {precision}:
         problems.append(f"compute dtypes {info['compute_dtypes']}, expected only {precision}")
-    expected_ops = COMPRESSION_OPS[compression]
+    expected_ops = COMPRESSION_OPS[compression and compression.kind]
     found = {op for op in info["ops"]
              if op.startswith("constexpr_") or op in ("quantize", "dequantize")}
     if found != expected_ops:
@@ -90,8 +90,9 @@ def check_spec(info, *, precision, compression, classifier, class_labels=None, i
     if unknown:
         problems.append(f"operations the evaluator does not know: {sorted(unknown)}")
     if info["metadata"].get("precision") != precision or info["metadata"].get(
-            "compression") != (compression or "none"):
-        problems.append(f"metadata {info['metadata']} does not state {precision}/{compression}")
+            "compression") != (compression.name if compression else "none"):
+        problems.append(f"metadata {info['metadata']} does not state {precision}/"
+                        f"{compression.name if compression else None}")
     _fail(problems, "Core ML spec check failed")
 
 
@@ -155,9 +156,9 @@ def _package_weights(program):
     return found
 
 
-def _closest(array, options, palettized, precision, compressed):
-    """(key, relative error, SQNR dB, label) of the candidate closest to `array`."""
-    best = None
+def _matches(array, options, precision, compressed):
+    """[(relative error, SQNR dB, label)] of `array` against each candidate of `options`."""
+    found = []
     for label, reference in options:
         scale = max(float(np.max(np.abs(reference))), 1e-30)
         err = np.abs(array - reference)
@@ -165,12 +166,8 @@ def _closest(array, options, palettized, precision, compressed):
             # Tiny weights are float16 subnormals, whose step (2**-24) is far above 2**-11 of
             # their magnitude.
             err = np.maximum(err - 2.0**-24, 0.0)
-        rel = float(np.max(err)) / scale
-        sqnr = sqnr_db(reference, array)
-        key = -sqnr if palettized else rel
-        if best is None or key < best[0]:
-            best = (key, rel, sqnr, label)
-    return best
+        found.append((float(np.max(err)) / scale, sqnr_db(reference, array), label))
+    return found
 
 
 def check_weights(program, model, *, precision, compression, image_size=None, graph=None):
@@ -178,14 +175,15 @@ def check_weights(program, model, *, precision, compression, image_size=None, gr
 
     Each non-scalar float constant of the program must equal a tensor of `expected_weights`
     of the same form and shape: within `WEIGHT_RTOL` of the precision (int8: of the int8
-    step), or for palettized tensors with at least `PALETTE_MIN_SQNR_DB`. Every folded weight
-    must be found; an all-zero bias may be absent.
+    step), or for palettized tensors with at least the compression's ``min_weight_sqnr_db``.
+    Every folded weight must be found; one that rounds to zeros in `precision` may be absent.
 
     Returns:
         {"checked": tensors compared, "max_rel_error": largest error relative to its source's
         largest magnitude (non-palettized), "min_palette_sqnr_db": least SQNR of a palettized
         tensor or None}. Raises CoreMLVerificationError on a mismatch.
     """
+    compression = compression_of(compression)
     candidates = expected_weights(model, image_size, graph)
     by_shape = {}
     for label, form, array in candidates:
@@ -196,33 +194,44 @@ def check_weights(program, model, *, precision, compression, image_size=None, gr
     for where, form, array, compressed in package:
         array = np.squeeze(array) if form != "vector" else array
         palettized = compressed == "constexpr_lut_to_dense"
-        best = _closest(array, by_shape.get((form, array.shape), []), palettized, precision,
-                        compressed)
-        if best is None:
+        matches = _matches(array, by_shape.get((form, array.shape), []), precision, compressed)
+        if not matches:
             problems.append(f"{where} {array.shape}: no Keras weight of this shape")
             continue
-        _, rel, sqnr, label = best
         if palettized:
+            floor = compression.min_weight_sqnr_db
+            sqnr, label = max((m[1], m[2]) for m in matches)
             min_sqnr = sqnr if min_sqnr is None else min(min_sqnr, sqnr)
-            if sqnr < PALETTE_MIN_SQNR_DB[compression]:
+            if sqnr < floor:
                 problems.append(f"{where}: closest Keras weight {label} at {sqnr:.1f} dB "
-                                f"(at least {PALETTE_MIN_SQNR_DB[compression]} dB expected)")
+                                f"(at least {floor} dB expected)")
                 continue
+            good = {m[2] for m in matches if m[1] >= floor}
         else:
             bound = WEIGHT_RTOL["int8" if compressed else precision]
+            rel, label = min((m[0], m[2]) for m in matches)
             if rel > bound:
                 problems.append(f"{where}: closest Keras weight {label} differs by {rel:.2g} "
                                 f"of its magnitude (allowed {bound:.2g})")
                 continue
             max_rel = max(max_rel, rel)
-        used.add(label)
+            good = {m[2] for m in matches if m[0] <= bound}
+        used |= good  # coremltools keeps one copy of equal constants (const_deduplication)
     missing = sorted(label for label, _, array in candidates
-                     if label not in used and not np.all(array == 0))
+                     if label not in used and not _vanishes(array, precision))
     if missing:
         problems.append(f"folded Keras weights not found in the package ({len(missing)}): "
                         + ", ".join(missing[:12]))
     _fail(problems, "Core ML weight check failed")
     return {"checked": len(package), "max_rel_error": max_rel, "min_palette_sqnr_db": min_sqnr}
+
+
+def _vanishes(array, precision):
+    """Whether a folded tensor rounds to all zeros in `precision`, so that coremltools may drop
+    it (a bias of zeros is no add): float16 rounds magnitudes up to half its least subnormal
+    (2**-25) to zero."""
+    limit = 2.0**-25 if precision == "float16" else 0.0
+    return bool(np.all(np.abs(array) <= limit))
 
 
 def logits_graph(model):
@@ -291,7 +300,8 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
     Args:
         path: the ``.mlpackage``.
         model: the Keras model given to `converters.coreml.export_coreml`.
-        images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size.
+        images: (N, H, W, 3) RGB in [0, 255] (any floats), H x W the package's image size;
+            None: the spec and weight checks only (no "logits", "probabilities").
         rtol: if given, the logits' max error relative to max |Keras logits| must be below it.
         class_labels: the labels a classifier must carry (default: ImageNet's for 1000
             classes).
@@ -310,13 +320,15 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
     info = inspect_coreml(path, program)
     meta = info["metadata"]
     precision, compression = meta.get("precision"), meta.get("compression")
-    compression = None if compression == "none" else compression
+    compression = None if compression in (None, "none") else compression_of(compression)
     classifier = meta.get("classifier") == "True"
-    images = np.asarray(images, np.float32)
     image = info["inputs"].get(INPUT_NAME, {})
     size = (image.get("height"), image.get("width"))
-    if images.ndim != 4 or images.shape[1:] != (*size, 3):
-        raise ValueError(f"images must be (N, {size[0]}, {size[1]}, 3) RGB, got {images.shape}")
+    if images is not None:
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != (*size, 3):
+            raise ValueError(f"images must be (N, {size[0]}, {size[1]}, 3) RGB, got "
+                             f"{images.shape}")
     labels = class_labels
     if labels is None and classifier and logits_graph(model)[0].shape[-1] == 1000:
         labels = imagenet_labels()
@@ -325,11 +337,13 @@ def verify_coreml(path, model, images, *, rtol=None, class_labels=None):
                class_labels=labels, mean_pixel=graph.mean_pixel)
     weights = check_weights(program, model, precision=precision, compression=compression,
                             graph=graph)
+    report = {"size_bytes": info["size_bytes"], "spec": info,
+              "ops": op_summary(op_histogram(program)), "weights": weights}
+    if images is None:
+        return report
     reference = keras_logits(model, images)
     logits, probabilities, overflows = run_coreml(program, images)
-    report = {"size_bytes": info["size_bytes"], "spec": info,
-              "ops": op_summary(op_histogram(program)), "weights": weights,
-              "logits": fidelity(reference, logits), "float16_overflows": overflows}
+    report.update(logits=fidelity(reference, logits), float16_overflows=overflows)
     if probabilities is not None:
         exp = np.exp(reference - reference.max(-1, keepdims=True))
         report["probabilities"] = {"max_abs": float(np.max(np.abs(

@@ -19,7 +19,7 @@ import tensorflow as tf
 #: float; everything else is int8.
 FLOAT_OPS = ("MAXIMUM", "MEAN", "MUL", "RSQRT")
 
-#: Input / output types of the QAT exports, as `converters.tflite`'s "int8" / "int8_float_io".
+#: Input / output types of the QAT exports, as `converters.litert.tflite`'s "int8" / "int8_float_io".
 IO_TYPES = {"int8": tf.int8, "float": tf.float32}
 
 

@@ -1,6 +1,6 @@
 """Quantisation-aware training that starts from the post-training `int8` and exports through it.
 
-The post-training `int8` of the folded graph (`converters.tflite.convert`, format "int8" with
+The post-training `int8` of the folded graph (`converters.litert.tflite.convert`, format "int8" with
 `converters.inference_graph.FOLDED_FLOAT_OPS`) runs only the convolutions and projections in
 int8: each CONV_2D / FULLY_CONNECTED but the classifier takes an int8 input (a QUANTIZE of the
 float tensor before it, through a PAD where there is one), holds per-output-channel int8 weights
@@ -330,7 +330,7 @@ def export(model, folded, images, batch_size=1):
 
     from converters import calibration
     from converters.inference_graph import FOLDED_FLOAT_OPS
-    from converters.tflite import configure, saved_model
+    from converters.litert.tflite import configure, saved_model
 
     tuned = tuned_weights(model, folded)
     with tempfile.TemporaryDirectory() as directory:
@@ -364,7 +364,7 @@ def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse"
             the start.
 
     Returns:
-        (`.tflite` bytes (`export`): as format "int8" of `converters.tflite`, float32 input and
+        (`.tflite` bytes (`export`): as format "int8" of `converters.litert.tflite`, float32 input and
         output;
         `converters.metrics.fidelity` of the student before fine-tuning on `evaluation`, i.e.
         of the post-training int8 file within float rounding, or None without `evaluation`).

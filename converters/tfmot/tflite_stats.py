@@ -5,7 +5,7 @@ the Keras model it came from.
 
 import numpy as np
 
-from converters.litert_inspect import flatbuffer_utils
+from converters.litert.inspection import flatbuffer_utils
 
 #: Ops whose second input is a kernel: (op type, axis of the output channels in TFLite's layout).
 #: TFLite lays kernels out as (out, h, w, in) for CONV_2D, (1, h, w, out) for DEPTHWISE_CONV_2D

@@ -434,7 +434,7 @@ def tiny_models(tmp_path_factory):
     folder = tmp_path_factory.getbasetemp() / "bench_tiny_models"
     paths = {fmt: folder / f"tiny_{fmt}.tflite" for fmt in ("float32", "float16")}
     if not all(p.exists() for p in paths.values()):
-        from converters.tflite import export_tflite
+        from converters.litert.tflite import export_tflite
         from keras_swiftformer import SwiftFormer
 
         model = SwiftFormer(classifier_activation=None, **TINY)

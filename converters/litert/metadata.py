@@ -33,7 +33,7 @@ import numpy as np
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -241,7 +241,7 @@ def attach(content, metadata, files):
     """A ``.tflite`` with `metadata` (`encode_metadata` bytes) as its ``TFLITE_METADATA``
     buffer, replacing one already there, and `files` ({name: bytes}) zipped after it, replacing
     any files packed before. Returns the new file's bytes."""
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     fb = flatbuffer_utils()
     model_bytes, _ = split_associated_files(content)
@@ -272,7 +272,7 @@ def read(content):
     if isinstance(content, (str, os.PathLike)):
         with open(content, "rb") as f:
             content = f.read()
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     model_bytes, files = split_associated_files(content)
     model = flatbuffer_utils().read_model_from_bytearray(bytearray(model_bytes))
@@ -290,7 +290,7 @@ _TENSOR_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 7: "int16",
 def tensor_io(content):
     """The single input and first output of ``.tflite`` bytes: ``{"name", "dtype", "shape",
     "scale", "zero_point"}`` each (scale / zero point None for float tensors)."""
-    from converters.litert_inspect import flatbuffer_utils
+    from converters.litert.inspection import flatbuffer_utils
 
     model_bytes, _ = split_associated_files(content)
     model = flatbuffer_utils().read_model_from_bytearray(bytearray(model_bytes))
@@ -339,24 +339,21 @@ def _input_description(source, preprocessing):
     return text
 
 
-def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
-                        source_checkpoint=None, license=None, version=None,
-                        preprocessing=DEFAULT_PREPROCESSING):
+def classifier_metadata(content, fmt, about, version=None):
     """The ``ModelMetadata`` dict of a SwiftFormer classifier file.
 
     Args:
         content: the ``.tflite`` bytes (its input type and shape are read from them).
-        variant, fmt: "XS"..., and the export format, for the name and description.
-        labels: class names in output order (None: no label file is referenced).
-        probabilities: the output is softmax probabilities (else logits).
-        source_checkpoint: where the weights came from.
-        license: the licence text of the file (of the weights).
+        fmt: the export format's name, for the name and description.
+        about: a `converters.targets.ClassifierInfo`: variant, class names in output order
+            (None: no label file is referenced), probabilities or logits, the weights' source
+            and licence, and their evaluation transform (for the input's description).
         version: the converter's version (default: keras_swiftformer's).
-        preprocessing: the weights' evaluation transform
-            (`keras_swiftformer.sources.Preprocessing`), for the input's description.
     """
     import keras_swiftformer
 
+    variant, labels, probabilities = about.variant, about.labels, about.probabilities
+    preprocessing = about.preprocessing or DEFAULT_PREPROCESSING
     source, output = tensor_io(content)
     image = {"name": "image", "description": _input_description(source, preprocessing),
              "content": {"content_properties": {"type": "ImageProperties", "value": {
@@ -379,11 +376,11 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
     description = (f"SwiftFormer-{variant} image classifier ({len(labels or []) or 'its'} "
                    f"classes), {fmt} LiteRT export by keras-swiftformer; {source['dtype']} "
                    f"input, {output['dtype']} {kind} output. Weights: "
-                   f"{source_checkpoint or 'unknown'}.")
+                   f"{about.source or 'unknown'}.")
     return {
         "name": f"SwiftFormer-{variant} ({fmt})", "description": description,
         "version": version or keras_swiftformer.__version__, "author": "keras-swiftformer",
-        "license": license or "Code: Apache-2.0 (keras-swiftformer). Weights: the licence "
+        "license": about.license or "Code: Apache-2.0 (keras-swiftformer). Weights: the licence "
                               "of the source checkpoint.",
         "subgraph_metadata": [{"input_tensor_metadata": [image],
                                "output_tensor_metadata": [scores]}],
@@ -394,15 +391,13 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
     }
 
 
-def add_classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
-                            source_checkpoint=None, license=None,
-                            preprocessing=DEFAULT_PREPROCESSING, extra=None):
+def add_classifier_metadata(content, fmt, about):
     """``.tflite`` bytes -> the same model with classifier metadata, its label file and
-    ``swiftformer.json`` (`classifier_metadata` arguments, and `extra` fields for the JSON)."""
-    metadata = classifier_metadata(content, variant, fmt, labels, probabilities,
-                                   source_checkpoint, license, preprocessing=preprocessing)
+    ``swiftformer.json`` (`classifier_metadata`; `about` a `converters.targets.ClassifierInfo`)."""
+    metadata = classifier_metadata(content, fmt, about)
+    preprocessing = about.preprocessing or DEFAULT_PREPROCESSING
     source, output = tensor_io(content)
-    info = {"variant": variant, "format": fmt, "source_checkpoint": source_checkpoint,
+    info = {"variant": about.variant, "format": fmt, "source_checkpoint": about.source,
             "input": source, "output": {**output, "kind": metadata["subgraph_metadata"][0][
                 "output_tensor_metadata"][0]["name"]},
             "preprocessing": {"pixels": "RGB 0-255", "mean": [0, 0, 0], "std": [1, 1, 1],
@@ -410,8 +405,10 @@ def add_classifier_metadata(content, variant, fmt, labels=None, probabilities=Fa
                               "crop_pct": preprocessing.crop_pct,
                               "crop_mode": preprocessing.crop_mode,
                               "interpolation": preprocessing.interpolation},
-            "mediapipe_ready": source["dtype"] in MEDIAPIPE_INPUT_TYPES, **(extra or {})}
+            "mediapipe_ready": source["dtype"] in MEDIAPIPE_INPUT_TYPES}
+    if about.token_weighting is not None:
+        info["token_weighting"] = about.token_weighting
     files = {INFO_FILE: json.dumps(info, indent=2).encode()}
-    if labels is not None:
-        files[LABEL_FILE] = ("\n".join(labels) + "\n").encode()
+    if about.labels is not None:
+        files[LABEL_FILE] = ("\n".join(about.labels) + "\n").encode()
     return attach(content, encode_metadata(metadata), files)

@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from converters.formats import LITERT, get_format
+from converters.formats import get_format
 from keras_swiftformer.config import HEADS
 from keras_swiftformer.files import atomic_output
 
@@ -39,14 +39,14 @@ class ExportError(RuntimeError):
 def check_format(fmt):
     """The `converters.formats.Format` of LiteRT format `fmt`; ValueError otherwise."""
     record = get_format(fmt)
-    if record.runtime != LITERT:
-        raise ValueError(f"{record.name} is a {record.runtime} format, not a LiteRT one")
+    if record.litert is None:
+        raise ValueError(f"{record.name} is a {record.target} format, not a LiteRT one")
     return record
 
 
 def _ours(fmt):
     """Whether `fmt`'s integer model comes from `converters.calibration` (int8 activations)."""
-    return fmt.calibrated and fmt.activations.startswith("int8")
+    return fmt.litert.activations == "int8"
 
 
 def input_signature_shape(model, batch_size=1):
@@ -118,17 +118,18 @@ def configure(converter, fmt, calibration=None):
     import tensorflow as tf
 
     fmt = check_format(fmt)
+    recipe = fmt.litert
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if fmt.name == "float32":
+    if not recipe.optimize:
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if fmt.weights == "float16":
+    if recipe.weights == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif fmt.calibrated:
+    if recipe.calibrated:
         if calibration is None:
-            raise ValueError(f"Format {fmt.name} needs calibration images")
+            raise ValueError(f"Format {fmt.name} needs calibration images: give --images DIR")
         converter.representative_dataset = representative_dataset(calibration)
-        if fmt.activations == "int16":
+        if recipe.activations == "int16":
             # Ops without a 16x8 kernel (L2_NORMALIZATION) fall back to float.
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
@@ -162,7 +163,7 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
     fmt = check_format(fmt)
     if fmt.calibrated and calibration is None:
         raise ValueError(f"Format {fmt.name} needs calibration images")
-    if fmt.activations == "int16":  # its SUM kernel fails over thousands of tokens, MEAN does not
+    if fmt.litert.activations == "int16":  # its SUM kernel fails over thousands of tokens
         model = with_token_sum(model, "mean")
     if _ours(fmt):
         from converters.calibration import head_nodes, quantize
@@ -207,6 +208,18 @@ def _as_array(images):
     return np.concatenate([np.asarray(b, np.float32) for b in images])
 
 
+def convert_checked(model, fmt="float32", calibration=None, batch_size=1,
+                    float_ops=KERAS_FLOAT_OPS, shared=None):
+    """`convert`, with the converter's own errors raised as ExportError naming the format."""
+    fmt = check_format(fmt)
+    try:
+        return convert(model, fmt, calibration, batch_size, float_ops, shared)
+    except ValueError:
+        raise
+    except Exception as err:  # the converter raises ConverterError and others
+        raise ExportError(f"{fmt.name}: conversion failed: {err}") from err
+
+
 def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
                   float_ops=KERAS_FLOAT_OPS, shared=None):
     """Converts `model` (see `convert`) and writes `path` atomically; returns `path`.
@@ -216,13 +229,7 @@ def export_tflite(model, path, fmt="float32", calibration=None, batch_size=1,
     """
     if not str(path).endswith(".tflite"):
         raise ValueError(f"A LiteRT model path must end in .tflite, got {path}")
-    fmt = check_format(fmt)
-    try:
-        content = convert(model, fmt, calibration, batch_size, float_ops, shared)
-    except ValueError:
-        raise
-    except Exception as err:  # the converter raises ConverterError and others
-        raise ExportError(f"{fmt.name}: conversion failed: {err}") from err
+    content = convert_checked(model, fmt, calibration, batch_size, float_ops, shared)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(content)

@@ -9,14 +9,14 @@ checked without a phone.
 - `vulkan_icd`: the Vulkan driver (ICD manifest) to use: ``VK_ICD_FILENAMES`` /
   ``VK_DRIVER_FILES`` when set, else a real GPU's, else SwiftShader's, else None.
 - `run_gpu`: one file on the GPU engine, in a child process (``python -m
-  converters.litert_gpu``): the Vulkan variables must be set before the engine loads, and a crash
+  converters.litert.gpu``): the Vulkan variables must be set before the engine loads, and a crash
   of the native engine becomes the result's ``error`` instead of ending the caller.
 - `gpu_rows`: GPU columns for the LiteRT rows of the pipeline's report, against the CPU float32
   file's logits on the same images.
 
 Which ops stayed on the CPU comes from the engine's log ("Following operations are not
 supported by GPU delegate: OP: reason"); when a partly accelerated file's log names none, the
-GPU-delegate analyser's incompatible ops (`converters.litert_inspect.gpu_compatibility`) that the
+GPU-delegate analyser's incompatible ops (`converters.litert.inspection.gpu_compatibility`) that the
 file contains stand in, and ``cpu_ops_method`` says so.
 """
 
@@ -32,6 +32,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from converters.formats import REFERENCE_FORMAT
 
 #: The environment variables naming Vulkan ICD manifests (the loader's current and older name).
 ICD_VARIABLES = ("VK_DRIVER_FILES", "VK_ICD_FILENAMES")
@@ -230,7 +232,7 @@ def parse_engine_log(text):
 def _output_quantization(path):
     """((input dtype, scale, zero point), (output dtype, scale, zero point)) read by a plain
     interpreter (`CompiledModel` does not report quantisation)."""
-    from converters.runtime import make_interpreter
+    from converters.litert.runtime import make_interpreter
 
     with open(path, "rb") as f:
         interpreter = make_interpreter(f.read(), use_xnnpack=False, allocate=False)
@@ -249,7 +251,7 @@ def _child(spec):
         Options,
     )
 
-    from converters.runtime import dequantize, quantize
+    from converters.litert.runtime import dequantize, quantize
 
     images = np.load(spec["images"])
     (in_type, in_scale, in_zero), (out_type, out_scale, out_zero) = _output_quantization(
@@ -356,7 +358,7 @@ def run_gpu(path, images, enforce_f32=False, timeout=DEFAULT_TIMEOUT, icd=None, 
                                                          os.environ.get("PYTHONPATH")) if p)}
         env.setdefault("XDG_RUNTIME_DIR", folder)  # Dawn's window-system probe wants one
         try:
-            proc = subprocess.run([sys.executable, "-m", "converters.litert_gpu",
+            proc = subprocess.run([sys.executable, "-m", "converters.litert.gpu",
                                    json.dumps(spec)], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, timeout=timeout, env=env, cwd=folder)
             text, code = proc.stdout.decode("utf-8", "replace"), proc.returncode
@@ -399,7 +401,7 @@ def _failure_reason(kept, text):
 def _analyser_ops(path):
     """{op type: "GPU analyser"} of the analyser's incompatible ops (the fallback when the
     engine's log names none)."""
-    from converters.litert_inspect import gpu_compatibility
+    from converters.litert.inspection import gpu_compatibility
 
     return {op: "GPU analyser" for op in gpu_compatibility(path)["incompatible_ops"]}
 
@@ -444,9 +446,9 @@ def gpu_rows(rows, output_dir, images, reference=None, enforce_f32=False,
             row.update(gpu_columns(GpuResult("not run", error=NO_DEVICE)))
         return rows
     if reference is None:
-        reference = next((path for row, path in files if row["format"] == "float32"), None)
+        reference = next((path for row, path in files if row["format"] == REFERENCE_FORMAT), None)
     if isinstance(reference, (str, os.PathLike)):
-        from converters.runtime import TFLiteRunner
+        from converters.litert.runtime import TFLiteRunner
 
         reference = TFLiteRunner(reference).predict(images)
     for row, path in files:

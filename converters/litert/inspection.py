@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from converters.runtime import make_interpreter
+from converters.formats import REFERENCE_FORMAT
+from converters.litert.runtime import make_interpreter
 
 #: Ratio to float32 above which the report flags a format as running on slow kernels.
 SLOW_RATIO = 3.0
@@ -210,7 +211,7 @@ def host_latency(paths, runs=30, warmup=3, num_threads=1, seed=0):
     Returns:
         {path: `latency_summary` dict}.
     """
-    from converters.runtime import TFLiteRunner
+    from converters.litert.runtime import TFLiteRunner
 
     interpreters = []
     for i, path in enumerate(paths):
@@ -245,7 +246,7 @@ def inspect_rows(rows, output_dir, latency_runs=30, progress=print):
              "(XNNPACK, 1 thread)")
     latency = host_latency([path for _, path in files], runs=latency_runs)
     base = next((latency[path]["median_ms"] for row, path in files
-                 if row["format"] == "float32"), None)
+                 if row["format"] == REFERENCE_FORMAT), None)
     for row, path in files:
         row["latency_ms"] = latency[path]["median_ms"]
         if base:
