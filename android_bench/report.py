@@ -27,6 +27,52 @@ COLUMNS = (
 )
 
 
+def _file_above(path):
+    """The nearest existing ancestor of `path` when it is not a folder, else None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) else parent
+
+
+def check_file(path, flag):
+    """Raises ValueError unless a file can be written at `path` (named by `flag` in the
+    message): not an existing folder (never replaced), not under a file."""
+    path = os.fspath(path)
+    if not path or path.endswith(("/", os.sep)):
+        raise ValueError(f"{flag} {path!r} names no file: give a file path such as "
+                         "out/bench/phone.json")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is an existing folder, which is left alone: give a "
+                         "file path")
+    above = _file_above(path)
+    if above:
+        raise ValueError(f"{flag} {path} is under {above}, which is a file: give a path in a "
+                         "folder")
+
+
+def check_folder(path, flag):
+    """Raises ValueError unless `path` is, or can become, a folder (named by `flag`)."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a file, not a folder: give a folder path")
+    above = _file_above(path)
+    if above:
+        raise ValueError(f"{flag} {path} is under {above}, which is a file: give a folder "
+                         "path")
+
+
+def check_prefix(prefix, flag="--output"):
+    """Raises ValueError unless ``PREFIX.json``, ``.md`` and ``.png`` can be written: checked
+    before any benchmark runs, so that a long run never ends on a path it cannot write."""
+    prefix = os.fspath(prefix)
+    if not os.path.basename(prefix) or os.path.isdir(prefix):
+        raise ValueError(f"{flag} {prefix!r} is a folder; it is the prefix of the .json, .md "
+                         f"and .png written: give e.g. {os.path.join(prefix, 'bench')}")
+    for suffix in (".json", ".md", ".png"):
+        check_file(prefix + suffix, flag)
+
+
 def write_text(path, text):
     """Writes `text` to `path` atomically; returns `path`."""
     with atomic_output(path) as tmp:
@@ -180,6 +226,7 @@ def write_outputs(docs, prefix, x="gmacs", plot_title=None):
     docs = [validate(doc, f"report {i}") for i, doc in enumerate(docs)]
     if not docs:
         raise ValueError("No reports to merge")
+    check_prefix(prefix)
     table_rows = rows(docs)
     placeable(table_rows, x)  # an unknown axis fails before anything is written
     table = markdown_table(table_rows)

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from android_bench.cli import main
-from android_bench.flow import FlowError, convert_variants, run_flow
+from android_bench.flow import Conversion, FlowError, run_flow
 from android_bench.schema import ReportError, load_reports
+from android_bench.timing import Timing
 from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE, tiny_models
 
 HAS_PIPELINE = importlib.util.find_spec("converters.pipeline") is not None
@@ -25,7 +26,7 @@ def quiet(line):
 def test_models_and_phone_json_make_one_table(tiny, tmp_path):
     paths = run_flow(models=[f"XS/float32={tiny['float32']}", f"L1/float32={tiny['float16']}"],
                      device_json=[ANDROID_SAMPLE, IOS_SAMPLE], output=str(tmp_path / "all"),
-                     warmup=1, runs=4, progress=quiet)
+                     timing=Timing(warmup=1, runs=4), progress=quiet)
     docs = load_reports([paths["json"]])
     assert [d["source"] for d in docs] == ["host", "android-app", "ios-app"]
     assert [d["source"] for d in load_reports([paths["host"]])] == ["host"]
@@ -45,15 +46,13 @@ def test_input_is_checked_before_any_work(tiny, tmp_path):
     with pytest.raises(FlowError, match="Nothing to benchmark"):
         run_flow(output=str(tmp_path / "out"), progress=quiet)
     with pytest.raises(FlowError, match="Unknown LiteRT formats \\['fp8'\\]"):
-        convert_variants(["XS"], ["fp8"])
+        Conversion(["XS"], ["fp8"])
     with pytest.raises(FlowError, match="A checkpoint holds one variant"):
-        convert_variants(["XS", "L1"], ["float32"], checkpoint=str(tiny["float32"]))
-    with pytest.raises(FlowError, match="No such checkpoint"):
-        convert_variants(["XS"], ["float32"], checkpoint=str(tmp_path / "missing.pth"))
+        Conversion(["XS", "L1"], ["float32"], checkpoint=str(tiny["float32"]))
     with pytest.raises(ValueError, match="Unknown SwiftFormer variant 'XL'"):
-        convert_variants(["XL"], ["float32"])
-    with pytest.raises(ValueError, match="Thread counts"):
-        run_flow(models=[tiny["float32"]], threads=(0,), progress=quiet)
+        Conversion(["XL"], ["float32"])
+    with pytest.raises(ValueError, match="--backends gpu: the host runner takes"):
+        run_flow(models=[tiny["float32"]], timing=Timing(backends="gpu"), progress=quiet)
 
 
 def test_flow_command_reports_bad_input(tmp_path, capsys):
@@ -66,9 +65,10 @@ def test_flow_command_reports_bad_input(tmp_path, capsys):
 @pytest.mark.skipif(not HAS_PIPELINE, reason="converters.pipeline not present")
 def test_conversion_through_the_pipeline(tmp_path):
     """XS at 64x64, random weights, float32: converted by the pipeline, then benchmarked."""
-    paths = run_flow(variants=["XS"], formats=["float32"], input_size=64,
-                     output_dir=str(tmp_path / "converted"), output=str(tmp_path / "xs"),
-                     warmup=1, runs=3, progress=quiet)
+    conversion = Conversion(["XS"], ["float32"], input_size=64,
+                            output_dir=str(tmp_path / "converted"))
+    paths = run_flow(conversion, output=str(tmp_path / "xs"), timing=Timing(warmup=1, runs=3),
+                     progress=quiet)
     [host] = load_reports([paths["host"]])
     [result] = host["results"]
     assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
