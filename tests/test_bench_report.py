@@ -146,7 +146,7 @@ def test_unreadable_files_and_bad_merged_files(tmp_path, app_docs):
     with pytest.raises(ReportError, match="Cannot read benchmark JSON .*missing.json"):
         load_reports([tmp_path / "missing.json"])
     (tmp_path / "broken.json").write_text('{"schema": ')
-    with pytest.raises(ReportError, match="broken.json is not valid JSON"):
+    with pytest.raises(ReportError, match="broken.json is not a benchmark JSON file"):
         load_reports([tmp_path / "broken.json"])
     merged = {"schema": "swiftformer-bench/1", "reports": [app_docs[0], {"schema": "x"}]}
     (tmp_path / "merged.json").write_text(json.dumps(merged))
