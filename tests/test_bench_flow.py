@@ -10,6 +10,7 @@ from android_bench.flow import Conversion, FlowError, run_flow
 from android_bench.schema import ReportError, load_reports
 from android_bench.timing import Timing
 from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE, tiny_models
+from tests.test_hub import REPO, add_snapshot, hub_cache, timm_folder  # noqa: F401 (fixture)
 
 HAS_PIPELINE = importlib.util.find_spec("converters.pipeline") is not None
 
@@ -74,3 +75,30 @@ def test_conversion_through_the_pipeline(tmp_path):
     assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
     assert result["model"] == "swiftformer_xs_float32.tflite"
     assert (tmp_path / "converted" / "xs" / "swiftformer_xs_float32.tflite").exists()
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="converters.pipeline not present")
+def test_flow_takes_an_hf_address_as_the_converter_does(hub_cache, tmp_path, capsys):
+    """``flow --checkpoint hf://...`` with no --variants: the converter resolves the address
+    from a prepared offline cache and the checkpoint's own variant names the files."""
+    folder = timm_folder()
+    add_snapshot(hub_cache, REPO, "c" * 40, {"config.json": folder / "config.json",
+                                             "model.safetensors": folder / "model.safetensors"})
+    status = main(["flow", "--checkpoint", f"hf://{REPO}", "--input-size", "64",
+                   "--output-dir", str(tmp_path / "converted"), "--warmup", "0", "--runs", "2",
+                   "--output", str(tmp_path / "bench")])
+    assert status == 0, capsys.readouterr().err
+    assert (tmp_path / "converted" / "swiftformer_xs_float32.tflite").exists()
+    [host] = load_reports([tmp_path / "bench_host.json"])
+    [result] = host["results"]
+    assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
+
+
+def test_flow_hands_a_missing_checkpoint_to_the_converter(tmp_path, capsys):
+    """The converter's resolver, not the flow, names what is wrong with a source."""
+    status = main(["flow", "--checkpoint", str(tmp_path / "missing.pth"),
+                   "--output-dir", str(tmp_path / "converted"),
+                   "--output", str(tmp_path / "bench")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "missing.pth" in err[0], err
+    assert not (tmp_path / "converted").exists()
