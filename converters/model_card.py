@@ -2,10 +2,13 @@
 
 Markdown as the Hugging Face Hub and Kaggle Models show it: YAML front matter (licence, library,
 tags, pipeline tag, datasets where known), then what the model and its weights are, the
-preprocessing the weights expect, the labels, the measured fidelity and latency
-(`converters.report.markdown_table`), how to run each file (MediaPipe Tasks on Android, iOS and
-the web; Core ML through Vision) and the paper's citation. Its input is the pipeline's report
-data (`converters.pipeline.run_pipeline`'s ``info`` and ``rows``); missing keys are left out.
+preprocessing the weights expect, the labels, the file to ship per runtime
+(`converters.report.choose_files`), the measured fidelity, latency and accuracy
+(`converters.report.markdown_table`), the files of the run, how to run the chosen files
+(MediaPipe Tasks on Android, iOS and the web; Core ML through Vision) and the paper's citation.
+Its input is the run's typed `converters.results.Report`; facts it lacks are left out. Every
+text that came from the user (labels, licence, sources, file names) is escaped for Markdown and
+HTML (`converters.report.md_text`, `md_code`).
 """
 
 import json
@@ -13,9 +16,9 @@ import os
 import re
 import textwrap
 
-from converters.report import markdown_table
-from keras_swiftformer.files import atomic_output
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING, FORMAT_DEFAULTS
+from converters import results as R
+from converters.report import TARGETS, choose_files, markdown_table, md_code, md_text, ship_lines
+from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
 
 CARD_NAME = "MODEL_CARD.md"
 #: Labels shown in the card before "...".
@@ -26,11 +29,15 @@ IMAGENET_LABELS_SOURCE = ("the 1000 ImageNet-1k classes in index order "
                           "first lemma of each)")
 #: A licence given as a Hub licence id (apache-2.0, mit, cc-by-4.0...) rather than a text.
 _LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")
+#: File names the code examples may quote as they are.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _yaml(value):
-    """`value` as a YAML scalar or flow list (JSON strings and lists are valid YAML)."""
-    return json.dumps(value, ensure_ascii=False)
+    """`value` as a YAML scalar or flow list: JSON, with <, > and & as \\u escapes so that no
+    renderer that shows the front matter as text can find a tag in it."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _front_matter(fields):
@@ -39,37 +46,27 @@ def _front_matter(fields):
 
 
 def _license(info):
-    """(Hub licence id, sentence about the weights' licence)."""
-    given = info.get("license")
-    if info.get("random_weights"):
+    """(Hub licence id, sentence about the weights' licence, as Markdown)."""
+    given = info.license
+    if info.random_weights:
         return "apache-2.0", ("None: the weights are random. The code that made these files is "
                               "keras-swiftformer, Apache-2.0.")
     if given and _LICENSE_ID.fullmatch(str(given)):
-        return str(given).lower(), f"{given} (as given to the conversion)."
+        return str(given).lower(), f"{md_text(given)} (as given to the conversion)."
     if given:
-        return "other", f"{given}"
+        return "other", md_text(given)
     return "other", ("The licence of the source checkpoint, which the conversion was not told "
                      "(`swiftformer-convert --license`): check it at the source before "
                      "redistributing these files.")
 
 
-def _preprocessing(info):
-    """The `keras_swiftformer.sources.Preprocessing` facts of the run's weights, as a dict."""
-    base = FORMAT_DEFAULTS.get(info.get("format_in"), DEFAULT_PREPROCESSING)
-    return {"crop_pct": info.get("crop_pct", base.crop_pct),
-            "crop_mode": info.get("crop_mode", base.crop_mode),
-            "interpolation": info.get("interpolation", base.interpolation),
-            "mean": base.mean, "std": base.std}
-
-
 def _size(info):
-    shape = info.get("input_shape") or [224, 224, 3]
-    height, width = shape[0] or 224, shape[1] or 224
-    return int(height), int(width)
+    shape = info.input_shape or [224, 224, 3]
+    return int(shape[0] or 224), int(shape[1] or 224)
 
 
-def _resize_text(pre, height, width):
-    crop_pct, mode, interp = pre["crop_pct"], pre["crop_mode"], pre["interpolation"]
+def _resize_text(info, height, width):
+    crop_pct, mode, interp = info.crop_pct, info.crop_mode, md_text(info.interpolation)
     if mode == "squash" and crop_pct == 1:
         return (f"{interp} resize of the whole image to {height}x{width} (aspect ratio not "
                 "kept), no crop")
@@ -82,19 +79,22 @@ def _resize_text(pre, height, width):
 
 
 def _weights_section(info):
-    source = info.get("source") or info.get("checkpoint")
-    fmt = info.get("format_in")
+    source = info.source or info.checkpoint
+    fmt = info.format_in
     _, licence = _license(info)
-    if info.get("random_weights"):
+    if info.random_weights:
         lines = ["**This is not a trained model.** No checkpoint was given, so the files carry "
                  "random weights drawn at a trained model's scale: their fidelity and latency "
                  "numbers are real, their predictions are meaningless."]
     else:
-        lines = [f"- **Source**: `{source}`" + (f" ({fmt} checkpoint format)" if fmt else "")]
-    if info.get("token_weighting"):
-        lines.append(f"- **Token weighting** of the attention: `{info['token_weighting']}`"
+        lines = [f"- **Source**: {md_code(source)}"
+                 + (f" ({md_text(fmt)} checkpoint format)" if fmt else "")]
+        if info.trained_from:
+            lines.append(f"- **Trained from**: {md_code(info.trained_from)}")
+    if info.token_weighting:
+        lines.append(f"- **Token weighting** of the attention: {md_code(info.token_weighting)}"
                      + (" (all tokens weighted 1, Hugging Face's port and the first official "
-                        "release)" if info["token_weighting"] == "ones" else
+                        "release)" if info.token_weighting == "ones" else
                         " (normalised over the tokens, the current official code and timm)"))
     lines.append(f"- **Licence of the weights**: {licence}")
     return lines
@@ -107,7 +107,7 @@ def _labels_section(labels):
         labels, source = class_names(), IMAGENET_LABELS_SOURCE
     else:
         labels, source = list(labels), "given to the conversion"
-    shown = ", ".join(f"`{name}`" for name in labels[:FIRST_LABELS])
+    shown = ", ".join(md_code(name) for name in labels[:FIRST_LABELS])
     more = f", ... ({len(labels) - FIRST_LABELS} more)" if len(labels) > FIRST_LABELS else ""
     return [f"{len(labels)} classes, {source}: {shown}{more}.", "",
             "The `.tflite` files carry them as MediaPipe's packed label file (TFLite metadata); "
@@ -115,33 +115,43 @@ def _labels_section(labels):
 
 
 def _preprocessing_section(info):
-    pre = _preprocessing(info)
     height, width = _size(info)
-    resize = _resize_text(pre, height, width)
-    mean = ", ".join(f"{v:g}" for v in pre["mean"])
-    std = ", ".join(f"{v:g}" for v in pre["std"])
-    stretch = pre["crop_mode"] == "squash" and pre["crop_pct"] == 1
-    return [
+    mean = ", ".join(f"{v:g}" for v in IMAGENET_MEAN)
+    std = ", ".join(f"{v:g}" for v in IMAGENET_STD)
+    lines = [
         f"- **Input**: one RGB image, {height}x{width}, pixel values 0-255 as decoded (float; "
         "the int8/uint8-input files quantise them with the scale and zero point in their "
         "metadata). Do not normalise: the model applies the ImageNet mean "
-        f"({mean}) and std ({std}) of [0, 1] pixels inside.",
-        f"- **Resize**: {resize}, as the weights were evaluated"
-        + (f" ({info['format_in']} format)." if info.get("format_in") else "."),
+        f"({mean}) and std ({std}) of [0, 1] pixels inside."]
+    if info.crop_pct is None or info.crop_mode is None or info.interpolation is None:
+        return lines + ["- **Resize**: the evaluation transform of these weights was not "
+                        "recorded."]
+    stretch = info.crop_mode == "squash" and info.crop_pct == 1
+    return lines + [
+        f"- **Resize**: {_resize_text(info, height, width)}, as the weights were evaluated"
+        + (f" ({md_text(info.format_in)} format)." if info.format_in else "."),
         "- MediaPipe's ImageClassifier stretches the whole image to the input size"
         + (", which is this resize." if stretch else
            ": crop the image first for the reference accuracy."),
-        "- In Python: `keras_swiftformer.imagenet.load_images(paths, "
-        f"({height}, {width}), crop_pct={pre['crop_pct']}, crop_mode=\"{pre['crop_mode']}\", "
-        f"interpolation=\"{pre['interpolation']}\")`.",
-    ], pre
+        "- In Python: " + md_code(
+            f"keras_swiftformer.imagenet.load_images(paths, ({height}, {width}), "
+            f"crop_pct={info.crop_pct}, crop_mode={json.dumps(str(info.crop_mode))}, "
+            f"interpolation={json.dumps(str(info.interpolation))})") + ".",
+    ]
 
 
-def _first_file(rows, suffix, prefer=("float32", "coreml_float16")):
-    ok = [r for r in rows if not r.get("error") and str(r.get("file", "")).endswith(suffix)
-          and r.get("mediapipe", True) is not False]
-    ok.sort(key=lambda r: r.get("format") not in prefer)
-    return ok[0]["file"] if ok else None
+def _files_section(report, files, sizes):
+    """The files of this run (`files`: names on disk, failed formats' left out)."""
+    if not files:
+        return ["No file of this run is on disk."]
+    formats = {r.file: r.format for r in report.formats if r.file}
+    lines = []
+    for name in files:
+        size = f", {sizes[name] / 1e6:.2f} MB" if sizes.get(name) is not None else ""
+        what = f" ({md_text(formats[name])}{size})" if name in formats else \
+            (f" ({size[2:]})" if size else "")
+        lines.append(f"- {md_code(name)}{what}")
+    return lines
 
 
 def _kotlin(tflite):
@@ -220,12 +230,25 @@ try VNImageRequestHandler(cgImage: cgImage).perform([request])
 ```'''
 
 
-def _usage_section(rows, pre):
-    tflite, mlpackage = _first_file(rows, ".tflite"), _first_file(rows, ".mlpackage")
+def _example(choices, target, rows, runtime):
+    """The file a code example uses: the chosen file of `target`, else the first that runs
+    there; only a plain file name (the examples quote it as it is)."""
+    from converters.report import runtime_of
+
+    chosen = next((c.file for c in choices if c.target == target), None)
+    if chosen is None:
+        chosen = next((r.file for r in rows if r.ok and r.file and runtime_of(r) == runtime
+                       and not (r.mediapipe and r.mediapipe.ok is False)), None)
+    return chosen if chosen and _PLAIN_NAME.fullmatch(chosen) else None
+
+
+def _usage_section(report, choices, info):
+    tflite = _example(choices, TARGETS[0], report.formats, "litert")
+    mlpackage = _example(choices, TARGETS[2], report.formats, "coreml")
     lines = []
     if tflite:
-        lines += ["Any `.tflite` file above that MediaPipe opens works the same way; "
-                  f"`{tflite}` as the example.", "",
+        lines += [f"The examples use {md_code(tflite)}, the file to ship for MediaPipe (above); "
+                  "any `.tflite` file of this run that MediaPipe opens works the same way.", "",
                   "### Android: MediaPipe Tasks (Kotlin)", "", _kotlin(tflite), "",
                   "### iOS: MediaPipe Tasks (Swift)", "", _swift_mediapipe(tflite), "",
                   "### Web: MediaPipe Tasks (JavaScript, `@mediapipe/tasks-vision`)", "",
@@ -234,9 +257,10 @@ def _usage_section(rows, pre):
         lines += ["No `.tflite` file of this conversion opens in MediaPipe.", ""]
     if mlpackage:
         lines += ["### iOS and macOS: Core ML with Vision (Swift)", "",
-                  f"For the `.mlpackage` files (a classifier program: its outputs are "
-                  f"`classLabel` and `probabilities`); `{mlpackage}` as the example.", "",
-                  _swift_vision(mlpackage, pre), ""]
+                  "For the `.mlpackage` files (a classifier program: its outputs are "
+                  f"`classLabel` and `probabilities`); {md_code(mlpackage)}, the file to ship "
+                  "for Core ML, as the example.", "",
+                  _swift_vision(mlpackage, {"crop_mode": info.crop_mode}), ""]
     return lines
 
 
@@ -251,43 +275,41 @@ def paper_bibtex():
     return textwrap.dedent(match.group(0))
 
 
-def model_card(info, rows, labels=None):
+def model_card(report, files=None, sizes=None):
     """The model card of a conversion, as Markdown with YAML front matter.
 
     Args:
-        info: the pipeline's run facts (`converters.pipeline.run_pipeline`'s ``info``:
-            checkpoint, format_in, random_weights, crop_pct, variant, token_weighting,
-            input_shape, evaluation_images, image_source, latency, versions...); missing keys
-            are left out.
-        rows: the report rows (`converters.report.COLUMNS` keys); rows with ``error`` are
-            listed as failed.
-        labels: the class names; None: the ImageNet-1k names (`keras_swiftformer.imagenet`).
+        report: the run's `converters.results.Report` (its labels None: ImageNet-1k's).
+        files: the names of this run's files on disk (`write_model_card` finds them); None:
+            the files of the rows that did not fail.
+        sizes: {file name: bytes} shown beside `files`.
     """
-    bad = [type(r).__name__ for r in rows if not isinstance(r, dict)]
-    if not isinstance(info, dict) or bad:
-        raise TypeError("model_card takes the pipeline's info dict and report rows (dicts); got "
-                        f"{type(info).__name__} and rows of {sorted(set(bad)) or 'dict'}")
-    variant = info.get("variant") or "?"
+    if not isinstance(report, R.Report):
+        raise TypeError("model_card takes a converters.results.Report (converters.results."
+                        f"as_report makes one of the pipeline's info and rows); got "
+                        f"{type(report).__name__}")
+    info, rows = report.info, report.formats
+    variant = md_text(info.variant or "?")
     licence_id, _ = _license(info)
-    label_lines, labels = _labels_section(labels)
-    trained = not info.get("random_weights")
+    label_lines, labels = _labels_section(report.labels)
+    trained = not info.random_weights
     imagenet = trained and len(labels) == 1000
-    suffixes = {os.path.splitext(str(r.get("file", "")))[1] for r in rows if not r.get("error")}
+    runtimes = {r.runtime or ("coreml" if r.coreml_ops else "litert") for r in rows if r.ok}
     tags = (["swiftformer", "image-classification", "vision", "mobile", "keras"]
-            + (["tflite", "litert", "mediapipe"] if ".tflite" in suffixes else [])
-            + (["coreml"] if ".mlpackage" in suffixes else [])
+            + (["tflite", "litert", "mediapipe"] if "litert" in runtimes else [])
+            + (["coreml"] if "coreml" in runtimes else [])
             + ([] if trained else ["random-weights"]))
-    source = str(info.get("source") or info.get("checkpoint") or "")
     front = _front_matter({
-        "license": licence_id,
-        "library_name": "keras",
-        "tags": tags,
+        "license": licence_id, "library_name": "keras", "tags": tags,
         "pipeline_tag": "image-classification",
         "datasets": ["imagenet-1k"] if imagenet else None,
-        "base_model": source[len("hf://"):].split("@")[0] if source.startswith("hf://") else None,
+        "base_model": info.hub_repo,
     })
-    preprocessing_lines, pre = _preprocessing_section(info)
-    failed = [r for r in rows if r.get("error")]
+    failed = [r for r in rows if r.error]
+    if files is None:
+        files = [r.file for r in rows if r.ok and r.file]
+    files = [f for f in files if f not in {r.file for r in failed}]
+    choices = choose_files(report)
     height, width = _size(info)
     lines = [front, f"# SwiftFormer-{variant}" + ("" if trained else " (random weights)"), "",
              f"SwiftFormer-{variant} (Shaker et al., ICCV 2023), an image classifier with "
@@ -301,33 +323,79 @@ def model_card(info, rows, labels=None):
              "- **Paper**: [SwiftFormer: Efficient Additive Attention for Transformer-based "
              "Real-time Mobile Vision Applications](https://arxiv.org/abs/2303.15446)",
              "- **Official code**: https://github.com/Amshaker/SwiftFormer"]
-    if info.get("versions"):
-        lines.append(f"- **Converted with**: {info['versions']}")
+    if info.versions:
+        lines.append(f"- **Converted with**: {md_text(info.versions)}")
     lines += ["", "## Weights", ""] + _weights_section(info)
-    lines += ["", "## Preprocessing", ""] + preprocessing_lines
+    lines += ["", "## Preprocessing", ""] + _preprocessing_section(info)
     lines += ["", "## Labels", ""] + label_lines
-    lines += ["", "## Fidelity and latency", "",
+    lines += ["", "## Which file to ship", ""] + ship_lines(choices)
+    lines += ["", "## Fidelity, latency and accuracy", "",
               "Each file's outputs against the Keras float32 model"
-              + (f" on {info['evaluation_images']} evaluation images"
-                 if info.get("evaluation_images") else "")
-              + (f" ({info['image_source']})" if info.get("image_source") else "")
+              + (f" on {info.evaluation_images} evaluation images"
+                 if info.evaluation_images else "")
+              + (f" ({md_text(info.image_source)})" if info.image_source else "")
               + ", never used for calibration."
               + (" The images were synthetic, so the integer formats' fidelity is not "
-                 "representative of photos." if info.get("synthetic_images") else ""),
-              f"Latency: {info.get('latency') or 'not measured'}.", "",
-              markdown_table(rows), ""]
+                 "representative of photos." if info.synthetic_images else ""),
+              f"Latency: {md_text(info.latency or 'not measured')}.", ""]
+    if info.accuracy is not None:
+        from converters.report import accuracy_text
+
+        lines += [f"Labelled accuracy: {md_text(accuracy_text(info.accuracy))}; the files' "
+                  "own in the top-1 % and top-5 % columns.", ""]
+    lines += [markdown_table(rows), ""]
     if failed:
-        lines += ["**Failed formats** (no file was written):", ""]
-        lines += [f"- `{r.get('format')}`: FAILED: {r['error']}" for r in failed] + [""]
-    lines += ["## How to run", ""] + _usage_section(rows, pre)
+        lines += ["**Failed formats** (no file of theirs is part of this run):", ""]
+        lines += [f"- {md_code(r.format)}: FAILED: {md_text(r.error)}" for r in failed] + [""]
+    lines += ["## Files", ""] + _files_section(report, files, sizes or {}) + [""]
+    lines += ["## How to run", ""] + _usage_section(report, choices, info)
     lines += ["## Citation", "", "The SwiftFormer paper:", "", "```bibtex", paper_bibtex(),
               "```", ""]
     return "\n".join(lines)
 
 
-def write_model_card(output_dir, info, rows, labels=None):
-    """Writes `model_card` to ``output_dir/MODEL_CARD.md`` atomically; returns its path."""
-    card = model_card(info, rows, labels)
+def _disk_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(path)
+                   for f in names)
+    return os.path.getsize(path)
+
+
+def run_files(output_dir, report, folder=None):
+    """The names of this run's files on disk: those of `folder` (a started
+    `converters.output.OutputFolder`), else of the folder's run manifest, else the report's
+    rows' files and report files that exist; ``MODEL_CARD.md`` last."""
+    from converters.output import read_manifest
+
+    if folder is not None:
+        names = folder.files()
+    elif read_manifest(output_dir) is not None:
+        names = [n for n in read_manifest(output_dir)["files"]
+                 if os.path.lexists(os.path.join(output_dir, str(n)))]
+    else:
+        names = [n for n in [r.file for r in report.formats if r.ok and r.file]
+                 + ["report.json", "report.md", "report.png"]
+                 if n and os.path.lexists(os.path.join(output_dir, n))]
+    return [n for n in names if n != CARD_NAME] + [CARD_NAME]
+
+
+def write_model_card(output_dir, report, rows=None, labels=None, folder=None):
+    """Writes `model_card` to ``output_dir/MODEL_CARD.md`` atomically, listing the run's files
+    on disk (`run_files`); returns its path.
+
+    Args:
+        report: a `converters.results.Report`; or the pipeline's info dict with `rows` and
+            `labels` (`converters.results.as_report`).
+        folder: the run's `converters.output.OutputFolder`, when one is open.
+    """
+    from keras_swiftformer.files import atomic_output
+
+    if not isinstance(report, R.Report):
+        report = R.as_report(report, rows, labels)
+    files = run_files(output_dir, report, folder)
+    sizes = {n: _disk_size(os.path.join(output_dir, n)) for n in files
+             if os.path.lexists(os.path.join(output_dir, n))}
+    card = model_card(report, files, sizes)
     path = os.path.join(output_dir, CARD_NAME)
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(card)
