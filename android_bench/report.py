@@ -14,6 +14,7 @@ from keras_swiftformer.files import atomic_output
 from android_bench.models import VARIANT_ORDER, guess_variant_and_format, paper_value
 from android_bench.schema import SCHEMA, validate
 from converters.report import markdown_table as _markdown_table
+from converters.report import md_text
 
 PLOT_AXES = {"gmacs": ("gmacs", "GMACs (paper)"), "top1": ("top1", "ImageNet top-1 % (paper)")}
 #: Table columns for `converters.report.markdown_table`: (header, row key, format).
@@ -130,8 +131,9 @@ def markdown_table(table_rows):
     failed = [r for r in table_rows if r["status"] != "ok"]
     if failed:
         lines += ["", "Failed:"]
-        lines += [f"- {r['source']} / {r['device']} / {r['backend']} / {r['label']}: "
-                  f"{' / '.join(r['error'].split(chr(10)))[:300]}" for r in failed]
+        lines += ["- " + md_text(f"{r['source']} / {r['device']} / {r['backend']} / "
+                                 f"{r['label']}: {' / '.join(r['error'].split(chr(10)))[:300]}")
+                  for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +238,7 @@ def write_outputs(docs, prefix, x="gmacs", plot_title=None):
     devices = sorted({f"{d['source']}: {d['device']['name']} ({d['device'].get('os', '?')}, "
                       f"{d['runtime']['name']} {d['runtime'].get('version') or ''})".rstrip()
                       for d in docs})
-    header = "Measured on:\n" + "".join(f"- {d}\n" for d in devices) + "\n"
+    header = "Measured on:\n" + "".join(f"- {md_text(d)}\n" for d in devices) + "\n"
     paths["markdown"] = write_text(f"{prefix}.md", header + table)
     paths["plot"] = (plot(table_rows, f"{prefix}.png", x, plot_title)
                      if placeable(table_rows, x) else None)
