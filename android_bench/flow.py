@@ -84,27 +84,28 @@ def _pipeline():
 def convert_variants(conversion, progress=print):
     """Converts each variant of `conversion` (a `Conversion`) to each of its LiteRT formats
     -> model entries for `benchmark_host`. The model source is resolved by the converter, so
-    the flow takes what ``swiftformer-convert`` takes."""
+    the flow takes what ``swiftformer-convert`` takes; what was converted is read back from
+    the conversion's ``report.json`` (`converters.results`)."""
+    from converters import results
+
     run_pipeline, options = _pipeline()
     entries = []
     for variant in conversion.jobs():
         # One folder per variant; the checkpoint's own variant is known only once resolved.
         folder = os.path.join(conversion.output_dir, variant.lower()) if variant \
             else conversion.output_dir
-        # TODO(results): read the rows through converters.results once run_pipeline
-        # returns typed results; today its "models" map (format -> path) and "info".
-        result = run_pipeline(options(
-            checkpoint=conversion.checkpoint, variant=variant,
-            formats=list(conversion.formats), input_size=conversion.input_size,
-            output_dir=folder,
-            images=conversion.images), progress=progress)
-        converted = (result.get("info") or {}).get("variant") or variant
+        run_pipeline(options(checkpoint=conversion.checkpoint, variant=variant,
+                             formats=list(conversion.formats), input_size=conversion.input_size,
+                             output_dir=folder, images=conversion.images), progress=progress)
+        report = results.load(folder)
+        converted = report.info.variant or variant
         for fmt in conversion.formats:
-            path = result["models"].get(fmt)
-            if path is None:
+            row = report.row(fmt)
+            if row is None or not row.ok:
                 progress(f"{converted} {fmt}: conversion failed, not benchmarked")
                 continue
-            entries.append({"path": path, "variant": converted, "format": fmt})
+            entries.append({"path": os.path.join(folder, row.file), "variant": converted,
+                            "format": fmt})
     return entries
 
 
