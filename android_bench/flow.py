@@ -9,7 +9,7 @@ import dataclasses
 import os
 
 from android_bench.models import parse_model_spec
-from android_bench.report import check_prefix, write_outputs
+from android_bench.report import check_folder, check_prefix, write_outputs
 from android_bench.schema import load_reports
 from android_bench.timing import Timing
 
@@ -131,6 +131,8 @@ def run_flow(conversion=Conversion(), models=(), device_json=(), timing=None,
     timing = (timing or Timing()).require("host")
     check_prefix(output)
     check_prefix(f"{output}_host")
+    if conversion.jobs():
+        check_folder(conversion.output_dir, "--output-dir")
     device_docs = load_reports(device_json)
     entries = [parse_model_spec(m) for m in models]
     if not conversion.jobs() and not entries:

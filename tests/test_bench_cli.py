@@ -251,4 +251,6 @@ def test_flow_refuses_bad_phone_json_and_outputs_before_converting(tmp_path, cap
     (tmp_path / "x_host.json").mkdir()
     fails_in_one_line([*base, "--output", tmp_path / "x"], capsys,
                       "x_host.json is an existing folder")
+    fails_in_one_line(["flow", "--variants", "XS", "--output-dir", ANDROID_SAMPLE,
+                       "--output", tmp_path / "y"], capsys, "--output-dir ")
     assert not (tmp_path / "converted").exists()
