@@ -14,7 +14,6 @@ a failure, or no marker came within the timeout.
 
 import dataclasses
 import json
-import math
 import os
 import posixpath
 import shlex
@@ -25,7 +24,7 @@ import uuid
 from android_bench.adb import Adb, AdbError, check_models
 from android_bench.report import write_text
 from android_bench.schema import ReportError, load_reports
-from android_bench.timing import Timing
+from android_bench.timing import Timing, check_seconds
 
 PACKAGE = "org.swiftformer.bench"
 ACTIVITY = ".MainActivity"
@@ -34,6 +33,8 @@ MARKER_NAME = "swiftformer-bench-android.done"
 #: The folder the app reads models from and writes to (`Context.getExternalFilesDir(null)`).
 APP_DIR = f"/sdcard/Android/data/{PACKAGE}/files"
 LOG_TAG = "SwiftFormerBench"
+#: The longest wait for the app that `AppOptions` takes (a day).
+MAX_WAIT_S = 86400.0
 
 
 class AppError(AdbError):
@@ -156,12 +157,8 @@ class AppOptions:
     keep_json: str = None
 
     def __post_init__(self):
-        for name in ("timeout", "poll"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0 or (name == "timeout" and value == 0):
-                raise ValueError(f"--{name} {value!r} is not a number of seconds: give a "
-                                 "finite number above 0")
+        check_seconds(self.timeout, "--timeout", MAX_WAIT_S, positive=True)
+        check_seconds(self.poll, "poll", MAX_WAIT_S)
 
 
 def run_app(models, timing=None, adb=None, serial=None, options=AppOptions(), progress=print):

@@ -42,6 +42,17 @@ def _count(value, flag, low, high):
     return value
 
 
+def check_seconds(value, flag, high, positive=False):
+    """`value` if it is a number of seconds from 0 (above 0 with `positive`) to `high`, else
+    TimingError naming `flag`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 <= value <= high or (positive and value == 0):
+        low = "above 0" if positive else "from 0"
+        raise TimingError(f"{flag} {value!r} is not a number of seconds: give {flag} {low} "
+                          f"to {high:g}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """How every case of a run is timed.
@@ -94,11 +105,7 @@ class Timing:
         _count(self.warmup, "--warmup", 0, MAX_RUNS)
         _count(self.runs, "--runs", 1, MAX_RUNS)
         _count(self.seed, "--seed", 0, 2**32 - 1)
-        cooldown = self.cooldown
-        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) \
-                or not math.isfinite(cooldown) or not 0 <= cooldown <= MAX_COOLDOWN_S:
-            raise TimingError(f"--cooldown {cooldown!r} is not a number of seconds: give "
-                              f"--cooldown between 0 and {MAX_COOLDOWN_S:g}")
+        check_seconds(self.cooldown, "--cooldown", MAX_COOLDOWN_S)
         if (self.nnapi_allow_fp16 or self.nnapi_accelerator) and "nnapi" not in self.backends:
             raise TimingError("NNAPI options (--nnapi-allow-fp16, --nnapi-accelerator) were "
                               f"given but nnapi is not among the backends "
