@@ -109,7 +109,7 @@ def convert_variants(conversion, progress=print):
     return entries
 
 
-def run_flow(conversion=Conversion(), models=(), device_json=(), timing=None,
+def run_flow(conversion=None, models=(), device_json=(), timing=None,
              output="out/bench/swiftformer", plot_x="gmacs", progress=print):
     """Converts, benchmarks on this host, merges device JSON, writes the table and plot.
 
@@ -128,6 +128,7 @@ def run_flow(conversion=Conversion(), models=(), device_json=(), timing=None,
     from android_bench.host import benchmark_host
 
     # Everything the user gave is checked before the first conversion.
+    conversion = conversion or Conversion()
     timing = (timing or Timing()).require("host")
     check_prefix(output)
     check_prefix(f"{output}_host")
