@@ -254,3 +254,11 @@ def test_flow_refuses_bad_phone_json_and_outputs_before_converting(tmp_path, cap
     fails_in_one_line(["flow", "--variants", "XS", "--output-dir", ANDROID_SAMPLE,
                        "--output", tmp_path / "y"], capsys, "--output-dir ")
     assert not (tmp_path / "converted").exists()
+
+
+def test_verbose_shows_the_traceback(tmp_path, capsys):
+    assert main(["--verbose", "report", str(tmp_path / "gone.json"),
+                 "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "swiftformer-bench: error: Cannot read benchmark JSON")
