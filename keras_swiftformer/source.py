@@ -307,7 +307,7 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
 
     Args:
         spec: None (random weights), a checkpoint file or folder, a SwiftFormer ``.keras``
-            file, a weight tag or ``hf://ORG/REPO[@REV]``.
+            file, a weight tag or ``hf://ORG/REPO[@REV]`` (a `ModelSource` is returned as is).
         variant: the expected variant (a tag needs one; random weights default to XS).
         token_weighting: override the source's ("l2" or "ones").
         labels: a labels file (one name a line) or a list of names; wins over model.json.
@@ -318,6 +318,8 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
     from keras_swiftformer.files import sidecar
     from keras_swiftformer.weights import resolve_weights
 
+    if isinstance(spec, ModelSource):  # already resolved (a command passing it on)
+        return spec
     _check_token_weighting(token_weighting)
     if spec is None:
         return _random(variant, token_weighting, labels)
