@@ -265,16 +265,22 @@ def _hub_fields(source):
     return {"hub_repo": repo, "hub_revision": revision}
 
 
-def _check_spec(spec, variant):
+def is_address(spec):
+    """Whether `spec` names weights by a weight tag or an address (``hf://``) rather than a
+    local path: the one test a command needs before it checks that a path exists."""
     from keras_swiftformer.hub import is_hub_uri
     from keras_swiftformer.sources import TAGS
 
-    if spec in TAGS:
-        if variant is None:
-            raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
-                              "L1 or L3), or variant='XS'")
-        return
-    if is_hub_uri(spec):
+    return isinstance(spec, str) and (spec in TAGS or is_hub_uri(spec))
+
+
+def _check_spec(spec, variant):
+    from keras_swiftformer.sources import TAGS
+
+    if spec in TAGS and variant is None:
+        raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
+                          "L1 or L3), or variant='XS'")
+    if is_address(spec):
         return
     if spec.endswith(".weights.h5"):
         raise SourceError(f"{spec} holds weights without the architecture, class names or "
