@@ -33,7 +33,7 @@ import numpy as np
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -353,7 +353,7 @@ def classifier_metadata(content, variant, fmt, labels=None, probabilities=False,
         license: the licence text of the file (of the weights).
         version: the converter's version (default: keras_swiftformer's).
         preprocessing: the weights' evaluation transform
-            (`keras_swiftformer.sources.Preprocessing`), for the input's description.
+            (`keras_swiftformer.preprocessing.Preprocessing`), for the input's description.
     """
     import keras_swiftformer
 

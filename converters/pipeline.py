@@ -30,7 +30,7 @@ from converters.metrics import fidelity
 from converters.model_card import write_model_card
 from converters.report import write_report
 from keras_swiftformer.config import SwiftFormerConfig
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 COREML_EVALUATION_IMAGES = 8
@@ -202,7 +202,7 @@ def split_images(images, size, preprocessing, paths=None):
 
     Args:
         preprocessing: the weights' evaluation transform
-            (`keras_swiftformer.sources.Preprocessing`).
+            (`keras_swiftformer.preprocessing.Preprocessing`).
         paths: the folder's files to use (`image_paths`); default: all its images.
 
     Returns:
@@ -280,14 +280,14 @@ def _keras_model(path, variant, input_shape, token_weighting, activation):
 
 
 def _transform(preprocessing):
-    """The evaluation transform of a `keras_swiftformer.sources.Preprocessing` as report fields."""
+    """The evaluation transform of a `keras_swiftformer.preprocessing.Preprocessing` as report fields."""
     return {"crop_pct": preprocessing.crop_pct, "crop_mode": preprocessing.crop_mode,
             "interpolation": preprocessing.interpolation}
 
 
 def preprocessing_of(info):
-    """The `keras_swiftformer.sources.Preprocessing` a run's `info` (`build_model`) records."""
-    from keras_swiftformer.sources import Preprocessing
+    """The `keras_swiftformer.preprocessing.Preprocessing` a run's `info` (`build_model`) records."""
+    from keras_swiftformer.preprocessing import Preprocessing
 
     return Preprocessing(info["token_weighting"], info["crop_pct"], info["interpolation"],
                          info["crop_mode"])

@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_swiftformer import hub
 from keras_swiftformer.config import variant_of
-from keras_swiftformer.sources import FORMAT_DEFAULTS
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 
 FORMATS = ("official", "timm", "hf")
 
@@ -102,7 +102,7 @@ class Checkpoint:
 
     @property
     def preprocessing(self):
-        """Its format's `keras_swiftformer.sources.Preprocessing` (token weighting, crop...)."""
+        """Its format's `keras_swiftformer.preprocessing.Preprocessing` (token weighting, crop...)."""
         return FORMAT_DEFAULTS[self.format]
 
     @property

@@ -3,7 +3,7 @@
 The evaluation transform is the reference one: resize to ``size / crop_pct`` (the shorter side,
 or both sides for ``crop_mode="squash"``), then centre-crop ``size``. The official evaluation
 uses ``crop_pct = 0.875`` (256 for 224), timm 0.95, transformers' processor a plain resize to
-``size`` (`keras_swiftformer.sources` holds the default of each checkpoint format and source).
+``size`` (`keras_swiftformer.preprocessing` holds the default of each checkpoint format).
 """
 
 import functools
@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
-from keras_swiftformer.sources import CROP_MODES, DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import CROP_MODES, DEFAULT_PREPROCESSING
 
 DEFAULT_CROP_PCT = DEFAULT_PREPROCESSING.crop_pct
 

@@ -36,7 +36,7 @@ def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center",
                 interpolation="bicubic"):
     """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
     (`size`: an int or (H, W); `crop_mode`, `interpolation`: the weights' evaluation
-    transform, `keras_swiftformer.sources.Preprocessing`)."""
+    transform, `keras_swiftformer.preprocessing.Preprocessing`)."""
     from PIL import Image
 
     batch = []

@@ -237,9 +237,10 @@ def SwiftFormer(
         include_top: with the two classification heads (``head``, ``head_dist``), whose logits
             are averaged, as the reference does in eval mode.
         weights: None (random), ``"imagenet"`` (timm's hub checkpoints, current official
-            weights), ``"imagenet-hf"`` (Hugging Face's earlier ones), or a path to a checkpoint
-            in any format that `keras_swiftformer.checkpoints` reads (official ``.pth``, timm or
-            Hugging Face folder / ``.safetensors`` / ``.bin``, Keras ``.weights.h5``).
+            weights), ``"imagenet-hf"`` (Hugging Face's earlier ones), ``"hf://ORG/REPO[@REV]"``,
+            a SwiftFormer ``.keras`` file, or a path to a checkpoint in any format that
+            `keras_swiftformer.checkpoints` reads (official ``.pth``, timm or Hugging Face
+            folder / ``.safetensors`` / ``.bin``, Keras ``.weights.h5``).
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: (H, W, 3); default (224, 224, 3). ``(None, None, 3)`` accepts any size; the
             output equals the reference's for every size (PyTorch's padding arithmetic).
@@ -266,10 +267,10 @@ def SwiftFormer(
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     source = resolve_weights(weights, variant) if weights is not None else None
-    if variant is None and source is not None and source.checkpoint is not None:
-        variant = source.checkpoint.variant
+    if variant is None and source is not None and source.config is not None:
+        variant = source.variant
         if variant is None and depths is None:
-            depths, widths = source.checkpoint.depths, source.checkpoint.widths
+            depths, widths = source.config.depths, source.config.widths
     if depths is None or widths is None:
         if variant is None:
             raise ValueError("Give a variant ('XS', 'S', 'L1', 'L3'), or depths and widths.")

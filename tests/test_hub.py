@@ -4,9 +4,7 @@ Never online: each test writes a cache in the hub's own layout (models--ORG--REP
 snapshots/<commit>,refs/main}) into a temporary HF_HUB_CACHE and runs with HF_HUB_OFFLINE=1.
 """
 
-import hashlib
 import os
-import pathlib
 import sys
 
 import numpy as np
@@ -16,6 +14,7 @@ from keras_swiftformer import SwiftFormerXS
 from keras_swiftformer.checkpoints import CheckpointError, read_checkpoint
 from keras_swiftformer.hub import HubError, parse
 from tests.support import FIXTURES, run_python
+from tests.support.hub_cache import add_snapshot, hub_cache  # noqa: F401  (a fixture)
 
 pytest.importorskip("huggingface_hub")
 
@@ -25,39 +24,6 @@ COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 
 def timm_folder():
     return FIXTURES / "timm/swiftformer_xs_random"
-
-
-def add_snapshot(cache, repo_id, commit, files, ref="main"):
-    """Writes `files` ({name: source path or bytes}) as snapshot `commit` of `repo_id` in the
-    hub's cache layout (content-addressed blobs, relative symlinks), `ref` pointing at it."""
-    storage = pathlib.Path(cache) / ("models--" + repo_id.replace("/", "--"))
-    (storage / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot = storage / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        data = content if isinstance(content, bytes) else pathlib.Path(content).read_bytes()
-        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
-    if ref:
-        (storage / "refs").mkdir(exist_ok=True)
-        (storage / "refs" / ref).write_text(commit)
-    return snapshot
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty HF_HUB_CACHE, offline (the environment and huggingface_hub's constants, which
-    it reads once at import)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 @pytest.mark.parametrize("uri, expected", [

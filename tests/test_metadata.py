@@ -8,7 +8,7 @@ import pytest
 
 from converters import metadata
 from converters.runtime import TFLiteRunner
-from keras_swiftformer.sources import FORMAT_DEFAULTS
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 
 LABELS = [f"class_{i}" for i in range(1000)]
 

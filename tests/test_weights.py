@@ -9,23 +9,18 @@ import pytest
 from keras_swiftformer import SwiftFormerXS
 from keras_swiftformer import sources as sources_lib
 from keras_swiftformer import weights as weights_lib
+from keras_swiftformer.preprocessing import FORMAT_DEFAULTS
 from tests.support import FIXTURES, assert_close_to_golden, golden
+from tests.support.hub_cache import place_tag, weights_cache  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    # A closed local port: the download code runs for real and fails as offline.
-    monkeypatch.setattr(sources_lib, "HUB_URL", "http://127.0.0.1:9/{repo}/resolve/main/{file}")
-    return tmp_path / "models" / "swiftformer"
+def cache(weights_cache):
+    return weights_cache
 
 
 def _place(cache, tag, variant, src):
-    source = sources_lib.weight_source(tag, variant)
-    folder = cache / source.repo.replace("/", "--")
-    folder.mkdir(parents=True)
-    shutil.copy(src, folder / source.file)
-    return folder / source.file
+    return place_tag(cache, tag, variant, src)
 
 
 def _assert_source_matches_golden(source, case, token_weighting):
@@ -137,7 +132,7 @@ def test_source_urls_point_at_the_hub_repositories():
 
 def test_format_defaults_match_the_publishers_code():
     """timm's pretrained_cfg and transformers' processor for SwiftFormer, read from the installed
-    packages (the official evaluation transform is not installable: see sources.py)."""
+    packages (the official evaluation transform is not installable: see preprocessing.py)."""
     from tests.support.reference import import_timm
 
     timm = import_timm()  # first: it lets torchvision, which transformers imports, load
@@ -146,7 +141,7 @@ def test_format_defaults_match_the_publishers_code():
 
     for variant in ("xs", "s", "l1", "l3"):
         cfg = timm.models.get_pretrained_cfg(f"swiftformer_{variant}.dist_in1k").to_dict()
-        ours = sources_lib.FORMAT_DEFAULTS["timm"]
+        ours = FORMAT_DEFAULTS["timm"]
         assert (cfg["crop_pct"], cfg["interpolation"], cfg.get("crop_mode") or "center") == (
             ours.crop_pct, ours.interpolation, ours.crop_mode)
         assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (ours.mean, ours.std)
@@ -156,7 +151,7 @@ def test_format_defaults_match_the_publishers_code():
     assert IMAGE_PROCESSOR_MAPPING_NAMES["swiftformer"]["pil"] == "ViTImageProcessorPil"
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    hf = sources_lib.FORMAT_DEFAULTS["hf"]
+    hf = FORMAT_DEFAULTS["hf"]
     processor = ViTImageProcessorPil()
     assert not getattr(processor, "do_center_crop", False)  # a resize to size x size, no crop
     assert processor.size == {"height": 224, "width": 224}

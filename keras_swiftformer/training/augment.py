@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 from keras_swiftformer.training.config import parse_rand_augment
 
 

@@ -21,7 +21,7 @@ import re
 import typing
 
 from keras_swiftformer.config import MODEL_CONFIGS
-from keras_swiftformer.sources import DEFAULT_PREPROCESSING
+from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 DISTRIBUTIONS = ("auto", "none", "jax", "mirrored")
 DISTILLATIONS = ("auto", "none", "hard", "soft")
@@ -332,7 +332,9 @@ def validate(config):
 
         check_token_weighting(config.token_weighting)
     parse_rand_augment(config.rand_augment)
-    if config.finetune is not None and not config.finetune.startswith("imagenet"):
-        need(os.path.exists(config.finetune), f"finetune checkpoint {config.finetune} not found")
-    if config.teacher not in (None, "original"):
-        need(os.path.exists(config.teacher), f"teacher {config.teacher} not found")
+    from keras_swiftformer.source import is_address
+
+    for flag, spec in (("finetune", config.finetune), ("teacher", config.teacher)):
+        if spec not in (None, "original") and not is_address(spec):
+            need(os.path.exists(spec), f"{flag} {spec} not found: give a checkpoint file or "
+                 "folder, a .keras model, a weight tag (imagenet, imagenet-hf) or hf://ORG/REPO")

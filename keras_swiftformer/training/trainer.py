@@ -167,10 +167,16 @@ class Models:
     source: dict = None  # what the student started from
 
 
-def _load_keras(path):
-    import keras_swiftformer  # noqa: F401  (registers the custom layers)
+def _source(spec, config):
+    """The `keras_swiftformer.source.ModelSource` of ``--finetune`` / ``--teacher``: a weight
+    tag (of ``--variant``), ``hf://``, a checkpoint or a ``.keras`` model (their own variant)."""
+    from keras_swiftformer.source import resolve_source
+    from keras_swiftformer.sources import TAGS
 
-    return keras.saving.load_model(path, compile=False)
+    source = resolve_source(spec, config.variant if spec in TAGS else None)
+    if source.weights is not None:  # a .keras model's variables may be replicated
+        source.weights.read = distribute.to_numpy
+    return source
 
 
 def build_models(config, classes):
@@ -184,40 +190,23 @@ def build_models(config, classes):
         student = SwiftFormer(variant, depths=config.depths, widths=config.widths,
                               token_weighting=config.token_weighting or "l2", **common)
         official_init(student, config.seed)
-    elif config.finetune.endswith(".keras"):
-        original = _load_keras(config.finetune)
-        arch = SwiftFormerConfig.from_model(original)
-        reset = config.new_head or arch.classes != len(classes)
-        student = SwiftFormer(depths=arch.depths, widths=arch.widths,
-                              token_weighting=config.token_weighting or arch.token_weighting,
-                              name=original.name, **common)
-        copy_weights(original, student, skip=HEADS if reset else (), read=distribute.to_numpy)
-        if reset:
-            official_init(student, config.seed, layers=HEADS)
-        source = {"from": config.finetune, "new_head": bool(reset)}
-        if config.teacher == "original":  # the same model at the training size, logits out
-            teacher = SwiftFormer(depths=arch.depths, widths=arch.widths,
-                                  token_weighting=arch.token_weighting,
-                                  classes=arch.classes, input_shape=size,
-                                  classifier_activation=None, name=f"{original.name}_teacher")
-            copy_weights(original, teacher, read=distribute.to_numpy)
-            original = teacher
     else:
-        checkpoint, variant = _read_checkpoint(config)
-        reset = config.new_head or checkpoint.classes != len(classes)
-        student = SwiftFormer(variant, weights=checkpoint, new_head=bool(reset),
-                              token_weighting=config.token_weighting, **common)
+        start = _source(config.finetune, config)
+        reset = bool(config.new_head or start.classes != len(classes))
+        student = start.build(classifier_activation="softmax", include_top=True,
+                              new_head=reset, token_weighting=config.token_weighting
+                              or start.token_weighting, **common)
         if reset:
             official_init(student, config.seed, layers=HEADS)
-        source = {"from": config.finetune, "format": checkpoint.format,
-                  "new_head": bool(reset)}
-        if config.teacher == "original":
-            original = SwiftFormer(variant, weights=checkpoint, classes=checkpoint.classes,
-                                   input_shape=size, classifier_activation=None)
+        source = {"from": config.finetune, "format": start.provenance.get("format_in"),
+                  "new_head": reset}
+        if config.teacher == "original":  # the same model at the training size, logits out
+            start.require_heads("--teacher original needs the --finetune model's own heads")
+            original = start.build(input_shape=size)
     arch = SwiftFormerConfig.from_model(student)
     teacher = index = None
     if config.teacher and not config.teacher.endswith(".npz"):
-        teacher = original if config.teacher == "original" else _load_keras(config.teacher)
+        teacher = original if config.teacher == "original" else _teacher(config, size)
         teacher = _logits_model(teacher)
         side = tuple(teacher.inputs[0].shape[1:3])
         if side != (None, None) and side != size[:2]:
@@ -228,15 +217,20 @@ def build_models(config, classes):
     return Models(student, arch, teacher, index, source)
 
 
-def _read_checkpoint(config):
-    """(checkpoint, variant) of ``--finetune``: a weight tag (of ``--variant``), ``hf://``, or
-    a checkpoint path (its own variant)."""
-    from keras_swiftformer.sources import TAGS
-    from keras_swiftformer.weights import resolve_weights
+def _teacher(config, size):
+    """The ``--teacher`` model: any Keras classifier saved as ``.keras`` (as it is), or a
+    SwiftFormer source (checkpoint, tag, ``hf://``) built at the training size, logits out."""
+    if config.teacher.endswith(".keras"):
+        import keras_swiftformer.layers  # noqa: F401  (registers the custom layers)
 
-    tag = config.finetune in TAGS
-    checkpoint = resolve_weights(config.finetune, config.variant if tag else None).checkpoint
-    return checkpoint, checkpoint.variant
+        try:
+            return keras.saving.load_model(config.teacher, compile=False)
+        except Exception as err:  # Keras raises many kinds for a foreign or corrupt archive
+            raise ValueError(f"--teacher {config.teacher} could not be loaded as a Keras model "
+                             f"({' '.join(str(err).split())}): give a .keras classifier") from None
+    source = _source(config.teacher, config)
+    source.require_heads("a teacher needs classifier heads")
+    return source.build(input_shape=size, name=f"teacher_{source.variant.lower()}")
 
 
 def _logits_model(model):
