@@ -10,7 +10,11 @@ from android_bench.flow import Conversion, FlowError, run_flow
 from android_bench.schema import ReportError, load_reports
 from android_bench.timing import Timing
 from tests.support.bench import ANDROID_SAMPLE, IOS_SAMPLE, tiny_models
-from tests.test_hub import REPO, add_snapshot, hub_cache, timm_folder  # noqa: F401 (fixture)
+from tests.support import FIXTURES
+from tests.support.hub_cache import (add_snapshot, hub_cache, place_tag,  # noqa: F401
+                                     weights_cache)
+
+REPO = "timm/swiftformer_xs.dist_in1k"
 
 HAS_PIPELINE = importlib.util.find_spec("converters.pipeline") is not None
 
@@ -77,21 +81,38 @@ def test_conversion_through_the_pipeline(tmp_path):
     assert (tmp_path / "converted" / "xs" / "swiftformer_xs_float32.tflite").exists()
 
 
+def flow_through_the_converter(flags, tmp_path, capsys):
+    """Runs ``swiftformer-bench flow`` on XS at 64 px (float32, 2 timed runs) -> its host
+    result; the converted file must be where the flow says."""
+    status = main(["flow", *flags, "--input-size", "64", "--output-dir",
+                   str(tmp_path / "converted"), "--warmup", "0", "--runs", "2",
+                   "--output", str(tmp_path / "bench")])
+    assert status == 0, capsys.readouterr().err
+    [host] = load_reports([tmp_path / "bench_host.json"])
+    [result] = host["results"]
+    assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
+    return result
+
+
 @pytest.mark.skipif(not HAS_PIPELINE, reason="converters.pipeline not present")
 def test_flow_takes_an_hf_address_as_the_converter_does(hub_cache, tmp_path, capsys):
     """``flow --checkpoint hf://...`` with no --variants: the converter resolves the address
     from a prepared offline cache and the checkpoint's own variant names the files."""
-    folder = timm_folder()
+    folder = FIXTURES / "timm/swiftformer_xs_random"
     add_snapshot(hub_cache, REPO, "c" * 40, {"config.json": folder / "config.json",
                                              "model.safetensors": folder / "model.safetensors"})
-    status = main(["flow", "--checkpoint", f"hf://{REPO}", "--input-size", "64",
-                   "--output-dir", str(tmp_path / "converted"), "--warmup", "0", "--runs", "2",
-                   "--output", str(tmp_path / "bench")])
-    assert status == 0, capsys.readouterr().err
+    flow_through_the_converter(["--checkpoint", f"hf://{REPO}"], tmp_path, capsys)
     assert (tmp_path / "converted" / "swiftformer_xs_float32.tflite").exists()
-    [host] = load_reports([tmp_path / "bench_host.json"])
-    [result] = host["results"]
-    assert (result["variant"], result["format"], result["status"]) == ("XS", "float32", "ok")
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="converters.pipeline not present")
+def test_flow_takes_a_weight_tag_as_the_converter_does(weights_cache, tmp_path, capsys):
+    """``flow --variants XS --checkpoint imagenet`` from a prepared offline Keras cache."""
+    place_tag(weights_cache, "imagenet", "XS",
+              FIXTURES / "timm/swiftformer_xs_random/model.safetensors")
+    flow_through_the_converter(["--variants", "XS", "--checkpoint", "imagenet"], tmp_path,
+                               capsys)
+    assert (tmp_path / "converted" / "xs" / "swiftformer_xs_float32.tflite").exists()
 
 
 def test_flow_hands_a_missing_checkpoint_to_the_converter(tmp_path, capsys):
