@@ -15,6 +15,7 @@ on request). Warm-up and timed runs are exact counts (``--warmup_min_secs=0 --mi
 """
 
 import collections
+import dataclasses
 import itertools
 import os
 import posixpath
@@ -32,7 +33,8 @@ from android_bench.parse import (
     unconsumed_flags,
 )
 from android_bench.report import write_text
-from android_bench.schema import LITERT_BACKENDS, new_report
+from android_bench.schema import new_report
+from android_bench.timing import Timing
 
 BACKEND_FLAGS = {
     "cpu": ["--use_xnnpack=false"],
@@ -237,48 +239,25 @@ def device_info(props):
     return device
 
 
-def check_options(models, backends, threads, warmup, runs, cooldown=0.0):
-    unknown = [b for b in backends if b not in LITERT_BACKENDS]
-    if unknown or not backends:
-        raise ValueError(f"Android backends must be among {LITERT_BACKENDS}, got "
-                         f"{list(backends)}")
-    if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
-        raise ValueError(f"Thread counts must be positive integers, got {list(threads)}")
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"Need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-    if cooldown < 0:
-        raise ValueError(f"The cool-down is a number of seconds >= 0, got {cooldown}")
-    names = [os.path.basename(m["path"]) for m in models]
+def check_models(entries):
+    """Raises ValueError for models that cannot be pushed into one folder."""
+    if not entries:
+        raise ValueError("No models to benchmark: give at least one .tflite file")
+    names = [os.path.basename(e["path"]) for e in entries]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"Models are pushed into one folder; these names repeat: {twice}")
-    if not models:
-        raise ValueError("No models to benchmark")
+        raise ValueError(f"Models are pushed into one folder; these names repeat: {twice}: "
+                         "rename or copy one of each")
 
 
-def check_nnapi(backends, allow_fp16=False, accelerator=None):
-    """NNAPI options need the ``nnapi`` backend (else they would silently do nothing)."""
-    if (allow_fp16 or accelerator) and "nnapi" not in backends:
-        raise ValueError("NNAPI options (fp16 relaxation, accelerator name) were given but "
-                         f"nnapi is not among the backends {list(backends)}")
-
-
-def nnapi_flags(allow_fp16=False, accelerator=None):
-    """``benchmark_model``'s NNAPI options (``nnapi_delegate_provider.cc``): fp16 relaxation of
-    float32 models, and the NNAPI device to use (``adb shell benchmark_model --use_nnapi=true``
-    prints the available ones: "nnapi accelerator name: [] (Available: ...)")."""
-    flags = ["--nnapi_allow_fp16=true"] if allow_fp16 else []
-    if accelerator:
-        flags.append(f"--nnapi_accelerator_name={accelerator}")
-    return flags
-
-
-def benchmark_command(binary, model, backend, threads, warmup, runs, peak_memory=False,
-                      extra_flags=()):
-    """The ``benchmark_model`` command line (a shell string) for one case."""
+def benchmark_command(binary, model, backend, threads, timing, peak_memory=False):
+    """The ``benchmark_model`` command line (a shell string) for one case: `backend` at
+    `threads` threads, with `timing`'s warm-up and timed counts (and its NNAPI options for
+    ``nnapi``)."""
     args = [binary, f"--graph={model}", f"--num_threads={threads}",
-            f"--warmup_runs={warmup}", "--warmup_min_secs=0", f"--num_runs={runs}",
-            "--min_secs=0", *BACKEND_FLAGS[backend], *extra_flags]
+            f"--warmup_runs={timing.warmup}", "--warmup_min_secs=0",
+            f"--num_runs={timing.runs}", "--min_secs=0", *BACKEND_FLAGS[backend],
+            *(timing.nnapi_flags() if backend == "nnapi" else ())]
     if peak_memory:
         args.append("--report_peak_memory_footprint=true")
     return shlex.join(args)
@@ -376,10 +355,27 @@ def _save_log(log_dir, stem, result):
     write_text(os.path.join(log_dir, f"{stem}.status"), f"{result.status}\n")
 
 
-def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(4,), warmup=10,
-                      runs=50, adb=None, serial=None, remote_dir=REMOTE_DIR, peak_memory=False,
-                      cooldown=0.0, log_dir=None, progress=print, require_full_delegation=False,
-                      nnapi_allow_fp16=False, nnapi_accelerator=None):
+@dataclasses.dataclass(frozen=True)
+class AdbOptions:
+    """What an adb run keeps and insists on, beyond its `Timing`.
+
+    Attributes:
+        remote_dir: folder on the phone for the binary and models.
+        peak_memory: pass ``--report_peak_memory_footprint=true`` (a monitoring thread).
+        log_dir: if given, every run's stdout, stderr and exit status are saved there.
+        require_full_delegation: record a case as failed when its delegate (XNNPACK, GPU,
+            NNAPI) took only part of the graph, so that no partly-CPU number passes as the
+            delegate's.
+    """
+
+    remote_dir: str = REMOTE_DIR
+    peak_memory: bool = False
+    log_dir: str = None
+    require_full_delegation: bool = False
+
+
+def benchmark_android(models, benchmark_binary, timing=None, adb=None, serial=None,
+                      options=AdbOptions(), progress=print):
     """Pushes `benchmark_binary` and `models` to the phone and benchmarks each model x backend
     (x thread count for ``cpu``/``xnnpack``; GPU and NNAPI run with the first thread count),
     the cases interleaved across backends (`interleaved_cases`).
@@ -387,20 +383,11 @@ def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(
     Args:
         models: entries ``{"path", "variant", "format"}`` or paths.
         benchmark_binary: the native ``benchmark_model`` for the phone's ABI.
-        backends: among `BACKEND_FLAGS`.
-        threads: CPU thread counts.
-        warmup: warm-up inferences per case, the first included (``--warmup_runs``).
-        runs: timed inferences per case.
-        adb, serial: the adb binary and the device (see `Adb`).
-        remote_dir: folder on the phone for the binary and models.
-        peak_memory: pass ``--report_peak_memory_footprint=true`` (a monitoring thread).
-        cooldown: seconds of rest between cases (thermal throttling).
-        log_dir: if given, every run's stdout, stderr and exit status are saved there.
+        timing: `android_bench.timing.Timing` (default: XNNPACK, 4 threads); its warm-up
+            counts the first inference (``--warmup_runs``); ``cooldown`` rests between cases.
+        adb, serial: the adb binary (or an `Adb`) and the device (see `Adb`).
+        options: `AdbOptions` (remote folder, peak memory, logs, full delegation).
         progress: callable taking one line of text.
-        require_full_delegation: record a case as failed when its delegate (XNNPACK, GPU,
-            NNAPI) took only part of the graph, so that no partly-CPU number passes as the
-            delegate's.
-        nnapi_allow_fp16, nnapi_accelerator: NNAPI options (`nnapi_flags`).
 
     Returns:
         The report (source "adb"); a case whose run failed is recorded with status "failed",
@@ -411,44 +398,50 @@ def benchmark_android(models, benchmark_binary, backends=("xnnpack",), threads=(
         ValueError: bad options, or a binary that is not for this phone's ABI.
     """
     from android_bench.models import parse_model_spec
+    from android_bench.report import check_folder
 
+    timing = (timing or Timing(threads=(4,))).require("adb")
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
-    check_options(entries, backends, threads, warmup, runs, cooldown)
-    check_nnapi(backends, nnapi_allow_fp16, nnapi_accelerator)
+    check_models(entries)
     if not os.path.isfile(benchmark_binary):
-        raise ValueError(f"No such benchmark_model binary: {benchmark_binary}")
+        raise ValueError(f"No such benchmark_model binary: {benchmark_binary}: give the "
+                         "native benchmark_model for the phone (see the README)")
     elf_abi(benchmark_binary)  # a wrong file fails before adb is asked anything
+    if options.log_dir:
+        check_folder(options.log_dir, "--log-dir")
     adb = adb if isinstance(adb, Adb) else Adb(adb, serial)
+    remote_dir = options.remote_dir
     remote_binary, binary_abi, props = _push_all(adb, benchmark_binary, entries, remote_dir,
                                                  progress)
-    extra = {"nnapi": nnapi_flags(nnapi_allow_fp16, nnapi_accelerator)}
-    cases = interleaved_cases(entries, backends, threads)
+    cases = interleaved_cases(entries, timing.backends, timing.threads)
     results = []
     for i, (backend, count, entry) in enumerate(cases, 1):
         name = os.path.basename(entry["path"])
         label = f"{name} [{backend}, {count} thread(s)]"
-        if cooldown and i > 1:
-            time.sleep(cooldown)
+        if timing.cooldown and i > 1:
+            time.sleep(timing.cooldown)
         progress(f"[{i}/{len(cases)}] {label}")
         command = benchmark_command(remote_binary, posixpath.join(remote_dir, name), backend,
-                                    count, warmup, runs, peak_memory, extra.get(backend, ()))
+                                    count, timing, options.peak_memory)
         record = {"model": name, "variant": entry.get("variant"), "format": entry.get("format"),
                   "backend": backend, "threads": count}
         try:
-            fields, shell = run_case(adb, command, label, backend, require_full_delegation)
+            fields, shell = run_case(adb, command, label, backend,
+                                     options.require_full_delegation)
             record.update(status="ok", **fields)
         except BenchmarkRunError as err:
             record.update(status="failed", error=str(err), **err.fields)
             shell = err.shell
             progress(f"    FAILED: {err}")
-        if log_dir:
-            _save_log(log_dir, f"{i:03d}_{name}_{backend}_{count}", shell)
+        if options.log_dir:
+            _save_log(options.log_dir, f"{i:03d}_{name}_{backend}_{count}", shell)
         results.append(record)
-    settings = {"warmup_runs": warmup, "runs": runs, "backends": list(backends),
-                "threads": list(threads), "interleaved": True, "order": "round robin across "
-                "backends", "cooldown_s": cooldown, "serial": adb.serial,
-                "binary_abi": binary_abi, "require_full_delegation": require_full_delegation,
-                "nnapi_allow_fp16": nnapi_allow_fp16, "nnapi_accelerator": nnapi_accelerator,
+    settings = {**timing.settings(), "interleaved": True,
+                "order": "round robin across backends", "cooldown_s": timing.cooldown,
+                "serial": adb.serial, "binary_abi": binary_abi,
+                "require_full_delegation": options.require_full_delegation,
+                "nnapi_allow_fp16": timing.nnapi_allow_fp16,
+                "nnapi_accelerator": timing.nnapi_accelerator,
                 "timed": "benchmark_model: Interpreter::Invoke() per run, random input"}
     runtime = {"name": "benchmark_model", "version": None}
     return new_report("adb", device_info(props), runtime, results, settings)

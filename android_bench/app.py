@@ -12,6 +12,7 @@ process died without a marker (a crash: the last lines of its log are quoted), t
 a failure, or no marker came within the timeout.
 """
 
+import dataclasses
 import json
 import os
 import posixpath
@@ -20,8 +21,10 @@ import tempfile
 import time
 import uuid
 
-from android_bench.adb import Adb, AdbError, check_nnapi, check_options
+from android_bench.adb import Adb, AdbError, check_models
+from android_bench.report import write_text
 from android_bench.schema import ReportError, load_reports
+from android_bench.timing import Timing, check_seconds
 
 PACKAGE = "org.swiftformer.bench"
 ACTIVITY = ".MainActivity"
@@ -30,29 +33,32 @@ MARKER_NAME = "swiftformer-bench-android.done"
 #: The folder the app reads models from and writes to (`Context.getExternalFilesDir(null)`).
 APP_DIR = f"/sdcard/Android/data/{PACKAGE}/files"
 LOG_TAG = "SwiftFormerBench"
+#: The longest wait for the app that `AppOptions` takes (a day).
+MAX_WAIT_S = 86400.0
 
 
 class AppError(AdbError):
     """The app is missing, refused to start, crashed, failed, or did not finish in time."""
 
 
-def app_command(models, backends, threads, warmup, runs, run_id, nnapi_allow_fp16=False,
-                nnapi_accelerator=None, package=PACKAGE):
+def app_command(models, timing, run_id, package=PACKAGE):
     """The ``am start`` command (a shell string) that starts one benchmark in the app.
 
     ``-S`` stops a running instance first; ``-W`` waits until the activity is up. Extras:
-    ``models`` (file names in the app's folder), ``backends``, ``threads``, ``warmup`` (the
-    first inference included), ``runs``, ``nnapi_allow_fp16``, ``nnapi_accelerator``,
-    ``run_id`` (echoed in the marker and the report's settings) and ``autorun``.
+    ``models`` (file names in the app's folder), `timing`'s ``backends``, ``threads`` (its one
+    thread count), ``warmup`` (the first inference included), ``runs``, ``nnapi_allow_fp16``
+    and ``nnapi_accelerator``; ``run_id`` (echoed in the marker and the report's settings) and
+    ``autorun``.
     """
+    [threads] = timing.threads
     args = ["am", "start", "-S", "-W", "-n", f"{package}/{ACTIVITY}",
             "--ez", "autorun", "true", "--es", "run_id", run_id,
-            "--es", "models", ",".join(models), "--es", "backends", ",".join(backends),
-            "--ei", "threads", str(threads), "--ei", "warmup", str(warmup),
-            "--ei", "runs", str(runs),
-            "--ez", "nnapi_allow_fp16", "true" if nnapi_allow_fp16 else "false"]
-    if nnapi_accelerator:
-        args += ["--es", "nnapi_accelerator", nnapi_accelerator]
+            "--es", "models", ",".join(models), "--es", "backends", ",".join(timing.backends),
+            "--ei", "threads", str(threads), "--ei", "warmup", str(timing.warmup),
+            "--ei", "runs", str(timing.runs),
+            "--ez", "nnapi_allow_fp16", "true" if timing.nnapi_allow_fp16 else "false"]
+    if timing.nnapi_accelerator:
+        args += ["--es", "nnapi_accelerator", timing.nnapi_accelerator]
     return shlex.join(args)
 
 
@@ -122,9 +128,9 @@ def _pull_report(adb, folder, marker, run_id, keep_json=None):
         local = os.path.join(tmp, name)
         adb.pull(posixpath.join(folder, name), local)
         [doc] = load_reports([local])
-        if keep_json:
-            os.makedirs(os.path.dirname(os.path.abspath(keep_json)), exist_ok=True)
-            os.replace(local, keep_json)
+        if keep_json:  # copied whole (a rename fails across file systems)
+            with open(local, encoding="utf-8") as f:
+                write_text(keep_json, f.read())
     if doc["source"] != "android-app":
         raise ReportError(f"{name} from the app has source {doc['source']!r}, not 'android-app'")
     if doc.get("settings", {}).get("run_id") != run_id:
@@ -133,24 +139,37 @@ def _pull_report(adb, folder, marker, run_id, keep_json=None):
     return doc
 
 
-def run_app(models, backends=("xnnpack", "gpu", "nnapi"), threads=4, warmup=10, runs=50,
-            adb=None, serial=None, timeout=1800.0, poll=2.0, nnapi_allow_fp16=False,
-            nnapi_accelerator=None, package=PACKAGE, folder=APP_DIR, keep_json=None,
-            progress=print):
+@dataclasses.dataclass(frozen=True)
+class AppOptions:
+    """How `run_app` reaches the installed app and waits for it.
+
+    Attributes:
+        timeout: seconds to wait for the app's completion marker (> 0).
+        poll: seconds between two looks for the marker.
+        package, folder: the app's package and the folder it reads and writes.
+        keep_json: also keep the app's JSON, as pulled, at this path.
+    """
+
+    timeout: float = 1800.0
+    poll: float = 2.0
+    package: str = PACKAGE
+    folder: str = APP_DIR
+    keep_json: str = None
+
+    def __post_init__(self):
+        check_seconds(self.timeout, "--timeout", MAX_WAIT_S, positive=True)
+        check_seconds(self.poll, "poll", MAX_WAIT_S)
+
+
+def run_app(models, timing=None, adb=None, serial=None, options=AppOptions(), progress=print):
     """Benchmarks `models` in the installed Android app and returns its report.
 
     Args:
         models: entries ``{"path", "variant", "format"}`` or paths (``.tflite``).
-        backends: among ``cpu``, ``xnnpack``, ``gpu``, ``nnapi``.
-        threads: CPU threads of the interpreter.
-        warmup: warm-up inferences per case, the first included.
-        runs: timed inferences per case.
-        adb, serial: the adb binary and the device (see `android_bench.adb.Adb`).
-        timeout: seconds to wait for the app's completion marker.
-        poll: seconds between two looks for the marker.
-        nnapi_allow_fp16, nnapi_accelerator: the NNAPI delegate's fp16 relaxation and device.
-        package, folder: the app's package and the folder it reads and writes.
-        keep_json: also keep the app's JSON, as pulled, at this path.
+        timing: `android_bench.timing.Timing` with one thread count (default: XNNPACK, GPU
+            and NNAPI at 4 threads); its warm-up counts the first inference.
+        adb, serial: the adb binary (or an `Adb`) and the device (see `android_bench.adb.Adb`).
+        options: `AppOptions` (timeout, polling, package and folder, a copy of the JSON).
         progress: callable taking one line of text.
 
     Returns:
@@ -163,12 +182,15 @@ def run_app(models, backends=("xnnpack", "gpu", "nnapi"), threads=4, warmup=10, 
         ValueError: bad options.
     """
     from android_bench.models import parse_model_spec
+    from android_bench.report import check_file
 
+    timing = (timing or Timing(backends=("xnnpack", "gpu", "nnapi"), threads=(4,))
+              ).require("app")
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
-    check_options(entries, backends, [threads], warmup, runs)
-    check_nnapi(backends, nnapi_allow_fp16, nnapi_accelerator)
-    if timeout <= 0:
-        raise ValueError(f"The timeout is a number of seconds > 0, got {timeout}")
+    check_models(entries)
+    if options.keep_json:
+        check_file(options.keep_json, "--keep-json")
+    package, folder = options.package, options.folder
     adb = adb if isinstance(adb, Adb) else Adb(adb, serial)
     _check_installed(adb, package)
     if adb.shell(f"mkdir -p {shlex.quote(folder)}").status != 0:
@@ -180,12 +202,13 @@ def run_app(models, backends=("xnnpack", "gpu", "nnapi"), threads=4, warmup=10, 
     for entry, name in zip(entries, names):
         adb.push(entry["path"], posixpath.join(folder, name))
     run_id = uuid.uuid4().hex[:12]
-    _start(adb, app_command(names, backends, threads, warmup, runs, run_id, nnapi_allow_fp16,
-                            nnapi_accelerator, package))
-    progress(f"app started (run {run_id}); waiting for {MARKER_NAME} (up to {timeout:g} s)")
-    marker = wait_for_marker(adb, folder, run_id, timeout, poll, package)
-    doc = _pull_report(adb, folder, marker, run_id, keep_json)
-    for key, wanted in (("warmup_runs", warmup), ("runs", runs), ("threads", threads)):
+    _start(adb, app_command(names, timing, run_id, package))
+    progress(f"app started (run {run_id}); waiting for {MARKER_NAME} (up to "
+             f"{options.timeout:g} s)")
+    marker = wait_for_marker(adb, folder, run_id, options.timeout, options.poll, package)
+    doc = _pull_report(adb, folder, marker, run_id, options.keep_json)
+    for key, wanted in (("warmup_runs", timing.warmup), ("runs", timing.runs),
+                        ("threads", timing.threads[0])):
         if doc["settings"].get(key) != wanted:
             raise ReportError(f"The app ran with {key}={doc['settings'].get(key)!r}, not the "
                               f"{wanted} asked for: is the installed app older than this tool?")

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from android_bench.schema import new_report
+from android_bench.timing import RUNNERS, Timing
 from converters.litert.inspection import (
     invoke_ms,
     latency_summary,
@@ -38,7 +39,7 @@ from converters.litert.inspection import (
     time_interleaved,
 )
 
-HOST_BACKENDS = ("xnnpack", "cpu")
+HOST_BACKENDS = RUNNERS["host"]["backends"]
 #: Where the host runs models: LiteRT's interpreter on the CPU (`HOST_BACKENDS`), or its GPU
 #: engine through ``CompiledModel`` (one model per child process, not interleaved).
 ACCELERATORS = ("cpu", "gpu")
@@ -152,9 +153,13 @@ class HostCase:
                            "threads": self.threads, "warmup": warmup, "seed": seed})
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        proc = subprocess.run([sys.executable, "-m", "android_bench.host", spec],
-                              capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": path})
+        try:
+            proc = subprocess.run([sys.executable, "-m", "android_bench.host", spec],
+                                  capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, "PYTHONPATH": path})
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{self.label}: loading took over {timeout} s; fewer --warmup "
+                             "inferences, or a smaller model") from None
         lines = proc.stdout.strip().splitlines()
         try:
             reply = json.loads(lines[-1])
@@ -216,32 +221,19 @@ def host_runtime():
     return {"name": name, "version": version}
 
 
-def check_options(backends, threads, warmup, runs):
-    """Raises ValueError for options that cannot run, before anything is loaded."""
-    unknown = [b for b in backends if b not in HOST_BACKENDS]
-    if unknown or not backends:
-        raise ValueError(f"Host backends must be among {HOST_BACKENDS}, got {list(backends)}")
-    if not threads or any(t is not None and (not isinstance(t, int) or t < 1) for t in threads):
-        raise ValueError(f"Thread counts must be positive integers, got {list(threads)}")
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"Need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-
-
-def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=50, seed=0,
-                   progress=print, accelerator="cpu"):
+def benchmark_host(models, timing=None, progress=print, accelerator="cpu"):
     """Benchmarks every model x backend x thread count in one interleaved run.
 
     Args:
         models: model entries ``{"path", "variant", "format"}`` (`android_bench.models.
             parse_model_spec`) or plain paths.
-        backends: "xnnpack" (LiteRT's default CPU delegate) and/or "cpu" (built-in kernels).
-        threads: interpreter thread counts; None: the runtime's default.
-        warmup: warm-up inferences after the first one, per case.
-        runs: timed inferences per case (rounds of the interleaved loop).
-        seed: of the input data and of the per-round order.
+        timing: `android_bench.timing.Timing` (default: XNNPACK, 1 thread, 10 warm-up
+            inferences after the first, 50 timed); backends "xnnpack" (LiteRT's default CPU
+            delegate) and/or "cpu" (built-in kernels); a thread count None: the runtime's
+            default; ``seed``: of the input data and of the per-round order.
         progress: callable taking one line of text.
-        accelerator: "cpu" (the interpreter, `backends` x `threads`) or "gpu" (LiteRT's GPU
-            engine, `gpu_results`; `backends` and `threads` do not apply).
+        accelerator: "cpu" (the interpreter, backends x threads) or "gpu" (LiteRT's GPU
+            engine, `gpu_results`; backends and threads do not apply).
 
     Returns:
         The report (`android_bench.schema`), source "host".
@@ -249,11 +241,13 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
     from android_bench.models import parse_model_spec
 
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
-    check_options(backends, threads, warmup, runs)
+        raise ValueError(f"--accelerator {accelerator!r} is unknown: give one of "
+                         f"{', '.join(ACCELERATORS)}")
+    timing = (timing or Timing()).require("host")
+    warmup, runs, seed = timing.warmup, timing.runs, timing.seed
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
     if not entries:
-        raise ValueError("No models to benchmark")
+        raise ValueError("No models to benchmark: give at least one .tflite file")
     if accelerator == "gpu":
         results, device = gpu_results(entries, warmup, runs, seed, progress)
         settings = {"warmup_runs": warmup, "runs": runs, "interleaved": False, "seed": seed,
@@ -261,7 +255,8 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
                     "timed": "CompiledModel.run_by_index and the output read (the input is "
                              "written before each run, untimed), one model per process"}
         return new_report("host", host_device(), host_runtime(), results, settings)
-    cases = [HostCase(e, b, t) for b in backends for t in threads for e in entries]
+    cases = [HostCase(e, b, t) for b in timing.backends for t in timing.threads
+             for e in entries]
     for i, case in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] cold start of {case.label} in a fresh process")
         case.cold_start(warmup, seed)
@@ -272,8 +267,7 @@ def benchmark_host(models, backends=("xnnpack",), threads=(1,), warmup=10, runs=
     samples = time_interleaved([case.runner.interpreter for case in cases], runs, seed=seed)
     for case, times in zip(cases, samples):
         case.samples = times
-    settings = {"warmup_runs": warmup, "runs": runs, "interleaved": True, "seed": seed,
-                "backends": list(backends), "threads": list(threads),
+    settings = {**timing.settings(), "interleaved": True, "seed": seed,
                 "timed": "interpreter.invoke() only, input set once before timing"}
     return new_report("host", host_device(), host_runtime(), [c.record() for c in cases],
                       settings)

@@ -33,11 +33,31 @@ def guess_variant_and_format(path):
     return (variants[0] if len(variants) == 1 else None), fmt
 
 
+#: A LiteRT flatbuffer's file identifier, at bytes 4-8 (``schema.fbs``: file_identifier).
+LITERT_IDENTIFIER = b"TFL3"
+
+
+def check_litert_file(path):
+    """Raises ValueError unless `path` is a LiteRT model file (by its content, not its name):
+    a missing path, a folder (a Core ML ``.mlpackage``), any other file."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a LiteRT model: give a .tflite file (Core ML "
+                         "packages run in the iOS app, see the README)")
+    if not os.path.isfile(path):
+        raise ValueError(f"No such model file: {path}: give the path of a .tflite file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != LITERT_IDENTIFIER:
+        raise ValueError(f"{path} is not a LiteRT model (no TFL3 identifier): give a .tflite "
+                         "file, e.g. one swiftformer-convert wrote")
+
+
 def parse_model_spec(spec):
     """``PATH`` or ``VARIANT/FORMAT=PATH`` -> {"path", "variant", "format"}.
 
     Raises:
-        ValueError: the file does not exist, or the variant is unknown.
+        ValueError: the file does not exist or is not a LiteRT model, or the variant is
+            unknown.
     """
     spec = os.fspath(spec)
     variant = fmt = None
@@ -45,8 +65,7 @@ def parse_model_spec(spec):
         label, spec = spec.split("=", 1)
         variant, _, fmt = label.partition("/")
         variant, fmt = variant.strip() or None, fmt.strip() or None
-    if not os.path.isfile(spec):
-        raise ValueError(f"No such model file: {spec}")
+    check_litert_file(spec)
     guessed_variant, guessed_format = guess_variant_and_format(spec)
     variant = variant or guessed_variant
     if variant is not None:

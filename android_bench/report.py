@@ -14,6 +14,7 @@ from keras_swiftformer.files import atomic_output
 from android_bench.models import VARIANT_ORDER, guess_variant_and_format, paper_value
 from android_bench.schema import SCHEMA, validate
 from converters.report import markdown_table as _markdown_table
+from converters.report import md_text
 
 PLOT_AXES = {"gmacs": ("gmacs", "GMACs (paper)"), "top1": ("top1", "ImageNet top-1 % (paper)")}
 #: Table columns for `converters.report.markdown_table`: (header, row key, format).
@@ -25,6 +26,52 @@ COLUMNS = (
     ("Min ms", "min_ms", "{:.2f}"), ("Peak MB", "peak_memory_mb", "{:.1f}"),
     ("Runs", "runs", "{}"), ("Ran on", "ran_on", "{}"),
 )
+
+
+def _file_above(path):
+    """The nearest existing ancestor of `path` when it is not a folder, else None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) else parent
+
+
+def check_file(path, flag):
+    """Raises ValueError unless a file can be written at `path` (named by `flag` in the
+    message): not an existing folder (never replaced), not under a file."""
+    path = os.fspath(path)
+    if not path or path.endswith(("/", os.sep)):
+        raise ValueError(f"{flag} {path!r} names no file: give a file path such as "
+                         "out/bench/phone.json")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is an existing folder, which is left alone: give a "
+                         "file path")
+    above = _file_above(path)
+    if above:
+        raise ValueError(f"{flag} {path} is under {above}, which is a file: give a path in a "
+                         "folder")
+
+
+def check_folder(path, flag):
+    """Raises ValueError unless `path` is, or can become, a folder (named by `flag`)."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a file, not a folder: give a folder path")
+    above = _file_above(path)
+    if above:
+        raise ValueError(f"{flag} {path} is under {above}, which is a file: give a folder "
+                         "path")
+
+
+def check_prefix(prefix, flag="--output"):
+    """Raises ValueError unless ``PREFIX.json``, ``.md`` and ``.png`` can be written: checked
+    before any benchmark runs, so that a long run never ends on a path it cannot write."""
+    prefix = os.fspath(prefix)
+    if not os.path.basename(prefix) or os.path.isdir(prefix):
+        raise ValueError(f"{flag} {prefix!r} is a folder; it is the prefix of the .json, .md "
+                         f"and .png written: give e.g. {os.path.join(prefix, 'bench')}")
+    for suffix in (".json", ".md", ".png"):
+        check_file(prefix + suffix, flag)
 
 
 def write_text(path, text):
@@ -84,8 +131,9 @@ def markdown_table(table_rows):
     failed = [r for r in table_rows if r["status"] != "ok"]
     if failed:
         lines += ["", "Failed:"]
-        lines += [f"- {r['source']} / {r['device']} / {r['backend']} / {r['label']}: "
-                  f"{' / '.join(r['error'].split(chr(10)))[:300]}" for r in failed]
+        lines += ["- " + md_text(f"{r['source']} / {r['device']} / {r['backend']} / "
+                                 f"{r['label']}: {' / '.join(r['error'].split(chr(10)))[:300]}")
+                  for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +228,7 @@ def write_outputs(docs, prefix, x="gmacs", plot_title=None):
     docs = [validate(doc, f"report {i}") for i, doc in enumerate(docs)]
     if not docs:
         raise ValueError("No reports to merge")
+    check_prefix(prefix)
     table_rows = rows(docs)
     placeable(table_rows, x)  # an unknown axis fails before anything is written
     table = markdown_table(table_rows)
@@ -189,7 +238,7 @@ def write_outputs(docs, prefix, x="gmacs", plot_title=None):
     devices = sorted({f"{d['source']}: {d['device']['name']} ({d['device'].get('os', '?')}, "
                       f"{d['runtime']['name']} {d['runtime'].get('version') or ''})".rstrip()
                       for d in docs})
-    header = "Measured on:\n" + "".join(f"- {d}\n" for d in devices) + "\n"
+    header = "Measured on:\n" + "".join(f"- {md_text(d)}\n" for d in devices) + "\n"
     paths["markdown"] = write_text(f"{prefix}.md", header + table)
     paths["plot"] = (plot(table_rows, f"{prefix}.png", x, plot_title)
                      if placeable(table_rows, x) else None)

@@ -44,6 +44,8 @@ LITERT_BACKENDS = ("cpu", "xnnpack", "gpu", "nnapi")
 COREML_BACKENDS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
 BACKENDS = LITERT_BACKENDS + COREML_BACKENDS
 STATUSES = ("ok", "failed")
+#: Problems a validation error lists (the rest are counted).
+MAX_PROBLEMS = 10
 #: Sources whose warm-up and timed counts are exact (checked by `validate`).
 EXACT_COUNT_SOURCES = ("android-app", "ios-app")
 
@@ -213,7 +215,10 @@ def validate(doc, where="report"):
     if doc.get("source") in EXACT_COUNT_SOURCES:
         _check_counts(doc, problems)
     if problems:
-        raise ReportError(f"{where} does not follow {SCHEMA}:\n  " + "\n  ".join(problems))
+        more = len(problems) - MAX_PROBLEMS
+        raise ReportError(f"{where} does not follow {SCHEMA}:\n  "
+                          + "\n  ".join(problems[:MAX_PROBLEMS])
+                          + (f"\n  ... and {more} more" if more > 0 else ""))
     return doc
 
 
@@ -241,9 +246,13 @@ def load_reports(paths):
             with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
         except OSError as err:
-            raise ReportError(f"Cannot read benchmark JSON {path}: {err}") from err
-        except json.JSONDecodeError as err:
-            raise ReportError(f"{path} is not valid JSON: {err}") from err
+            raise ReportError(f"Cannot read benchmark JSON {path}: {err.strerror or err}: "
+                              "give a report file written by swiftformer-bench or an app"
+                              ) from err
+        except (ValueError, RecursionError) as err:  # bad JSON, not UTF-8, absurdly nested
+            raise ReportError(f"{path} is not a benchmark JSON file ({type(err).__name__}: "
+                              f"{err}): give a report written by swiftformer-bench or an app"
+                              ) from err
         if isinstance(raw, dict) and "reports" in raw:
             if raw.get("schema") != SCHEMA or not isinstance(raw["reports"], list):
                 raise ReportError(f"{path}: a merged file needs schema {SCHEMA!r} and a list "

@@ -71,10 +71,11 @@ def baseline_rows(model, images, evaluation, reference, output_dir):
 def add_latency(rows, output_dir, runs, threads, progress):
     """Adds ``latency_ms`` (median of `runs` interleaved XNNPACK inferences) to each row."""
     from android_bench.host import benchmark_host
+    from android_bench.timing import Timing
 
     ok = [r for r in rows if not r.get("error")]
     report = benchmark_host([os.path.join(output_dir, r["file"]) for r in ok],
-                            threads=(threads,), warmup=5, runs=runs, progress=progress)
+                            Timing(threads=(threads,), warmup=5, runs=runs), progress=progress)
     by_file = {result["model"]: result for result in report["results"]}
     for row in ok:
         row["latency_ms"] = by_file[row["file"]]["median_ms"]

@@ -265,16 +265,22 @@ def _hub_fields(source):
     return {"hub_repo": repo, "hub_revision": revision}
 
 
-def _check_spec(spec, variant):
+def is_address(spec):
+    """Whether `spec` names weights by a weight tag or an address (``hf://``) rather than a
+    local path: the one test a command needs before it checks that a path exists."""
     from keras_swiftformer.hub import is_hub_uri
     from keras_swiftformer.sources import TAGS
 
-    if spec in TAGS:
-        if variant is None:
-            raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
-                              "L1 or L3), or variant='XS'")
-        return
-    if is_hub_uri(spec):
+    return isinstance(spec, str) and (spec in TAGS or is_hub_uri(spec))
+
+
+def _check_spec(spec, variant):
+    from keras_swiftformer.sources import TAGS
+
+    if spec in TAGS and variant is None:
+        raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
+                          "L1 or L3), or variant='XS'")
+    if is_address(spec):
         return
     if spec.endswith(".weights.h5"):
         raise SourceError(f"{spec} holds weights without the architecture, class names or "
@@ -307,7 +313,7 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
 
     Args:
         spec: None (random weights), a checkpoint file or folder, a SwiftFormer ``.keras``
-            file, a weight tag or ``hf://ORG/REPO[@REV]``.
+            file, a weight tag or ``hf://ORG/REPO[@REV]`` (a `ModelSource` is returned as is).
         variant: the expected variant (a tag needs one; random weights default to XS).
         token_weighting: override the source's ("l2" or "ones").
         labels: a labels file (one name a line) or a list of names; wins over model.json.
@@ -318,6 +324,8 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
     from keras_swiftformer.files import sidecar
     from keras_swiftformer.weights import resolve_weights
 
+    if isinstance(spec, ModelSource):  # already resolved (a command passing it on)
+        return spec
     _check_token_weighting(token_weighting)
     if spec is None:
         return _random(variant, token_weighting, labels)

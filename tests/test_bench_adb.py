@@ -18,6 +18,7 @@ from android_bench import adb as adb_module
 from android_bench.adb import (
     Adb,
     AdbError,
+    AdbOptions,
     NoDeviceError,
     benchmark_android,
     elf_abi,
@@ -27,6 +28,7 @@ from android_bench.adb import (
 )
 from android_bench.cli import main
 from android_bench.schema import validate
+from android_bench.timing import Timing
 from tests.support.bench import (
     CURRENT_XNNPACK_STDERR,
     CURRENT_XNNPACK_STDOUT,
@@ -107,9 +109,9 @@ def test_binary_must_be_elf_for_the_phones_abi(tmp_path, models):
 def test_full_run_interleaves_backends_and_keeps_stderr_of_failures(tmp_path, models):
     fake = make_fake_adb(tmp_path / "adb", benchmarks=[GPU_FAILS, XNNPACK_OK])
     binary = fake_elf(tmp_path / "android_aarch64_benchmark_model")
-    doc = benchmark_android(models, binary, backends=("xnnpack", "gpu"), threads=(1, 4),
-                            warmup=10, runs=50, adb=fake, log_dir=str(tmp_path / "logs"),
-                            progress=quiet)
+    timing = Timing(backends=("xnnpack", "gpu"), threads=(1, 4), warmup=10, runs=50)
+    doc = benchmark_android(models, binary, timing, adb=fake,
+                            options=AdbOptions(log_dir=str(tmp_path / "logs")), progress=quiet)
     validate(doc)
     assert doc["source"] == "adb" and doc["settings"]["interleaved"] is True
     assert doc["device"] == {"name": "Google Pixel 7", "os": "Android 14 (API 34)",
@@ -163,8 +165,8 @@ def test_round_robin_order_with_uneven_backends():
 def test_partial_delegation_is_recorded_and_can_fail_the_case(tmp_path, models):
     fake = make_fake_adb(tmp_path / "adb", benchmarks=[GPU_PARTLY, XNNPACK_OK])
     binary = fake_elf(tmp_path / "bm")
-    doc = benchmark_android(models[:1], binary, backends=("gpu", "xnnpack"), threads=(4,),
-                            adb=fake, progress=quiet)
+    timing = Timing(backends=("gpu", "xnnpack"), threads=(4,))
+    doc = benchmark_android(models[:1], binary, timing, adb=fake, progress=quiet)
     gpu, xnnpack = doc["results"]
     assert gpu["status"] == "ok" and gpu["mean_ms"] == pytest.approx(7.0502)
     assert gpu["delegate_coverage"] == {"delegate": "TfLiteGpuDelegateV2", "nodes": 250,
@@ -173,8 +175,8 @@ def test_partial_delegation_is_recorded_and_can_fail_the_case(tmp_path, models):
     assert "GELU: Operation is not supported." in gpu["messages"]
     assert xnnpack["delegate_coverage"]["full"] is True
 
-    strict = benchmark_android(models[:1], binary, backends=("gpu", "xnnpack"), threads=(4,),
-                               adb=fake, progress=quiet, require_full_delegation=True)
+    strict = benchmark_android(models[:1], binary, timing, adb=fake, progress=quiet,
+                               options=AdbOptions(require_full_delegation=True))
     gpu, xnnpack = strict["results"]
     assert gpu["status"] == "failed" and "mean_ms" not in gpu
     assert ("the TfLiteGpuDelegateV2 took 250 of 298 nodes, the graph runs in 3 partitions"
@@ -196,9 +198,10 @@ def test_nnapi_options_and_cooldown_reach_the_command(tmp_path, models, monkeypa
 
     monkeypatch.setattr(adb_module.time, "sleep", cool_down)
     fake = make_fake_adb(tmp_path / "adb")
-    doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), backends=("nnapi", "xnnpack"),
-                            adb=fake, progress=quiet, nnapi_allow_fp16=True,
-                            nnapi_accelerator="qti-dsp", cooldown=2.5)
+    timing = Timing(backends=("nnapi", "xnnpack"), threads=(4,), nnapi_allow_fp16=True,
+                    nnapi_accelerator="qti-dsp", cooldown=2.5)
+    doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), timing, adb=fake,
+                            progress=quiet)
     commands = [c[3] for c in calls(fake) if c[2:3] == ["shell"] and "--graph" in c[3]]
     assert ("--use_nnapi=true --nnapi_allow_fp16=true --nnapi_accelerator_name=qti-dsp;"
             in commands[0])
@@ -211,21 +214,19 @@ def test_nnapi_options_and_cooldown_reach_the_command(tmp_path, models, monkeypa
 def test_options_are_checked_before_adb_is_called(tmp_path, models):
     binary = fake_elf(tmp_path / "bm")
     missing_adb = str(tmp_path / "no-adb")
-    with pytest.raises(ValueError, match="among .*'cpu', 'xnnpack', 'gpu', 'nnapi'"):
-        benchmark_android(models, binary, backends=("dsp",), adb=missing_adb)
     twin = tmp_path / "other"
     twin.mkdir()
-    (twin / "swiftformer_xs_float32.tflite").write_bytes(b"x")
+    (twin / "swiftformer_xs_float32.tflite").write_bytes(open(models[0], "rb").read())
     with pytest.raises(ValueError, match="names repeat"):
         benchmark_android(models + [str(twin / "swiftformer_xs_float32.tflite")], binary,
                           adb=missing_adb)
     with pytest.raises(ValueError, match="No such benchmark_model binary"):
         benchmark_android(models, str(tmp_path / "missing"), adb=missing_adb)
-    with pytest.raises(ValueError, match="cool-down is a number of seconds"):
-        benchmark_android(models, binary, cooldown=-1, adb=missing_adb)
-    with pytest.raises(ValueError, match="NNAPI options .* nnapi is not among the backends"):
-        benchmark_android(models, binary, backends=("gpu",), nnapi_accelerator="qti-dsp",
-                          adb=missing_adb)
+    with pytest.raises(ValueError, match="--log-dir .* is a file"):
+        benchmark_android(models, binary, adb=missing_adb,
+                          options=AdbOptions(log_dir=models[0]))
+    with pytest.raises(ValueError, match="needs explicit thread counts"):
+        benchmark_android(models, binary, Timing(threads=(None,)), adb=missing_adb)
 
 
 def test_cli_reports_no_device_and_writes_nothing(tmp_path, models, capsys):
@@ -275,7 +276,7 @@ def test_a_backend_the_binary_ignores_is_a_failure_not_a_cpu_number(tmp_path, mo
     output = "WARN: Unconsumed cmdline flags: --use_nnapi=true\n" + CURRENT_XNNPACK_STDOUT
     fake = make_fake_adb(tmp_path / "adb",
                          benchmarks=[benchmark_output(output, CURRENT_XNNPACK_STDERR)])
-    doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), backends=("nnapi",),
+    doc = benchmark_android(models[:1], fake_elf(tmp_path / "bm"), Timing(backends="nnapi"),
                             adb=fake, progress=quiet)
     [result] = doc["results"]
     assert result["status"] == "failed" and "mean_ms" not in result

@@ -11,9 +11,10 @@ import json
 import pytest
 
 from android_bench import app as app_module
-from android_bench.app import APP_DIR, MARKER_NAME, AppError, app_command, run_app
+from android_bench.app import APP_DIR, MARKER_NAME, AppError, AppOptions, app_command, run_app
 from android_bench.cli import main
 from android_bench.schema import ReportError
+from android_bench.timing import Timing
 from tests.support.bench import (
     ANDROID_SAMPLE,
     calls,
@@ -22,6 +23,9 @@ from tests.support.bench import (
     quiet,
     stand_in_models,
 )
+
+
+FAST = AppOptions(poll=0)
 
 
 @pytest.fixture
@@ -35,8 +39,9 @@ def shell_calls(fake):
 
 def test_app_run_pushes_starts_waits_and_pulls_the_report(tmp_path, models):
     fake = make_fake_adb(tmp_path / "adb", app="ok")
-    doc = run_app(models, backends=("xnnpack", "gpu"), threads=4, warmup=10, runs=3, adb=fake,
-                  poll=0, keep_json=str(tmp_path / "kept" / "app.json"), progress=quiet)
+    timing = Timing(backends=("xnnpack", "gpu"), threads=4, warmup=10, runs=3)
+    options = AppOptions(poll=0, keep_json=str(tmp_path / "kept" / "app.json"))
+    doc = run_app(models, timing, adb=fake, options=options, progress=quiet)
     assert doc["source"] == "android-app"
     shells = shell_calls(fake)
     [start] = [c for c in shells if c.startswith("am start")]
@@ -58,8 +63,9 @@ def test_app_run_pushes_starts_waits_and_pulls_the_report(tmp_path, models):
 
 
 def test_app_command_carries_the_nnapi_options():
-    command = app_command(["a.tflite"], ["nnapi"], 1, 5, 20, "abc", nnapi_allow_fp16=True,
-                          nnapi_accelerator="google-edgetpu")
+    timing = Timing(backends=("nnapi",), threads=1, warmup=5, runs=20, nnapi_allow_fp16=True,
+                    nnapi_accelerator="google-edgetpu")
+    command = app_command(["a.tflite"], timing, "abc")
     assert command.endswith("--ez nnapi_allow_fp16 true --es nnapi_accelerator google-edgetpu")
 
 
@@ -79,7 +85,7 @@ def test_a_crash_is_reported_with_the_apps_last_log_lines(tmp_path, models, caps
               "12-01 19:02:11.123  4242  4242 E AndroidRuntime: java.lang.OutOfMemoryError\n")
     fake = make_fake_adb(tmp_path / "adb", app="crashes", logcat=logcat)
     with pytest.raises(AppError, match="(?s)ended without writing .*OutOfMemoryError"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)
     status = main(["app", *models, "--adb", fake, "--output", str(tmp_path / "out" / "x")])
     assert status == 1
     assert "FATAL EXCEPTION" in capsys.readouterr().err
@@ -90,16 +96,16 @@ def test_a_hung_app_times_out(tmp_path, models):
     fake = make_fake_adb(tmp_path / "adb", app="hangs")
     with pytest.raises(AppError, match=r"No completion marker .* after 0.2 s; the app is still "
                                        r"running: raise --timeout"):
-        run_app(models, adb=fake, timeout=0.2, poll=0.05, progress=quiet)
+        run_app(models, adb=fake, options=AppOptions(timeout=0.2, poll=0.05), progress=quiet)
 
 
 def test_the_apps_own_failure_and_a_missing_app(tmp_path, models):
     fake = make_fake_adb(tmp_path / "a", app="fails")
     with pytest.raises(AppError, match="The app reported a failure: IllegalArgumentException"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)
     fake = make_fake_adb(tmp_path / "b", app="missing")
     with pytest.raises(AppError, match=r"not installed on .*android/README.md"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)
     assert not any(c.startswith("am start") for c in shell_calls(fake))
 
 
@@ -110,15 +116,16 @@ def test_the_apps_json_must_follow_the_schema_with_exact_counts(tmp_path, models
     fake = make_fake_adb(tmp_path / "adb", app="ok", app_json=inexact)
     with pytest.raises(ReportError, match=r"results\[0\].warmup_runs is 11 but "
                                           r"settings.warmup_runs is 10"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)
     other = copy.deepcopy(doc)
     other["source"] = "ios-app"
     fake = make_fake_adb(tmp_path / "b", app="ok", app_json=other)
     with pytest.raises(ReportError, match="source 'ios-app', not 'android-app'"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)
     fake = make_fake_adb(tmp_path / "c", app="ok")
     with pytest.raises(ReportError, match="ran with runs=3, not the 50 asked for"):
-        run_app(models, warmup=10, runs=50, adb=fake, poll=0, progress=quiet)
+        run_app(models, Timing(("xnnpack", "gpu", "nnapi"), 4, warmup=10, runs=50), adb=fake,
+                options=FAST, progress=quiet)
 
 
 def test_a_stale_marker_of_another_run_is_refused(tmp_path, models, monkeypatch):
@@ -133,4 +140,4 @@ def test_a_stale_marker_of_another_run_is_refused(tmp_path, models, monkeypatch)
 
     monkeypatch.setattr(app_module, "_start", start_then_stale)
     with pytest.raises(AppError, match="belongs to run 'someone-else'"):
-        run_app(models, adb=fake, poll=0, progress=quiet)
+        run_app(models, adb=fake, options=FAST, progress=quiet)

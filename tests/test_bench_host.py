@@ -12,6 +12,7 @@ from android_bench.host import (
 )
 from converters.litert.inspection import interleaved_order, latency_summary, random_input
 from android_bench.schema import load_reports, validate
+from android_bench.timing import Timing
 from converters.litert.gpu import vulkan_icd
 from tests.support.bench import tiny_models
 
@@ -56,8 +57,8 @@ def test_memory_probe_sees_an_allocation_after_it_is_freed():
 
 def test_benchmark_host_fills_every_field(tiny):
     models = [{"path": tiny["float32"], "variant": "XS", "format": "float32"}, tiny["float16"]]
-    doc = benchmark_host(models, backends=("xnnpack", "cpu"), threads=(1, 2), warmup=2, runs=6,
-                         progress=lambda line: None)
+    timing = Timing(backends=("xnnpack", "cpu"), threads=(1, 2), warmup=2, runs=6)
+    doc = benchmark_host(models, timing, progress=lambda line: None)
     validate(doc)
     assert doc["source"] == "host" and doc["runtime"]["name"] == "ai_edge_litert"
     assert doc["device"]["cores"] >= 1 and doc["settings"]["interleaved"] is True
@@ -82,18 +83,20 @@ def test_benchmark_host_fills_every_field(tiny):
 
 
 def test_bad_host_options_fail_before_loading(tiny, tmp_path):
-    with pytest.raises(ValueError, match="Host backends must be among"):
-        benchmark_host([tiny["float32"]], backends=("gpu",))
-    with pytest.raises(ValueError, match="Thread counts must be positive"):
-        benchmark_host([tiny["float32"]], threads=(0,))
+    with pytest.raises(ValueError, match="--backends gpu: the host runner takes xnnpack, cpu"):
+        benchmark_host([tiny["float32"]], Timing(backends=("gpu",)))
     with pytest.raises(ValueError, match="No such model file"):
         benchmark_host([str(tmp_path / "missing.tflite")])
     with pytest.raises(ValueError, match="Unknown SwiftFormer variant 'XXL'"):
         benchmark_host([f"XXL/float32={tiny['float32']}"])
     bad = tmp_path / "not_a_model.tflite"
     bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ValueError, match="is not a LiteRT model"):
+        benchmark_host([str(bad)], progress=lambda line: None)
+    # A file that names itself LiteRT but does not load: the child process's error.
+    bad.write_bytes(b"\x1c\x00\x00\x00TFL3 but not a flatbuffer")
     with pytest.raises(ValueError, match="not a loadable .tflite model"):
-        benchmark_host([str(bad)], runs=1, warmup=0, progress=lambda line: None)
+        benchmark_host([str(bad)], Timing(runs=1, warmup=0), progress=lambda line: None)
 
 
 def test_host_command_writes_json_table_and_plot(tiny, tmp_path, capsys):
@@ -110,7 +113,7 @@ def test_host_command_writes_json_table_and_plot(tiny, tmp_path, capsys):
     with open(f"{prefix}.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert main(["host", tiny["float32"], "--runs", "0", "--output", str(tmp_path / "x")]) == 2
-    assert "runs >= 1" in capsys.readouterr().err
+    assert "--runs 0 is out of range" in capsys.readouterr().err
 
 
 def test_converters_time_files_interleaved_and_ask_the_gpu_analyser(tiny):
@@ -138,7 +141,7 @@ def test_gpu_accelerator_needs_a_vulkan_device(tiny, monkeypatch, capsys):
         benchmark_host([tiny["float32"]], accelerator="gpu", progress=lambda line: None)
     assert main(["host", tiny["float32"], "--accelerator", "gpu"]) == 2
     assert "no Vulkan device" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="accelerator must be one of"):
+    with pytest.raises(ValueError, match="--accelerator 'npu' is unknown"):
         benchmark_host([tiny["float32"]], accelerator="npu")
 
 

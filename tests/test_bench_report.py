@@ -65,12 +65,25 @@ def test_table_fills_variant_and_format_from_names_and_lists_failures(app_docs):
     assert "| gpu | 4 | XS float32 | 1450.0 | 30.10 | 7.00 | 7.00 | 7.80 | 6.00 | 62.5 | 3 | " \
            "delegate: 250/298 nodes, 3 parts |" in table
     assert "| ios-app | Apple iPhone15,2 (a format sample: these numbers are not measurements) " \
-           "| cpuOnly | - | XS coreml_float16 |" in table  # Core ML has no thread count
-    assert "| cpuAndNeuralEngine | - | XS coreml_float16 | 380.0 | 4.30 | 0.80 | 0.80 | 0.84 | 0.75 | " \
+           "| cpuOnly | - | XS coreml\\_float16 |" in table  # Core ML has no thread count
+    assert "| cpuAndNeuralEngine | - | XS coreml\\_float16 | 380.0 | 4.30 | 0.80 | 0.80 | 0.84 | 0.75 | " \
            "14.4 | 3 | ANE 255/261 ops |" in table
     failed = table.split("Failed:\n")[1]
     assert "android-app / Example phone" in failed and "Failed to apply delegate" in failed
-    assert "ios-app" in failed and "L1 coreml_float16" in failed
+    assert "ios-app" in failed and "L1 coreml\\_float16" in failed  # Markdown-escaped
+
+
+def test_text_from_a_phone_cannot_become_markup(app_docs, tmp_path):
+    """Device names and errors come from JSON files: the table escapes them."""
+    doc = copy.deepcopy(app_docs[0])
+    doc["device"]["name"] = "<img src=x onerror=alert(1)> `phone`"
+    doc["results"][0].update(status="failed", error="<script>x</script>")
+    paths = write_outputs([doc], str(tmp_path / "t"))
+    markdown_it = pytest.importorskip("markdown_it")
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(
+        open(paths["markdown"]).read())
+    assert "<img" not in html and "<script>" not in html and "<code>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;script&gt;" in html
 
 
 def test_app_samples_run_exact_warmup_counts(app_docs):
@@ -146,7 +159,7 @@ def test_unreadable_files_and_bad_merged_files(tmp_path, app_docs):
     with pytest.raises(ReportError, match="Cannot read benchmark JSON .*missing.json"):
         load_reports([tmp_path / "missing.json"])
     (tmp_path / "broken.json").write_text('{"schema": ')
-    with pytest.raises(ReportError, match="broken.json is not valid JSON"):
+    with pytest.raises(ReportError, match="broken.json is not a benchmark JSON file"):
         load_reports([tmp_path / "broken.json"])
     merged = {"schema": "swiftformer-bench/1", "reports": [app_docs[0], {"schema": "x"}]}
     (tmp_path / "merged.json").write_text(json.dumps(merged))

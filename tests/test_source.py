@@ -313,3 +313,13 @@ def test_eval_runs_keras_tflite_mlpackage_and_hub_alike(tmp_path, val_tree, hub_
     keras_top5, _, coreml_top5, _ = [r["top5_indices"] for r in results]
     assert [t[0] for t in coreml_top5] == [t[0] for t in keras_top5]
     assert results[3]["crop_pct"] == 0.95
+
+
+def test_eval_help_imports_no_tensorflow():
+    from tests.support import run_python
+
+    out = run_python("import sys\nfrom converters.evaluate import build_parser\n"
+                     "build_parser().format_help()\n"
+                     "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'coremltools') "
+                     "if m in sys.modules))\n")
+    assert out.strip().splitlines()[-1] == "[]"

@@ -412,7 +412,9 @@ def stand_in_models(directory):
     phone never reads them. Returns their paths."""
     paths = []
     for name in ("swiftformer_xs_float32.tflite", "swiftformer_l1_int8.tflite"):
-        (directory / name).write_bytes(b"TFL3 stand-in; the fake phone never reads it")
+        # A flatbuffer's root offset, then the LiteRT identifier: what the tools check.
+        (directory / name).write_bytes(b"\x1c\x00\x00\x00TFL3 stand-in; the fake phone "
+                                       b"never reads it")
         paths.append(str(directory / name))
     return paths
 
