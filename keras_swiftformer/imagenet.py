@@ -93,8 +93,10 @@ def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center
     else:
         scale = max(height / crop_pct / h, width / crop_pct / w)
         new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    image = image.resize((new_w, new_h), resample)
+    from keras_swiftformer.images import resize_and_crop  # bounded for any aspect ratio
+
     left = int(round((new_w - width) / 2.0))
     top = int(round((new_h - height) / 2.0))
-    image = image.crop((left, top, left + width, top + height))
+    image = resize_and_crop(image, (new_w, new_h), (left, top, left + width, top + height),
+                            resample)
     return np.asarray(image, dtype=np.float32)

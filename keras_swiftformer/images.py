@@ -4,17 +4,95 @@ training read.
 `list_images` and `load_images` serve a flat folder of photos (calibration, evaluation);
 `read_image_folder` an ImageNet-style tree of class folders (training, labelled evaluation);
 `check_images` finds corrupt files in either before any work starts.
+
+Work is bounded for any input: `open_image` refuses images over `MAX_IMAGE_PIXELS` from their
+header, before decoding (a few hundred bytes of PNG can declare gigapixels), and
+`resize_and_crop` resizes only the crop when the full resize would be huge (a 1x40000 strip
+resized to a 256 shorter side is ten million rows).
 """
 
+import contextlib
 import dataclasses
+import math
 import os
 import warnings
 
 import numpy as np
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, eval_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Largest image decoded (width x height), about a 12000 x 8000 photo; larger is refused.
+MAX_IMAGE_PIXELS = 100_000_000
+#: Largest model input side (``size``) the loaders accept.
+MAX_INPUT_SIZE = 4096
+#: Up to this many pixels the full resized image is made and cropped (exactly the reference
+#: transform); above, only the crop is resized (bounded cost, within a grey level of it).
+EXACT_RESIZE_PIXELS = 1 << 22
+
+
+class BadImageError(UserError):
+    """An image file that cannot be used; `reason` says why (``check_images`` lists it)."""
+
+    def __init__(self, path, reason, fix="remove it or replace it"):
+        super().__init__(f"{path} {reason}: {fix}")
+        self.path, self.reason = path, reason
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """Yields the PIL image of `path`, not yet decoded; `BadImageError` naming the file if it
+    is not an image or its header declares more than `MAX_IMAGE_PIXELS`."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise BadImageError(path, "declares too many pixels (a decompression bomb?)") from err
+    except Image.UnidentifiedImageError as err:
+        raise BadImageError(path, "is not an image PIL can read") from err
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise BadImageError(path, f"is {width}x{height} pixels, over the "
+                                      f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel cap (a "
+                                      "decompression bomb?)", "downscale it or remove it")
+        yield image
+
+
+def resize_and_crop(image, resized, box, resample):
+    """``image.resize(resized, resample).crop(box)`` at a cost that does not grow with the
+    resized size: above `EXACT_RESIZE_PIXELS`, the rows the crop reads are cut out, resized
+    across to the crop's columns, then down to its rows (each pass one axis of PIL's ``box=``,
+    within a grey level of the full resize).
+
+    Args:
+        resized: (W, H) of the full resize; box: (left, top, right, bottom) in it.
+    """
+    new_w, new_h = resized
+    if new_w * new_h <= EXACT_RESIZE_PIXELS:
+        return image.resize(resized, resample).crop(box)
+    width, height = image.size
+    sx, sy = width / new_w, height / new_h
+    left, top, right, bottom = box
+    margin = 2 * max(sy, 1.0) + 2  # the widest filter's (bicubic's) reach, in source rows
+    first = max(0, math.floor(top * sy - margin))
+    last = min(height, math.ceil(bottom * sy + margin))
+    rows = image.crop((0, first, width, last))
+    rows = rows.resize((right - left, last - first), resample,
+                       box=(left * sx, 0, min(right * sx, width), last - first))
+    return rows.resize((right - left, bottom - top), resample,
+                       box=(0, top * sy - first, right - left, min(bottom * sy, height) - first))
+
+
+def check_size(size, name="size"):
+    """`size` (an int or (H, W)) -> (H, W); `UserError` unless each side is 1..MAX_INPUT_SIZE."""
+    sides = (size, size) if np.ndim(size) == 0 else tuple(size)
+    if len(sides) != 2 or not all(1 <= int(s) <= MAX_INPUT_SIZE for s in sides):
+        raise UserError(f"{name} must be 1 to {MAX_INPUT_SIZE} pixels a side, got {size}: "
+                        "pass a smaller size")
+    return tuple(int(s) for s in sides)
 
 
 def list_images(folder):
@@ -37,12 +115,14 @@ def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center",
     """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
     (`size`: an int or (H, W); `crop_mode`, `interpolation`: the weights' evaluation
     transform, `keras_swiftformer.sources.Preprocessing`)."""
-    from PIL import Image
-
+    check_size(size)
     batch = []
     for path in paths:
-        with Image.open(path) as image:
-            batch.append(eval_transform(image, size, crop_pct, crop_mode, interpolation))
+        with open_image(path) as image:
+            try:
+                batch.append(eval_transform(image, size, crop_pct, crop_mode, interpolation))
+            except (OSError, SyntaxError) as err:  # PIL's errors for a corrupt body
+                raise BadImageError(path, f"cannot be decoded ({err})") from err
     return np.stack(batch)
 
 
@@ -97,14 +177,14 @@ def _bad_reason(path, check):
             return "truncated PNG (no IEND chunk)"
     elif not head.startswith(OTHER_STARTS):
         return "not a JPEG, PNG, GIF, BMP or WebP file"
-    if check == "decode":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
+    try:
+        with open_image(path) as image:
+            if check == "decode":
                 image.convert("RGB").load()
-        except Exception as err:  # PIL raises many types for corrupt data
-            return f"cannot be decoded ({type(err).__name__}: {err})"
+    except BadImageError as err:
+        return err.reason
+    except Exception as err:  # PIL raises many types for corrupt data
+        return f"cannot be decoded ({type(err).__name__}: {err})"
     return None
 
 
