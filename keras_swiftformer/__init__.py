@@ -10,6 +10,24 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import typing
+
+if typing.TYPE_CHECKING:  # what the lazy names are, for readers, linters and the import scan
+    from keras_swiftformer.config import MODEL_CONFIGS, SwiftFormerConfig  # noqa: F401
+    from keras_swiftformer.layers import (  # noqa: F401
+        TOKEN_WEIGHTINGS,
+        AdditiveTokenMixing,
+        LayerScale,
+        StochasticDepth,
+    )
+    from keras_swiftformer.model import (  # noqa: F401
+        SwiftFormer,
+        SwiftFormerBackbone,
+        SwiftFormerL1,
+        SwiftFormerL3,
+        SwiftFormerS,
+        SwiftFormerXS,
+    )
 
 __version__ = "0.1.0"
 
