@@ -7,13 +7,13 @@ training read.
 
 Work is bounded for any input: `open_image` refuses images over `MAX_IMAGE_PIXELS` from their
 header, before decoding (a few hundred bytes of PNG can declare gigapixels), and
-`resize_and_crop` resizes only the crop when the full resize would be huge (a 1x40000 strip
-resized to a 256 shorter side is ten million rows).
+`keras_swiftformer.resize.resize_and_crop` (under `eval_transform`) resizes only the crop when
+the full resize would be huge (a 1x40000 strip resized to a 256 shorter side is ten million
+rows).
 """
 
 import contextlib
 import dataclasses
-import math
 import os
 import warnings
 
@@ -27,9 +27,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 100_000_000
 #: Largest model input side (``size``) the loaders accept.
 MAX_INPUT_SIZE = 4096
-#: Up to this many pixels the full resized image is made and cropped (exactly the reference
-#: transform); above, only the crop is resized (bounded cost, within a grey level of it).
-EXACT_RESIZE_PIXELS = 1 << 22
 
 
 class BadImageError(UserError):
@@ -59,31 +56,6 @@ def open_image(path):
                                       f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel cap (a "
                                       "decompression bomb?)", "downscale it or remove it")
         yield image
-
-
-def resize_and_crop(image, resized, box, resample):
-    """``image.resize(resized, resample).crop(box)`` at a cost that does not grow with the
-    resized size: above `EXACT_RESIZE_PIXELS`, the rows the crop reads are cut out, resized
-    across to the crop's columns, then down to its rows (each pass one axis of PIL's ``box=``,
-    within a grey level of the full resize).
-
-    Args:
-        resized: (W, H) of the full resize; box: (left, top, right, bottom) in it.
-    """
-    new_w, new_h = resized
-    if new_w * new_h <= EXACT_RESIZE_PIXELS:
-        return image.resize(resized, resample).crop(box)
-    width, height = image.size
-    sx, sy = width / new_w, height / new_h
-    left, top, right, bottom = box
-    margin = 2 * max(sy, 1.0) + 2  # the widest filter's (bicubic's) reach, in source rows
-    first = max(0, math.floor(top * sy - margin))
-    last = min(height, math.ceil(bottom * sy + margin))
-    rows = image.crop((0, first, width, last))
-    rows = rows.resize((right - left, last - first), resample,
-                       box=(left * sx, 0, min(right * sx, width), last - first))
-    return rows.resize((right - left, bottom - top), resample,
-                       box=(0, top * sy - first, right - left, min(bottom * sy, height) - first))
 
 
 def check_size(size, name="size"):

@@ -11,7 +11,6 @@ from PIL import Image
 
 from keras_swiftformer.commands import UserError
 from keras_swiftformer.images import (
-    EXACT_RESIZE_PIXELS,
     MAX_IMAGE_PIXELS,
     BadImageError,
     ImageSet,
@@ -19,6 +18,7 @@ from keras_swiftformer.images import (
     check_size,
     load_images,
 )
+from keras_swiftformer.resize import EXACT_RESIZE_PIXELS
 
 PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 JPEGS = sorted(os.path.join(PHOTOS, n) for n in os.listdir(PHOTOS) if n.endswith(".jpg"))
