@@ -32,8 +32,9 @@ def is_verbose(argv=None):
 
 
 def add_verbose(parser):
-    """Adds ``--verbose`` to an argparse parser (`run_command` reads it)."""
-    parser.add_argument(VERBOSE_FLAG, action="store_true",
+    """Adds ``--verbose`` to an argparse parser (`run_command` reads it from the command line;
+    its dest, ``verbose_flag``, leaves ``verbose`` free for a command's own option)."""
+    parser.add_argument(VERBOSE_FLAG, dest="verbose_flag", action="store_true",
                         help="show tracebacks and the libraries' log output")
 
 
@@ -49,6 +50,20 @@ def quiet_libraries():
     warnings.filterwarnings("ignore")
 
 
+#: Packages whose warnings a command shows (one line each); other libraries' are silenced.
+OWN_PACKAGES = r"(keras_swiftformer|converters|android_bench|benchmarks)(\.|$)"
+
+
+def _show_own_warnings(prog):
+    """Our warnings as ``prog: warning: ...`` lines (after `quiet_libraries` hid the rest)."""
+    warnings.filterwarnings("default", module=OWN_PACKAGES)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {_one_line(message)}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def _one_line(err):
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -62,8 +77,14 @@ def run_command(prog, main, argv=None):
         ImportError, LookupError); `INTERNAL_ERROR` for anything else; `INTERRUPTED` on Ctrl-C.
     """
     verbose = is_verbose(argv)
-    if not verbose:
-        quiet_libraries()
+    with warnings.catch_warnings():  # filters and the warning printer come back afterwards
+        if not verbose:
+            quiet_libraries()
+            _show_own_warnings(prog)
+        return _run(prog, main, argv, verbose)
+
+
+def _run(prog, main, argv, verbose):
     try:
         status = main(argv)
         return 0 if status is None else status

@@ -20,12 +20,14 @@ import glob
 import json
 import os
 import re
+import warnings
+import zipfile
 
 import keras
 import numpy as np
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.files import atomic_output
-
 from keras_swiftformer.training.distribute import to_numpy
 
 PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
@@ -112,6 +114,39 @@ class TrainingState:
                                              f"{tuple(variable.shape)}")
                 variable.assign(value)
         return record
+
+
+#: What reading a truncated or garbled ``.npz`` raises (not `CheckpointMismatch`: that one is
+#: a checkpoint of another run, and no older one beside it would fit either).
+DAMAGED = (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError)
+
+
+def restore_newest_intact(state, found, expected=None):
+    """Restores the newest readable checkpoint of `found` ([(epoch, path)], oldest first) into
+    `state`, warning about each damaged one skipped; returns its epoch (0 if `found` is empty).
+
+    Raises:
+        UserError: every checkpoint is damaged.
+        CheckpointMismatch: the newest intact one belongs to another configuration.
+    """
+    damaged = []
+    for epoch, path in reversed(found):
+        try:
+            state.restore(path, expected)
+        except CheckpointMismatch:
+            raise
+        except DAMAGED as err:
+            damaged.append(f"{os.path.basename(path)} ({type(err).__name__})")
+            continue
+        if damaged:
+            warnings.warn(f"damaged checkpoint(s) {', '.join(damaged)} in "
+                          f"{os.path.dirname(path)}: resuming from {os.path.basename(path)}")
+        return epoch
+    if damaged:
+        raise UserError(f"no intact checkpoint in {os.path.dirname(found[-1][1])} (damaged: "
+                        f"{', '.join(damaged)}): remove them, or pass --overwrite to start "
+                        "afresh")
+    return 0
 
 
 def _normal(value):

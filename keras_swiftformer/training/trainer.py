@@ -372,9 +372,8 @@ def _resumable(config, runtime, model, models, optimizer):
     if config.overwrite and writer and directory and os.path.isdir(directory):
         shutil.rmtree(directory)
     found = [] if config.overwrite else ckpt.list_checkpoints(directory)
-    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
-    if found:
-        state.restore(found[-1][1], expected=record["config"])
+    epoch = ckpt.restore_newest_intact(state, found, expected=record["config"])
+    initial_epoch = runtime.agree(epoch, "the checkpoint to resume from")
     callback = (ckpt.Checkpointer(state, directory, record, writer, config.keep_checkpoints)
                 if directory is not None else None)
     return callback, initial_epoch
