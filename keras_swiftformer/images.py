@@ -15,6 +15,7 @@ rows).
 import contextlib
 import dataclasses
 import os
+import unicodedata
 import warnings
 
 import numpy as np
@@ -25,6 +26,9 @@ from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, eval_transform
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 #: Largest image decoded (width x height), about a 12000 x 8000 photo; larger is refused.
 MAX_IMAGE_PIXELS = 100_000_000
+#: Unicode categories no class name may hold (newline, tab, NUL, line separators): each would
+#: split a label file's lines and shift every later class.
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 #: Largest model input side (``size``) the loaders accept.
 MAX_INPUT_SIZE = 4096
 
@@ -204,6 +208,12 @@ def read_image_folder(root, classes=None):
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not folders:
         raise ValueError(f"{root} has no class sub-folders (expected {root}/<class>/*.jpg)")
+    for folder in folders:
+        bad = [c for c in folder if unicodedata.category(c) in CONTROL_CATEGORIES]
+        if bad or not folder.strip():
+            raise UserError(f"class folder {os.path.join(root, folder)!r} has "
+                            f"{'the control character ' + repr(bad[0]) if bad else 'a blank name'}"
+                            " in its name: rename it (class names are one line of text)")
     if classes is None:
         classes = folders
     unknown = sorted(set(folders) - set(classes))

@@ -412,11 +412,12 @@ def train(config, shard=None):
 
     shard = shard or runtime.shard
     sample_augment = SampleAugment(config.rand_augment, config.color_jitter, config.reprob)
+    augmentation = data_lib.Augmentation(config.seed, config.hflip, config.crop_scale,
+                                         config.crop_ratio, sample_augment)
     train_ds = data_lib.train_dataset(
-        train_set, config.batch_size, config.input_size, seed=config.seed,
-        start_step=initial_epoch * steps, shard=shard, sample_augment=sample_augment,
-        hflip=config.hflip, crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
-        teacher_logits=saved_logits, parallel=config.data_workers)
+        train_set, config.batch_size, config.input_size, augmentation,
+        start_step=initial_epoch * steps, shard=shard, teacher_logits=saved_logits,
+        parallel=config.data_workers)
     val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.input_size,
                                     config.crop_pct, shard, config.data_workers)
               if val_set is not None else None)
