@@ -9,6 +9,7 @@ one line that says how to see the traceback. ``--verbose`` on the command line, 
 ``SWIFTFORMER_VERBOSE=1``, shows tracebacks and the libraries' own log lines.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -29,6 +30,14 @@ def is_verbose(argv=None):
     """True with ``--verbose`` in `argv` (default ``sys.argv``) or ``SWIFTFORMER_VERBOSE=1``."""
     argv = sys.argv[1:] if argv is None else argv
     return VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (`UserError`, printed by `run_command`)
+    instead of the whole usage; ``--help`` still shows it."""
+
+    def error(self, message):
+        raise UserError(f"{message}: see {self.prog} --help")
 
 
 def add_verbose(parser):

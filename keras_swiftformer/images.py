@@ -15,6 +15,7 @@ rows).
 import contextlib
 import dataclasses
 import os
+import re
 import unicodedata
 import warnings
 
@@ -133,8 +134,9 @@ class ImageSet:
         return [os.path.join(self.root, key) for key in self.keys]
 
 
-def _bad_reason(path, check):
-    """Why `path` is not a readable image under `check` ('header' or 'decode'), or None."""
+def _bad_reason(path, check, decode=None):
+    """Why `path` is not a readable image under `check` ('header' or 'decode'), or None
+    (`decode`: the decoder the images will go through, path -> anything; default PIL)."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -157,27 +159,33 @@ def _bad_reason(path, check):
         with open_image(path) as image:
             if check == "decode":
                 image.convert("RGB").load()
+        if check == "decode" and decode is not None:
+            decode(path)
     except BadImageError as err:
         return err.reason
-    except Exception as err:  # PIL raises many types for corrupt data
-        return f"cannot be decoded ({type(err).__name__}: {err})"
+    except Exception as err:  # PIL and TensorFlow raise many types for corrupt data
+        text = " ".join(str(err).split())
+        text = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", text)  # TF's node and op names
+        return f"cannot be decoded ({type(err).__name__}: {text[:160]})"
     return None
 
 
-def check_images(image_set, check="header", on_bad="error", workers=8):
+def check_images(image_set, check="header", on_bad="error", workers=8, decode=None):
     """Checks every image of `image_set`; returns it without the bad ones.
 
     Args:
         check: "header" (magic bytes and JPEG/PNG end markers: fast), "decode" (full decode with
             PIL: thorough), or "none".
         on_bad: "error" raises ValueError listing the bad files; "skip" warns and drops them.
+        decode: with "decode", also the decoder the images will go through (path -> anything,
+            raising on a bad file): TensorFlow's is stricter than PIL's for a garbled JPEG.
     """
     if check == "none" or image_set.blobs is not None:
         return image_set
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(lambda p: _bad_reason(p, check), image_set.paths))
+        reasons = list(pool.map(lambda p: _bad_reason(p, check, decode), image_set.paths))
     bad = [(key, why) for key, why in zip(image_set.keys, reasons) if why]
     if not bad:
         return image_set

@@ -93,7 +93,7 @@ class TrainingState:
             CheckpointMismatch: other variables, or a configuration field in `expected`
                 (a dict) with another value.
         """
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             record = json.loads(str(data["__record__"]))
             for name, value in (expected or {}).items():
                 if _normal(record.get("config", {}).get(name)) != _normal(value):
@@ -101,14 +101,14 @@ class TrainingState:
                         f"{path} was written with {name}={record.get('config', {}).get(name)!r}"
                         f", this run has {value!r}: use another --output-dir, or the same options")
             entries = self._entries()
-            keys = set(data.files) - {"__record__"}
-            wanted = {key for key, _ in entries}
-            if keys != wanted:
-                diff = sorted(keys ^ wanted)[:6]
+            stored = {_unnumbered(key): key for key in set(data.files) - {"__record__"}}
+            wanted = {_unnumbered(key) for key, _ in entries}
+            if set(stored) != wanted:
+                diff = sorted(set(stored) ^ wanted)[:6]
                 raise CheckpointMismatch(f"{path} holds other variables than this model "
                                          f"(differences: {diff})")
             for key, variable in entries:
-                value = data[key]
+                value = data[stored[_unnumbered(key)]]
                 if tuple(value.shape) != tuple(variable.shape):
                     raise CheckpointMismatch(f"{path}: {key} has shape {value.shape}, the model "
                                              f"{tuple(variable.shape)}")
@@ -147,6 +147,12 @@ def restore_newest_intact(state, found, expected=None):
                         f"{', '.join(damaged)}): remove them, or pass --overwrite to start "
                         "afresh")
     return 0
+
+
+def _unnumbered(key):
+    """`key` without the ``_<n>`` suffixes Keras gives a second object of one name in a
+    process (``adam_wagc_1``, ``seed_generator_15``): the position prefix keeps keys apart."""
+    return re.sub(r"_\d+(?=/|$)", "", key)
 
 
 def _normal(value):

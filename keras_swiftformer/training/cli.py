@@ -22,7 +22,7 @@ import re
 import sys
 import typing
 
-from keras_swiftformer.commands import UserError, add_verbose, run_command
+from keras_swiftformer.commands import OneLineParser, UserError, add_verbose, run_command
 from keras_swiftformer.files import check_output_path
 from keras_swiftformer.training.config import (
     FIELDS,
@@ -34,7 +34,7 @@ from keras_swiftformer.training.config import (
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="swiftformer-train", description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1])

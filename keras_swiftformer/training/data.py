@@ -49,7 +49,12 @@ def read_split(data, split, classes=None, check="header", on_bad="error"):
     if data.startswith("tfds:"):
         return read_tfds(data[len("tfds:"):], split, classes)
     image_set = read_image_folder(os.path.join(data, split), classes)
-    return check_images(image_set, check, on_bad)
+    return check_images(image_set, check, on_bad, decode=_tf_decode)
+
+
+def _tf_decode(path):
+    """Decodes `path` as training will (TensorFlow's decoders); raises on a bad file."""
+    augment_lib.decode_image(tf.io.read_file(path))
 
 
 def imagenet_class_indices(classes):
