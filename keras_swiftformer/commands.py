@@ -9,6 +9,7 @@ one line that says how to see the traceback. ``--verbose`` on the command line, 
 ``SWIFTFORMER_VERBOSE=1``, shows tracebacks and the libraries' own log lines.
 """
 
+import argparse
 import logging
 import os
 import sys
@@ -31,9 +32,18 @@ def is_verbose(argv=None):
     return VERBOSE_FLAG in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (`UserError`, printed by `run_command`)
+    instead of the whole usage; ``--help`` still shows it."""
+
+    def error(self, message):
+        raise UserError(f"{message}: see {self.prog} --help")
+
+
 def add_verbose(parser):
-    """Adds ``--verbose`` to an argparse parser (`run_command` reads it)."""
-    parser.add_argument(VERBOSE_FLAG, action="store_true",
+    """Adds ``--verbose`` to an argparse parser (`run_command` reads it from the command line;
+    its dest, ``verbose_flag``, leaves ``verbose`` free for a command's own option)."""
+    parser.add_argument(VERBOSE_FLAG, dest="verbose_flag", action="store_true",
                         help="show tracebacks and the libraries' log output")
 
 
@@ -49,6 +59,20 @@ def quiet_libraries():
     warnings.filterwarnings("ignore")
 
 
+#: Packages whose warnings a command shows (one line each); other libraries' are silenced.
+OWN_PACKAGES = r"(keras_swiftformer|converters|android_bench|benchmarks)(\.|$)"
+
+
+def _show_own_warnings(prog):
+    """Our warnings as ``prog: warning: ...`` lines (after `quiet_libraries` hid the rest)."""
+    warnings.filterwarnings("default", module=OWN_PACKAGES)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {_one_line(message)}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def _one_line(err):
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -62,8 +86,14 @@ def run_command(prog, main, argv=None):
         ImportError, LookupError); `INTERNAL_ERROR` for anything else; `INTERRUPTED` on Ctrl-C.
     """
     verbose = is_verbose(argv)
-    if not verbose:
-        quiet_libraries()
+    with warnings.catch_warnings():  # filters and the warning printer come back afterwards
+        if not verbose:
+            quiet_libraries()
+            _show_own_warnings(prog)
+        return _run(prog, main, argv, verbose)
+
+
+def _run(prog, main, argv, verbose):
     try:
         status = main(argv)
         return 0 if status is None else status

@@ -1,34 +1,130 @@
-"""Files beside a model: writing outputs safely (a file appears whole or not at all), and
-reading the JSON a model carries beside it."""
+"""Files beside a model: writing outputs safely (a file appears whole or not at all, and never
+in place of a user's folder), cleaning what a killed run left, and reading the JSON a model
+carries beside it.
+
+The rule for folders: a file output never replaces a folder. A folder output (an
+``.mlpackage``) replaces an existing folder only if that folder is one the project writes:
+its suffix is a key of `PROJECT_FOLDERS` and it holds the marker file named there (Core ML's
+``Manifest.json``). Anything else at the path is an error that names it, before the work.
+"""
 
 import contextlib
 import json
 import os
+import re
 import shutil
+
+from keras_swiftformer.commands import UserError
+
+#: Folder outputs by suffix -> the file every such folder the project writes holds.
+PROJECT_FOLDERS = {".mlpackage": "Manifest.json"}
+
+#: ``.<stem>.partial-<pid><suffix>``: `atomic_output`'s temporary name beside its output.
+PARTIAL = re.compile(r"^\.(?P<stem>[^.]*)\.partial-(?P<pid>\d+)(?P<suffix>\..*)?$")
+
+
+def is_project_folder(path):
+    """True if `path` is a folder of a kind the project writes (`PROJECT_FOLDERS`) holding its
+    marker file, so an output of that kind may replace it."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    for suffix, marker in PROJECT_FOLDERS.items():
+        if path.rstrip(os.sep).endswith(suffix):
+            return os.path.isfile(os.path.join(path, marker))
+    return False
+
+
+def check_output_path(path):
+    """Raises `UserError` (one line: what stands there and what to do) if writing `path` would
+    destroy something: a folder that is not one the project writes, or a parent that is a
+    file. Call it before the long work; `atomic_output` calls it too."""
+    path = os.fspath(path)
+    if os.path.isdir(path) and not os.path.islink(path) and not is_project_folder(path):
+        raise UserError(f"{path} is an existing folder, not a file this command writes: "
+                        "choose another output path, or move the folder away")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent, child = os.path.dirname(parent), parent
+        if parent == child:
+            break
+    if parent and os.path.exists(parent) and not os.path.isdir(parent):
+        raise UserError(f"cannot write {path}: {parent} is a file, not a folder; choose "
+                        "another output path")
+
+
+def _make_parent(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    check_output_path(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create folder {directory} ({err.strerror or err}): choose "
+                        "a writable output path") from err
+    return directory
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yields a temporary path beside `path` (same suffix); on success it is renamed to `path`,
-    on error removed, so no half-written file is ever left at `path`.
+    """Yields a temporary path beside `path` (``.<stem>.partial-<pid><suffix>``); on success
+    it is renamed to `path`, on error removed, so no half-written file is ever left at `path`.
 
-    Works for files and folders (``.mlpackage``, SavedModel directories).
+    Works for files and folders (``.mlpackage``). Raises `UserError` before the work if a
+    folder the project did not write stands at `path` (see the module's rule), or a file
+    stands where a folder output goes.
     """
     path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    stem, dot, suffix = name.partition(".")
+    directory = _make_parent(path)
+    stem, dot, suffix = os.path.basename(os.path.abspath(path)).partition(".")
     tmp = os.path.join(directory, f".{stem}.partial-{os.getpid()}{dot}{suffix}")
     try:
         yield tmp
+        check_output_path(path)  # again: something may have appeared during the work
+        if os.path.isdir(tmp) and os.path.lexists(path) and not os.path.isdir(path):
+            raise UserError(f"{path} is an existing file where a folder goes: choose another "
+                            "output path, or move the file away")
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            shutil.rmtree(path)  # a project folder (checked above)
         os.replace(tmp, path)
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_partials(folder):
+    """Removes the ``.<stem>.partial-<pid>*`` files and folders in `folder` (not below) whose
+    process is gone (a run killed mid-write); a live process's are kept. Returns the removed
+    names, sorted."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in os.listdir(folder):
+        match = PARTIAL.match(name)
+        if not match:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        _remove(os.path.join(folder, name))
+        removed.append(name)
+    return sorted(removed)
 
 
 def sidecar(path):

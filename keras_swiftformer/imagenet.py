@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
 from keras_swiftformer.preprocessing import CROP_MODES, DEFAULT_PREPROCESSING
+from keras_swiftformer.resize import resize_and_crop
 
 DEFAULT_CROP_PCT = DEFAULT_PREPROCESSING.crop_pct
 
@@ -93,8 +94,8 @@ def eval_transform(image, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center
     else:
         scale = max(height / crop_pct / h, width / crop_pct / w)
         new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    image = image.resize((new_w, new_h), resample)
     left = int(round((new_w - width) / 2.0))
     top = int(round((new_h - height) / 2.0))
-    image = image.crop((left, top, left + width, top + height))
+    image = resize_and_crop(image, (new_w, new_h), (left, top, left + width, top + height),
+                            resample)
     return np.asarray(image, dtype=np.float32)

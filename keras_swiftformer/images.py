@@ -4,17 +4,72 @@ training read.
 `list_images` and `load_images` serve a flat folder of photos (calibration, evaluation);
 `read_image_folder` an ImageNet-style tree of class folders (training, labelled evaluation);
 `check_images` finds corrupt files in either before any work starts.
+
+Work is bounded for any input: `open_image` refuses images over `MAX_IMAGE_PIXELS` from their
+header, before decoding (a few hundred bytes of PNG can declare gigapixels), and
+`keras_swiftformer.resize.resize_and_crop` (under `eval_transform`) resizes only the crop when
+the full resize would be huge (a 1x40000 strip resized to a 256 shorter side is ten million
+rows).
 """
 
+import contextlib
 import dataclasses
 import os
+import re
+import unicodedata
 import warnings
 
 import numpy as np
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, eval_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Largest image decoded (width x height), about a 12000 x 8000 photo; larger is refused.
+MAX_IMAGE_PIXELS = 100_000_000
+#: Unicode categories no class name may hold (newline, tab, NUL, line separators): each would
+#: split a label file's lines and shift every later class.
+CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
+#: Largest model input side (``size``) the loaders accept.
+MAX_INPUT_SIZE = 4096
+
+
+class BadImageError(UserError):
+    """An image file that cannot be used; `reason` says why (``check_images`` lists it)."""
+
+    def __init__(self, path, reason, fix="remove it or replace it"):
+        super().__init__(f"{path} {reason}: {fix}")
+        self.path, self.reason = path, reason
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """Yields the PIL image of `path`, not yet decoded; `BadImageError` naming the file if it
+    is not an image or its header declares more than `MAX_IMAGE_PIXELS`."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise BadImageError(path, "declares too many pixels (a decompression bomb?)") from err
+    except Image.UnidentifiedImageError as err:
+        raise BadImageError(path, "is not an image PIL can read") from err
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise BadImageError(path, f"is {width}x{height} pixels, over the "
+                                      f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel cap (a "
+                                      "decompression bomb?)", "downscale it or remove it")
+        yield image
+
+
+def check_size(size, name="size"):
+    """`size` (an int or (H, W)) -> (H, W); `UserError` unless each side is 1..MAX_INPUT_SIZE."""
+    sides = (size, size) if np.ndim(size) == 0 else tuple(size)
+    if len(sides) != 2 or not all(1 <= int(s) <= MAX_INPUT_SIZE for s in sides):
+        raise UserError(f"{name} must be 1 to {MAX_INPUT_SIZE} pixels a side, got {size}: "
+                        "pass a smaller size")
+    return tuple(int(s) for s in sides)
 
 
 def list_images(folder):
@@ -37,12 +92,14 @@ def load_images(paths, size=224, crop_pct=DEFAULT_CROP_PCT, crop_mode="center",
     """Image files -> (N, H, W, 3) float32 RGB in [0, 255] through `eval_transform`
     (`size`: an int or (H, W); `crop_mode`, `interpolation`: the weights' evaluation
     transform, `keras_swiftformer.preprocessing.Preprocessing`)."""
-    from PIL import Image
-
+    check_size(size)
     batch = []
     for path in paths:
-        with Image.open(path) as image:
-            batch.append(eval_transform(image, size, crop_pct, crop_mode, interpolation))
+        with open_image(path) as image:
+            try:
+                batch.append(eval_transform(image, size, crop_pct, crop_mode, interpolation))
+            except (OSError, SyntaxError) as err:  # PIL's errors for a corrupt body
+                raise BadImageError(path, f"cannot be decoded ({err})") from err
     return np.stack(batch)
 
 
@@ -77,8 +134,9 @@ class ImageSet:
         return [os.path.join(self.root, key) for key in self.keys]
 
 
-def _bad_reason(path, check):
-    """Why `path` is not a readable image under `check` ('header' or 'decode'), or None."""
+def _bad_reason(path, check, decode=None):
+    """Why `path` is not a readable image under `check` ('header' or 'decode'), or None
+    (`decode`: the decoder the images will go through, path -> anything; default PIL)."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -97,31 +155,37 @@ def _bad_reason(path, check):
             return "truncated PNG (no IEND chunk)"
     elif not head.startswith(OTHER_STARTS):
         return "not a JPEG, PNG, GIF, BMP or WebP file"
-    if check == "decode":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
+    try:
+        with open_image(path) as image:
+            if check == "decode":
                 image.convert("RGB").load()
-        except Exception as err:  # PIL raises many types for corrupt data
-            return f"cannot be decoded ({type(err).__name__}: {err})"
+        if check == "decode" and decode is not None:
+            decode(path)
+    except BadImageError as err:
+        return err.reason
+    except Exception as err:  # PIL and TensorFlow raise many types for corrupt data
+        text = " ".join(str(err).split())
+        text = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", text)  # TF's node and op names
+        return f"cannot be decoded ({type(err).__name__}: {text[:160]})"
     return None
 
 
-def check_images(image_set, check="header", on_bad="error", workers=8):
+def check_images(image_set, check="header", on_bad="error", workers=8, decode=None):
     """Checks every image of `image_set`; returns it without the bad ones.
 
     Args:
         check: "header" (magic bytes and JPEG/PNG end markers: fast), "decode" (full decode with
             PIL: thorough), or "none".
         on_bad: "error" raises ValueError listing the bad files; "skip" warns and drops them.
+        decode: with "decode", also the decoder the images will go through (path -> anything,
+            raising on a bad file): TensorFlow's is stricter than PIL's for a garbled JPEG.
     """
     if check == "none" or image_set.blobs is not None:
         return image_set
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(lambda p: _bad_reason(p, check), image_set.paths))
+        reasons = list(pool.map(lambda p: _bad_reason(p, check, decode), image_set.paths))
     bad = [(key, why) for key, why in zip(image_set.keys, reasons) if why]
     if not bad:
         return image_set
@@ -152,6 +216,12 @@ def read_image_folder(root, classes=None):
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not folders:
         raise ValueError(f"{root} has no class sub-folders (expected {root}/<class>/*.jpg)")
+    for folder in folders:
+        bad = [c for c in folder if unicodedata.category(c) in CONTROL_CATEGORIES]
+        if bad or not folder.strip():
+            raise UserError(f"class folder {os.path.join(root, folder)!r} has "
+                            f"{'the control character ' + repr(bad[0]) if bad else 'a blank name'}"
+                            " in its name: rename it (class names are one line of text)")
     if classes is None:
         classes = folders
     unknown = sorted(set(folders) - set(classes))

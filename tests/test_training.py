@@ -265,8 +265,8 @@ def batches(dataset, count):
 def test_worker_shards_make_the_global_batch_and_resume_skips_exactly(tmp_path):
     image_set = data_lib.read_split(str(make_tree(tmp_path)), "train")
     augment = SampleAugment("rand-m9-mstd0.5", reprob=0.5)
-    make = lambda **kw: data_lib.train_dataset(image_set, 4, 32, seed=5,
-                                               sample_augment=augment, **kw)
+    augmentation = data_lib.Augmentation(seed=5, sample_augment=augment)
+    make = lambda **kw: data_lib.train_dataset(image_set, 4, 32, augmentation, **kw)
     whole = batches(make(), 5)
     halves = [batches(make(shard=(i, 2)), 5) for i in range(2)]
     for step, batch in enumerate(whole):

@@ -27,7 +27,7 @@ TIMEOUT = 900
 TINY_ARGS = ["--depths", "1", "1", "1", "1", "--widths", "16", "16", "32", "32",
              "--input-size", "32", "--batch-size", "8", "--epochs", "2", "--warmup-epochs", "1",
              "--lr", "0.01", "--lr-batch", "8", "--opt-eps", "1e-3", "--val-split=",
-             "--seed", "3", "--verbose", "0", "--keep-checkpoints", "3"]
+             "--seed", "3", "--fit-verbose", "0", "--keep-checkpoints", "3"]
 # The recipe's randomness on the accelerator (drop path, MixUp/CutMix); tf.data's is the same
 # on any number of workers by construction (test_training.py checks it bitwise, RandAugment
 # included), and Keras's image layers are slow to trace under JAX, so they are off here.
@@ -227,7 +227,7 @@ def test_finetune_from_keras_with_the_original_model_as_hard_teacher(tmp_path):
             "--finetune", str(tmp_path / "original.keras"), "--teacher", "original",
             "--input-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
             "2", "--warmup-epochs", "0", "--val-split=", "--jit-compile", "false",
-            "--verbose", "0"]
+            "--fit-verbose", "0"]
     assert main(args) == 0
     info = json.load(open(tmp_path / "run" / "model.json"))
     assert info["distillation"] == "hard" and info["source"]["new_head"]

@@ -56,9 +56,15 @@ def models(tmp_path_factory):
             export_tflite(folded, path, fmt, calibration=calibration, float_ops=FOLDED_FLOAT_OPS)
         else:
             export_tflite(folded, path, fmt)
-        path.write_bytes(add_classifier_metadata(path.read_bytes(), fmt,
+        plain = path.read_bytes()
+        path.write_bytes(add_classifier_metadata(plain, fmt,
                                                  ClassifierInfo("XS", tuple(class_names()))))
         files[fmt], logits[fmt] = path, TFLiteRunner(path).predict(images)
+    # the float32 file again, its metadata saying what a conversion without weights says
+    files["random"] = folder / "swiftformer_xs_random.tflite"
+    files["random"].write_bytes(add_classifier_metadata(
+        plain, "float32", ClassifierInfo("XS", tuple(class_names()),
+                                         source="none (random weights)")))
     ranked = np.sort(logits["int8"], axis=1)
     best = int(np.argmax(ranked[:, -1] - ranked[:, -2]))
     photo = folder / f"{paths[best].stem}_{SIZE}.png"
@@ -98,6 +104,12 @@ def run_page(chromium, url, photo=None):
             top1: document.getElementById("top1").dataset.top1,
             time: document.getElementById("time").textContent,
             ms: Number(document.getElementById("time").dataset.ms),
+            call: Number(document.getElementById("time").dataset.call),
+            about: document.getElementById("about").textContent,
+            random: document.getElementById("about").dataset.random,
+            scores: document.getElementById("about").dataset.scores,
+            warmup: document.getElementById("warmup").textContent,
+            warmupMs: Number(document.getElementById("warmup").dataset.ms),
             rows: [...document.querySelectorAll("#results li")].map((li) => ({
                 index: Number(li.dataset.index), label: li.dataset.label,
                 shown: li.querySelector(".label").textContent,
@@ -134,6 +146,20 @@ def test_page_top1_is_the_interpreters_on_the_same_pixels(models, site, chromium
     if fmt == "float32":
         assert [row["index"] for row in rows] == list(expected)
     assert re.fullmatch(r"\d+\.\d ms", shown["time"]) and shown["ms"] > 0, shown["time"]
+    # the scores are logits (the metadata says so), the weights are not random, and the time
+    # shown is of the call after the warm-up
+    assert shown["scores"] == "logits" and "logits" in shown["about"], shown["about"]
+    assert shown["random"] == "false" and "RANDOM" not in shown["about"]
+    assert shown["call"] == 2 and shown["warmupMs"] > 0
+    assert shown["warmup"].startswith("call 1 was the warm-up"), shown["warmup"]
+
+
+def test_page_says_when_the_weights_are_random(models, site, chromium):
+    shown = run_page(chromium, site + f"?crop=1&model={models['files']['random'].name}",
+                     models["photo"])
+    assert shown["state"] == "done", shown["status"]
+    assert shown["random"] == "true" and "weights are RANDOM" in shown["about"], shown["about"]
+    assert shown["scores"] == "logits"
 
 
 def test_page_reports_a_model_it_cannot_load(site, chromium):

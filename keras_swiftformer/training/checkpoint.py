@@ -20,12 +20,14 @@ import glob
 import json
 import os
 import re
+import warnings
+import zipfile
 
 import keras
 import numpy as np
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.files import atomic_output
-
 from keras_swiftformer.training.distribute import to_numpy
 
 PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
@@ -91,7 +93,7 @@ class TrainingState:
             CheckpointMismatch: other variables, or a configuration field in `expected`
                 (a dict) with another value.
         """
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             record = json.loads(str(data["__record__"]))
             for name, value in (expected or {}).items():
                 if _normal(record.get("config", {}).get(name)) != _normal(value):
@@ -99,19 +101,58 @@ class TrainingState:
                         f"{path} was written with {name}={record.get('config', {}).get(name)!r}"
                         f", this run has {value!r}: use another --output-dir, or the same options")
             entries = self._entries()
-            keys = set(data.files) - {"__record__"}
-            wanted = {key for key, _ in entries}
-            if keys != wanted:
-                diff = sorted(keys ^ wanted)[:6]
+            stored = {_unnumbered(key): key for key in set(data.files) - {"__record__"}}
+            wanted = {_unnumbered(key) for key, _ in entries}
+            if set(stored) != wanted:
+                diff = sorted(set(stored) ^ wanted)[:6]
                 raise CheckpointMismatch(f"{path} holds other variables than this model "
                                          f"(differences: {diff})")
             for key, variable in entries:
-                value = data[key]
+                value = data[stored[_unnumbered(key)]]
                 if tuple(value.shape) != tuple(variable.shape):
                     raise CheckpointMismatch(f"{path}: {key} has shape {value.shape}, the model "
                                              f"{tuple(variable.shape)}")
                 variable.assign(value)
         return record
+
+
+#: What reading a truncated or garbled ``.npz`` raises (not `CheckpointMismatch`: that one is
+#: a checkpoint of another run, and no older one beside it would fit either).
+DAMAGED = (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError)
+
+
+def restore_newest_intact(state, found, expected=None):
+    """Restores the newest readable checkpoint of `found` ([(epoch, path)], oldest first) into
+    `state`, warning about each damaged one skipped; returns its epoch (0 if `found` is empty).
+
+    Raises:
+        UserError: every checkpoint is damaged.
+        CheckpointMismatch: the newest intact one belongs to another configuration.
+    """
+    damaged = []
+    for epoch, path in reversed(found):
+        try:
+            state.restore(path, expected)
+        except CheckpointMismatch:
+            raise
+        except DAMAGED as err:
+            damaged.append(f"{os.path.basename(path)} ({type(err).__name__})")
+            continue
+        if damaged:
+            warnings.warn(f"damaged checkpoint(s) {', '.join(damaged)} in "
+                          f"{os.path.dirname(path)}: resuming from {os.path.basename(path)}")
+        return epoch
+    if damaged:
+        raise UserError(f"no intact checkpoint in {os.path.dirname(found[-1][1])} (damaged: "
+                        f"{', '.join(damaged)}): remove them, or pass --overwrite to start "
+                        "afresh")
+    return 0
+
+
+def _unnumbered(key):
+    """`key` without the ``_<n>`` suffixes Keras gives a second object of one name in a
+    process (``adam_wagc_1``, ``seed_generator_15``): the position prefix keeps keys apart."""
+    return re.sub(r"_\d+(?=/|$)", "", key)
 
 
 def _normal(value):

@@ -19,8 +19,11 @@ import json
 import os
 import re
 import typing
+import warnings
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.config import MODEL_CONFIGS
+from keras_swiftformer.images import MAX_INPUT_SIZE
 from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 DISTRIBUTIONS = ("auto", "none", "jax", "mirrored")
@@ -50,9 +53,10 @@ class TrainConfig:
     on_bad_image: str = _field("error", "a corrupt image: 'error' stops before training, "
                                         "'skip' warns and leaves it out",
                                choices=BAD_IMAGE_POLICIES)
-    check_images: str = _field("header", "image check before training: 'header' (magic bytes and "
-                                         "JPEG/PNG end markers, fast), 'decode' (full decode), "
-                                         "'none'", choices=IMAGE_CHECKS)
+    check_images: str = _field("decode", "image check before training: 'decode' (full decode, "
+                                         "as convert does), 'header' (magic bytes and JPEG/PNG "
+                                         "end markers: fast, for ImageNet-scale trees), 'none'",
+                               choices=IMAGE_CHECKS)
     seed: int = _field(0, "seed of the initial weights, the data order and every augmentation")
 
     # Model.
@@ -136,7 +140,7 @@ class TrainConfig:
     jit_compile: str = _field("auto", "TensorFlow backend: XLA-compile the step ('auto', "
                                       "'true', 'false'); JAX always compiles",
                               choices=("auto", "true", "false"))
-    verbose: int = _field(1, "Keras fit verbosity on process 0 (0, 1, 2)")
+    verbose: int = _field(1, "Keras fit verbosity on process 0 (0, 1, 2)", flag="--fit-verbose")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -209,21 +213,40 @@ def parse_rand_augment(spec):
 
 
 def read_config_file(path):
-    """A YAML (needs PyYAML) or JSON file -> dict of field values (dashes or underscores)."""
-    with open(path) as f:
-        text = f.read()
+    """A YAML (needs PyYAML; plain data only, no ``!!python`` tags) or JSON file -> dict of
+    field values (dashes or underscores). `UserError` naming the file for anything else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the config file {path} ({_reason(err)}): give a UTF-8 "
+                        "YAML or JSON file") from None
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
         except ImportError as err:
             raise ImportError(f"Reading {path} needs PyYAML (pip install pyyaml); or use a "
                               ".json file") from err
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text)  # safe_load: tags that build objects are refused
+        except yaml.YAMLError as err:
+            raise UserError(f"{path} is not plain YAML ({_reason(err)}): write option: value "
+                            "lines (no !!python tags)") from None
     else:
-        values = json.loads(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of option names to values")
+        try:
+            values = json.loads(text)
+        except ValueError as err:
+            raise UserError(f"{path} is not valid JSON ({_reason(err)}): fix it, or use a "
+                            ".yaml file") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise UserError(f"{path} must hold a mapping of option names to values (got a "
+                        f"{type(values).__name__}): write option: value lines, e.g. epochs: 30")
     return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def _reason(err):
+    return " ".join(str(getattr(err, "strerror", None) or err).split())
 
 
 def _coerce(name, value):
@@ -270,11 +293,28 @@ def make_config(recipe="official", **values):
     if not custom:
         chosen.update(VARIANT_OVERRIDES.get(variant, {}))
     chosen.update(values)
+    _cap_warmup(chosen, explicit="warmup_epochs" in values)
     if "variant" in chosen:
         chosen["variant"] = str(chosen["variant"]).upper()
     config = TrainConfig(**chosen)
     validate(config)
     return config
+
+
+#: A recipe's warm-up that is not below a short run's epochs becomes this share of them.
+WARMUP_SHARE = 0.1
+
+
+def _cap_warmup(chosen, explicit):
+    """A recipe's default warm-up (not one the user chose) at or above `epochs` is cut to
+    `WARMUP_SHARE` of the run, said once."""
+    epochs = chosen.get("epochs", TrainConfig.epochs)
+    warmup = chosen.get("warmup_epochs", TrainConfig.warmup_epochs)
+    if explicit or not isinstance(epochs, int) or epochs < 1 or warmup < epochs:
+        return
+    chosen["warmup_epochs"] = round(epochs * WARMUP_SHARE, 3)
+    warnings.warn(f"warming up for {chosen['warmup_epochs']} epochs (the recipe's {warmup} is "
+                  f"not below --epochs {epochs}); pass --warmup-epochs to choose")
 
 
 def validate(config):
@@ -298,11 +338,13 @@ def validate(config):
     for name in ("input_size", "epochs", "batch_size", "lr_batch", "keep_checkpoints",
                  "val_every"):
         need(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
-    need(config.input_size >= 32, f"input_size must be at least 32, got {config.input_size}")
+    need(32 <= config.input_size <= MAX_INPUT_SIZE,
+         f"input_size must be 32 to {MAX_INPUT_SIZE}, got {config.input_size}")
     for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "opt_eps", "clip_grad"):
         need(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
     need(0 <= config.warmup_epochs < config.epochs or config.warmup_epochs == 0,
-         f"warmup_epochs ({config.warmup_epochs}) must be below epochs ({config.epochs})")
+         f"warmup_epochs ({config.warmup_epochs}) must be below epochs ({config.epochs}): "
+         f"pass a smaller warmup_epochs, e.g. {round(config.epochs * WARMUP_SHARE, 3)}")
     for name in ("label_smoothing", "reprob", "hflip", "mixup_switch_prob", "drop_path",
                  "drop_rate", "distillation_alpha", "color_jitter"):
         need(0 <= getattr(config, name) <= 1, f"{name} must be in [0, 1], "

@@ -13,6 +13,7 @@ Every random draw of an image is seeded by ``(seed, stream position)`` (see
 on `tf.data` parallelism, or on interruptions.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -48,7 +49,12 @@ def read_split(data, split, classes=None, check="header", on_bad="error"):
     if data.startswith("tfds:"):
         return read_tfds(data[len("tfds:"):], split, classes)
     image_set = read_image_folder(os.path.join(data, split), classes)
-    return check_images(image_set, check, on_bad)
+    return check_images(image_set, check, on_bad, decode=_tf_decode)
+
+
+def _tf_decode(path):
+    """Decodes `path` as training will (TensorFlow's decoders); raises on a bad file."""
+    augment_lib.decode_image(tf.io.read_file(path))
 
 
 def imagenet_class_indices(classes):
@@ -121,19 +127,29 @@ def stream_positions(size, seed, start=0):
     return tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_items).skip(offset)
 
 
-def train_dataset(image_set, batch_size, image_size, *, seed=0, start_step=0, shard=(0, 1),
-                  sample_augment=None, hflip=0.5, crop_scale=(0.08, 1.0),
-                  crop_ratio=(3 / 4, 4 / 3), teacher_logits=None, parallel=None):
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """The per-image training randomness: the seed of the order and of every draw, the random
+    resized crop, the flip and the `SampleAugment` (RandAugment/jitter, erasing) or None."""
+
+    seed: int = 0
+    hflip: float = 0.5
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
+    sample_augment: object = None
+
+
+def train_dataset(image_set, batch_size, image_size, augmentation=Augmentation(), *,
+                  start_step=0, shard=(0, 1), teacher_logits=None, parallel=None):
     """The training batches of one worker, forever.
 
     Args:
         image_set: the training `ImageSet`.
         batch_size: the global batch size B.
         image_size: output side S.
-        seed: seed of the order and of every augmentation.
+        augmentation: an `Augmentation` (seed, crop, flip, sample augmentation).
         start_step: global step to start from (resuming).
         shard: (worker index, worker count); B must be a multiple of the count.
-        sample_augment: a `SampleAugment` (RandAugment/jitter, erasing) or None.
         teacher_logits: (N, K) saved logits, added to each element, or None.
         parallel: parallel decoding calls (default AUTOTUNE).
 
@@ -141,6 +157,8 @@ def train_dataset(image_set, batch_size, image_size, *, seed=0, start_step=0, sh
         `tf.data.Dataset` of dicts: ``image`` (B/P, S, S, 3) float32 RGB in [0, 255], ``label``
         (B/P, classes) float32 one-hot, and ``teacher_logits`` (B/P, K) if given.
     """
+    seed, hflip = augmentation.seed, augmentation.hflip
+    sample_augment = augmentation.sample_augment
     index, count = check_shard(batch_size, shard)
     if len(image_set) < batch_size:
         raise ValueError(f"The training set has {len(image_set)} images, fewer than one global "
@@ -157,7 +175,8 @@ def train_dataset(image_set, batch_size, image_size, *, seed=0, start_step=0, sh
         crop_seed, flip_seed, augment_seed = tf.unstack(
             tf.random.experimental.stateless_split(base, 3))
         image = augment_lib.decode_random_resized_crop(encoded(i), crop_seed, image_size,
-                                                       crop_scale, crop_ratio)
+                                                       augmentation.crop_scale,
+                                                       augmentation.crop_ratio)
         if hflip > 0:
             flip = tf.random.stateless_uniform((), flip_seed) < hflip
             image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)

@@ -366,9 +366,8 @@ def _resumable(config, runtime, model, models, optimizer):
     if config.overwrite and writer and directory and os.path.isdir(directory):
         shutil.rmtree(directory)
     found = [] if config.overwrite else ckpt.list_checkpoints(directory)
-    initial_epoch = runtime.agree(found[-1][0] if found else 0, "the checkpoint to resume from")
-    if found:
-        state.restore(found[-1][1], expected=record["config"])
+    epoch = ckpt.restore_newest_intact(state, found, expected=record["config"])
+    initial_epoch = runtime.agree(epoch, "the checkpoint to resume from")
     callback = (ckpt.Checkpointer(state, directory, record, writer, config.keep_checkpoints)
                 if directory is not None else None)
     return callback, initial_epoch
@@ -407,11 +406,12 @@ def train(config, shard=None):
 
     shard = shard or runtime.shard
     sample_augment = SampleAugment(config.rand_augment, config.color_jitter, config.reprob)
+    augmentation = data_lib.Augmentation(config.seed, config.hflip, config.crop_scale,
+                                         config.crop_ratio, sample_augment)
     train_ds = data_lib.train_dataset(
-        train_set, config.batch_size, config.input_size, seed=config.seed,
-        start_step=initial_epoch * steps, shard=shard, sample_augment=sample_augment,
-        hflip=config.hflip, crop_scale=config.crop_scale, crop_ratio=config.crop_ratio,
-        teacher_logits=saved_logits, parallel=config.data_workers)
+        train_set, config.batch_size, config.input_size, augmentation,
+        start_step=initial_epoch * steps, shard=shard, teacher_logits=saved_logits,
+        parallel=config.data_workers)
     val_ds = (data_lib.eval_dataset(val_set, config.batch_size, config.input_size,
                                     config.crop_pct, shard, config.data_workers)
               if val_set is not None else None)
