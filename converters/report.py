@@ -16,17 +16,18 @@ from converters import results as R
 
 #: Text of boolean cells, by row key (dict rows of other tables).
 FLAGS = {"mediapipe": ("opens", "no")}
-#: Characters that mean something to Markdown or HTML in running text.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<&|!~#])")
+#: Characters that mean something to Markdown or HTML in running text; "_" only where it can
+#: open or close emphasis (not between two letters or digits, as in file names).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<&|~#])|(?<![^\W_])_|_(?![^\W_])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def md_text(value):
     """`value` as literal Markdown text on one line: control characters shown as ``\\uXXXX``,
-    every Markdown/HTML special character backslash-escaped (no tag, link or code span can
-    start in it)."""
+    every Markdown/HTML special character backslash-escaped (no tag, link, emphasis or code
+    span can start in it)."""
     text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
 
 
 def md_code(value):
