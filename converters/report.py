@@ -184,7 +184,7 @@ def _pick(target, rows, sqnr_of, speed_of, speed_words, floor):
     timed = all(speed_of(r) is not None for r in good)
     best = min(good, key=lambda r: ((speed_of(r) if timed else 0), r.size_bytes or 0))
     how = (f"the fastest {speed_words} ({speed_of(best):.2f} ms)" if timed
-           else f"the smallest ({best.size_bytes / 1e6:.2f} MB)")
+           else f"the smallest ({(best.size_bytes or 0) / 1e6:.2f} MB)")
     return Choice(target, best.file, best.format,
                   f"{how} of the files with SQNR >= {floor.sqnr_db:g} dB and top-1 agreement "
                   f">= {floor.top1_agreement:g} ({sqnr_of(best):.1f} dB, "
@@ -217,7 +217,8 @@ def choose_files(report, floor=ShipFloor()):
     if gpu:
         software = any(r.gpu.software or r.gpu.ms is None for r in gpu)
         choices.append(_pick(TARGETS[1], gpu,
-                             lambda r: min(r.fidelity.sqnr_db, r.gpu.sqnr_db or r.fidelity.sqnr_db),
+                             lambda r: min(r.fidelity.sqnr_db, r.fidelity.sqnr_db
+                                           if r.gpu.sqnr_db is None else r.gpu.sqnr_db),
                              lambda r: None if software else r.gpu.ms,
                              "on the GPU engine", floor))
     else:
