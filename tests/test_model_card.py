@@ -241,3 +241,18 @@ def test_write_model_card_is_atomic_and_refuses_other_rows(tmp_path):
     with pytest.raises(TypeError, match="takes a converters.results.Report"):
         model_card(INFO)
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_report_markdown_escapes_user_text_too():
+    from converters.report import markdown_report
+
+    info = {**INFO, "checkpoint": f"ckpt {EVIL}", "image_source": f"[x](javascript:y) {EVIL}",
+            "skipped_images": f"a.jpg: {EVIL}"}
+    rows = ROWS + [{"format": f"bad{EVIL}", "error": f"Error: {EVIL} | pipe"},
+                   dict(ROWS[2], note=f"note {EVIL}", mediapipe_reason=f"why {EVIL}")]
+    rendered = MarkdownIt("commonmark").enable("table").render(
+        markdown_report(report(info, rows)))
+    found = _Tags()
+    found.feed(rendered)
+    assert not found.tags & {"img", "script", "b", "a"} and not found.attributes
+    assert rendered.count(EVIL.replace("<", "&lt;").replace(">", "&gt;")) >= 5
