@@ -17,7 +17,8 @@ import re
 import textwrap
 
 from converters import results as R
-from converters.report import TARGETS, choose_files, markdown_table, md_code, md_text, ship_lines
+from converters.report import (TARGETS, add_accuracy, choose_files, markdown_table, md_code,
+                               md_text, ship_lines, write_report)
 from keras_swiftformer.config import IMAGENET_MEAN, IMAGENET_STD
 
 CARD_NAME = "MODEL_CARD.md"
@@ -400,3 +401,39 @@ def write_model_card(output_dir, report, rows=None, labels=None, folder=None):
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(card)
     return path
+
+
+def write_outputs(output_dir, report, folder=None):
+    """Writes the report files (`converters.report.write_report`) and
+    ``MODEL_CARD.md`` of `report`, recording each in `folder` (a started
+    `converters.output.OutputFolder`) when given; returns the paths (``model_card`` too)."""
+    paths = write_report(output_dir, report)
+    report = R.load(paths["json"])  # as written: with its creation time
+    if folder is not None:
+        for path in paths.values():
+            folder.record(path)
+    paths["model_card"] = write_model_card(output_dir, report, folder=folder)
+    if folder is not None:
+        folder.record(paths["model_card"])
+    return paths
+
+
+def update_accuracy(output_dir, evaluation):
+    """``swiftformer-convert report OUTPUT_DIR --accuracy acc.json``: adds the accuracy of
+    `evaluation` (swiftformer-eval --json output: a path or its dict) to the folder's
+    report.json, report.md, report.png and MODEL_CARD.md; returns their paths.
+
+    Raises:
+        ValueError (`converters.results.ReportError` for the report): one line, with the fix.
+    """
+    report = R.load(output_dir)
+    if not isinstance(evaluation, dict):
+        try:
+            with open(evaluation, encoding="utf-8") as f:
+                evaluation = json.load(f)
+        except OSError as err:
+            raise R.ReportError(f"Cannot read {evaluation}: {err.strerror or err}") from None
+        except ValueError:
+            raise R.ReportError(f"{evaluation} is not JSON: give the file swiftformer-eval "
+                                "--json wrote") from None
+    return write_outputs(output_dir, add_accuracy(report, evaluation))
