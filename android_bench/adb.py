@@ -404,8 +404,10 @@ def benchmark_android(models, benchmark_binary, timing=None, adb=None, serial=No
     entries = [m if isinstance(m, dict) else parse_model_spec(m) for m in models]
     check_models(entries)
     if not os.path.isfile(benchmark_binary):
-        raise ValueError(f"No such benchmark_model binary: {benchmark_binary}: give the "
-                         "native benchmark_model for the phone (see the README)")
+        what = "is a folder, not" if os.path.isdir(benchmark_binary) else "does not exist:"
+        raise ValueError(f"--benchmark-binary {benchmark_binary} {what} a benchmark_model "
+                         "binary: give the native benchmark_model for the phone (see the "
+                         "README)")
     elf_abi(benchmark_binary)  # a wrong file fails before adb is asked anything
     if options.log_dir:
         check_folder(options.log_dir, "--log-dir")

@@ -220,7 +220,7 @@ def test_options_are_checked_before_adb_is_called(tmp_path, models):
     with pytest.raises(ValueError, match="names repeat"):
         benchmark_android(models + [str(twin / "swiftformer_xs_float32.tflite")], binary,
                           adb=missing_adb)
-    with pytest.raises(ValueError, match="No such benchmark_model binary"):
+    with pytest.raises(ValueError, match="does not exist: a benchmark_model binary"):
         benchmark_android(models, str(tmp_path / "missing"), adb=missing_adb)
     with pytest.raises(ValueError, match="--log-dir .* is a file"):
         benchmark_android(models, binary, adb=missing_adb,

@@ -156,7 +156,9 @@ def test_adb_and_app_paths(models, tmp_path, capsys):
     fails_in_one_line(["adb", *models, "--benchmark-binary", binary, "--log-dir", models[0],
                        "--adb", fake, *out], capsys, "--log-dir ")
     fails_in_one_line(["adb", *models, "--benchmark-binary", tmp_path / "missing", "--adb",
-                       fake, *out], capsys, "No such benchmark_model binary")
+                       fake, *out], capsys, "missing does not exist: a benchmark_model binary")
+    fails_in_one_line(["adb", *models, "--benchmark-binary", tmp_path, "--adb", fake, *out],
+                      capsys, "is a folder, not a benchmark_model binary")
     apk = tmp_path / "android_aarch64_benchmark_model.apk"
     apk.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
     fails_in_one_line(["adb", *models, "--benchmark-binary", apk, "--adb", fake, *out], capsys,

@@ -65,12 +65,12 @@ def test_table_fills_variant_and_format_from_names_and_lists_failures(app_docs):
     assert "| gpu | 4 | XS float32 | 1450.0 | 30.10 | 7.00 | 7.00 | 7.80 | 6.00 | 62.5 | 3 | " \
            "delegate: 250/298 nodes, 3 parts |" in table
     assert "| ios-app | Apple iPhone15,2 (a format sample: these numbers are not measurements) " \
-           "| cpuOnly | - | XS coreml\\_float16 |" in table  # Core ML has no thread count
-    assert "| cpuAndNeuralEngine | - | XS coreml\\_float16 | 380.0 | 4.30 | 0.80 | 0.80 | 0.84 | 0.75 | " \
+           "| cpuOnly | - | XS coreml_float16 |" in table  # Core ML has no thread count
+    assert "| cpuAndNeuralEngine | - | XS coreml_float16 | 380.0 | 4.30 | 0.80 | 0.80 | 0.84 | 0.75 | " \
            "14.4 | 3 | ANE 255/261 ops |" in table
     failed = table.split("Failed:\n")[1]
     assert "android-app / Example phone" in failed and "Failed to apply delegate" in failed
-    assert "ios-app" in failed and "L1 coreml\\_float16" in failed  # Markdown-escaped
+    assert "ios-app" in failed and "L1 coreml_float16" in failed
 
 
 def test_text_from_a_phone_cannot_become_markup(app_docs, tmp_path):
