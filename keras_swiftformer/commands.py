@@ -10,6 +10,7 @@ one line that says how to see the traceback. ``--verbose`` on the command line, 
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -73,6 +74,34 @@ def _show_own_warnings(prog):
     warnings.showwarning = show
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Sends what C/C++ libraries write to file descriptor 2 (TensorFlow's and absl's startup
+    lines, libjpeg's warnings) to /dev/null while Python's ``sys.stderr`` keeps the terminal.
+    Only when ``sys.stderr`` is descriptor 2 itself (not under a test's capture)."""
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    python_stderr = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, closefd=False)
+    try:
+        yield
+    finally:
+        sys.stderr.close()  # the wrapper only (closefd=False)
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _one_line(err):
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -86,10 +115,11 @@ def run_command(prog, main, argv=None):
         ImportError, LookupError); `INTERNAL_ERROR` for anything else; `INTERRUPTED` on Ctrl-C.
     """
     verbose = is_verbose(argv)
-    with warnings.catch_warnings():  # filters and the warning printer come back afterwards
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:  # all undone afterwards
         if not verbose:
             quiet_libraries()
             _show_own_warnings(prog)
+            stack.enter_context(_native_stderr_silenced())
         return _run(prog, main, argv, verbose)
 
 

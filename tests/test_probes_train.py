@@ -195,3 +195,18 @@ def test_help_imports_no_tensorflow():
                          check=True, env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout
     assert "--warmup-epochs" in out and "--fit-verbose" in out and "--verbose" in out
     assert out.split("\n")[-2] == "0 False False"
+
+
+def test_a_real_run_prints_one_line_and_no_library_noise(tmp_path, tree):
+    """As the console script runs: TensorFlow's and absl's startup lines (written by C++ to
+    descriptor 2) do not reach the user; the error does, in one line."""
+    os.remove(tree / "train" / "class0" / "0.png")
+    (tree / "train" / "class0" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_swiftformer.training.cli", "--data", str(tree),
+         "--output-dir", str(tmp_path / "out"), *TINY], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("swiftformer-train: error: 1 bad image(s)")
+    assert "class0/0.png" in done.stderr and "--on-bad-image skip" in done.stderr
