@@ -323,3 +323,27 @@ def test_eval_help_imports_no_tensorflow():
                      "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'coremltools') "
                      "if m in sys.modules))\n")
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_hf_checkpoint_names_its_classes_from_config_json(tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "hf3"
+    shutil.copytree(FIXTURES / "hf/swiftformer_xs_random", folder)
+    tensors = load_file(folder / "model.safetensors")
+    for name in ("head", "dist_head"):
+        for kind in ("weight", "bias"):
+            tensors[f"{name}.{kind}"] = tensors[f"{name}.{kind}"][:3].copy()
+    save_file(tensors, folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "ant", "1": "bee", "2": "wasp"}
+    (folder / "config.json").write_text(json.dumps(config))
+    src = resolve_source(folder)
+    assert (src.classes, src.labels, src.labels_source) == (3, ("ant", "bee", "wasp"),
+                                                            "config.json")
+    config["id2label"] = {"0": "ant", "1": "bee\nfly", "2": "wasp"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SourceError, match="class 1 in config.json .* control character"):
+        resolve_source(folder)
