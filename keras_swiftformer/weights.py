@@ -89,6 +89,8 @@ def download(tag, variant, directory=None):
             partial = os.path.join(directory, subdir, source.file + ".part")
             if os.path.exists(partial):  # get_file keeps a file that fails its hash
                 os.remove(partial)
+            if not os.listdir(os.path.dirname(path)):  # leave no empty folder behind
+                os.rmdir(os.path.dirname(path))
             raise WeightsDownloadError(
                 f"Could not download {source.url} ({err}). Offline? Download it elsewhere and "
                 f"place it at {path}, or give the checkpoint file itself, or hf://{source.repo} "
