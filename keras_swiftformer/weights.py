@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import zipfile
 
 from keras_swiftformer.checkpoints import CheckpointError, read_checkpoint
 from keras_swiftformer.config import HEADS, SwiftFormerConfig
@@ -195,6 +196,9 @@ def read_keras(path, variant=None):
     if not os.path.isfile(path):
         raise CheckpointError(f"No such model: {path} (give a .keras file saved by "
                               "swiftformer-train or swiftformer-convert import)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a .keras archive (not a zip file: truncated or "
+                              "corrupt?): save it again, or give the checkpoint it came from")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for a foreign or corrupt archive

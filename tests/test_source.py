@@ -127,7 +127,7 @@ def test_missing_corrupt_and_foreign_sources_are_named(tmp_path):
     with pytest.raises(SourceError, match="not a PyTorch checkpoint"):
         resolve_source(tmp_path / "bad.pth")
     (tmp_path / "bad.keras").write_bytes(b"PK not a zip")
-    with pytest.raises(SourceError, match="could not be loaded as a Keras model"):
+    with pytest.raises(SourceError, match="is not a .keras archive"):
         resolve_source(tmp_path / "bad.keras")
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "seq.keras")
     with pytest.raises(SourceError, match="is not a keras_swiftformer SwiftFormer model"):
