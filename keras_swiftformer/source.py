@@ -20,6 +20,7 @@ import dataclasses
 import os
 import unicodedata
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.preprocessing import CROP_MODES, DEFAULT_PREPROCESSING
 
 KINDS = ("random", "checkpoint", "keras", "tag", "hub")
@@ -33,8 +34,9 @@ _FORBIDDEN = ("Cc", "Zl", "Zp")
 _RANDOM = "none (random weights)"
 
 
-class SourceError(ValueError):
-    """A model source that cannot be used: one line naming the problem and the fix."""
+class SourceError(UserError):
+    """A model source that cannot be used: one line naming the problem and the fix (a
+    `keras_swiftformer.commands.UserError`, so a ValueError)."""
 
 
 def _one_line(text):
