@@ -260,6 +260,9 @@ def test_eval_probes_are_one_line_errors(tmp_path, val_tree, capsys):
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--batch-size", "0"],
                         capsys)
     assert status == 2 and "--batch-size 0 must be at least 1" in err
+    status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--input-size",
+                         "100000"], capsys)
+    assert status == 2 and "each side must be 32 to 4096" in err
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "keep.txt").write_text("mine")
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--json",
