@@ -119,6 +119,8 @@ def dataset_labels(folder, classes=None, num_outputs=None):
     """
     from keras_swiftformer.images import list_images
 
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--images {folder} is a file: give a folder of photos")
     if not os.path.isdir(folder):
         raise UserError(f"Image folder {folder} does not exist: give --images DIR")
     subdirs = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))

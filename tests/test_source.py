@@ -263,6 +263,10 @@ def test_eval_probes_are_one_line_errors(tmp_path, val_tree, capsys):
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--input-size",
                          "100000"], capsys)
     assert status == 2 and "each side must be 32 to 4096" in err
+    from converters.evaluate import dataset_labels
+
+    with pytest.raises(ValueError, match="is a file: give a folder of photos"):
+        dataset_labels(str(tmp_path / "seq.keras"))
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "keep.txt").write_text("mine")
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--json",
