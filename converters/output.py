@@ -10,8 +10,9 @@
     folder.files()                                   # exactly this run's files on disk
 
 The manifest ``.swiftformer-run.json`` is written first and lists the files the project wrote.
-A later run removes only those (never a file the project did not write: a folder the user
-filled with other files keeps them, and they are not reported) and the stale
+A later run removes only those (in a folder from before manifests, the files its
+``report.json`` names), never a file the project did not write: a folder the user filled with
+other files keeps them, and they are not reported. It also removes the stale
 ``.<stem>.partial-<pid>...`` files that `keras_swiftformer.files.atomic_output` leaves when a
 process is killed. Pure Python (TensorFlow is not imported).
 """
@@ -78,6 +79,21 @@ def read_manifest(path):
     return doc
 
 
+def _reported_files(path):
+    """The files a run from before manifests wrote, as its ``report.json`` names them (the
+    formats' files, the report and the card); [] when there is no readable report."""
+    from converters.results import REPORT_JSON, ReportError, load
+
+    if not os.path.isfile(os.path.join(path, REPORT_JSON)):
+        return []
+    try:
+        report = load(path)
+    except ReportError:
+        return []
+    return [r.file for r in report.formats if r.file] + [
+        REPORT_JSON, "report.md", "report.png", "MODEL_CARD.md"]
+
+
 class OutputFolder:
     """One run's output folder (see the module docstring).
 
@@ -141,7 +157,7 @@ class OutputFolder:
             the run id (also in `run_id`).
         """
         self.check()
-        earlier = read_manifest(self.path)
+        earlier = read_manifest(self.path) or {"files": _reported_files(self.path)}
         os.makedirs(self.path, exist_ok=True)
         self.clean_partials()
         self.run_id = uuid.uuid4().hex[:12]

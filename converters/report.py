@@ -16,17 +16,18 @@ from converters import results as R
 
 #: Text of boolean cells, by row key (dict rows of other tables).
 FLAGS = {"mediapipe": ("opens", "no")}
-#: Characters that mean something to Markdown or HTML in running text.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<&|!~#])")
+#: Characters that mean something to Markdown or HTML in running text; "_" only where it can
+#: open or close emphasis (not between two letters or digits, as in file names).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<&|~#])|(?<![^\W_])_|_(?![^\W_])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def md_text(value):
     """`value` as literal Markdown text on one line: control characters shown as ``\\uXXXX``,
-    every Markdown/HTML special character backslash-escaped (no tag, link or code span can
-    start in it)."""
+    every Markdown/HTML special character backslash-escaped (no tag, link, emphasis or code
+    span can start in it)."""
     text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(), text)
 
 
 def md_code(value):
@@ -162,6 +163,10 @@ def runtime_of(row):
     return LITERT if (row.mediapipe or row.litert or row.gpu or row.latency) else None
 
 
+def _is_qat(row):
+    return bool(row.compression and row.compression.start_sqnr_db is not None)
+
+
 def _qat_pays(row, margin):
     """A QAT row (it has a post-training start) measurably beats the int8 it started from."""
     c, f = row.compression, row.fidelity
@@ -181,9 +186,15 @@ def _pick(target, rows, sqnr_of, speed_of, speed_words, floor):
                       f"{floor.top1_agreement:g}: the closest to the float model "
                       f"({sqnr_of(best):.1f} dB)")
     timed = all(speed_of(r) is not None for r in good)
-    best = min(good, key=lambda r: ((speed_of(r) if timed else 0), r.size_bytes or 0))
+    # a QAT row left in `rows` beats its start (`choose_files`): preferred over the rest
+    best = min(good, key=lambda r: (not _is_qat(r), (speed_of(r) if timed else 0),
+                                    r.size_bytes or 0))
     how = (f"the fastest {speed_words} ({speed_of(best):.2f} ms)" if timed
-           else f"the smallest ({best.size_bytes / 1e6:.2f} MB)")
+           else f"the smallest ({(best.size_bytes or 0) / 1e6:.2f} MB)")
+    if _is_qat(best):
+        gain = best.fidelity.sqnr_db - best.compression.start_sqnr_db
+        how = (f"quantisation-aware training beats the post-training int8 it started from by "
+               f"{gain:.1f} dB: preferred")
     return Choice(target, best.file, best.format,
                   f"{how} of the files with SQNR >= {floor.sqnr_db:g} dB and top-1 agreement "
                   f">= {floor.top1_agreement:g} ({sqnr_of(best):.1f} dB, "
@@ -194,16 +205,16 @@ def choose_files(report, floor=ShipFloor()):
     """The file to ship per runtime (`TARGETS`), from the measured rows: the fastest (by
     measured time, else the smallest) file that meets `floor`. A QAT row competes only when
     it beats the int8 it started from by `converters.compress.QAT_MARGIN_DB`, and then
-    replaces that int8 file. Returns a list of `Choice` (a runtime with no file is left out)."""
+    replaces that file (its ``compression.baseline`` format). Returns a list of `Choice` (a runtime with no file is left out)."""
     from converters.compress import QAT_MARGIN_DB
 
     rows = [r for r in report.formats if r.ok and r.file and r.fidelity
             and r.fidelity.sqnr_db is not None and r.fidelity.top1_agreement is not None]
-    qat = [r for r in rows if r.compression and r.compression.start_sqnr_db is not None]
+    qat = [r for r in rows if _is_qat(r)]
     paying = [r for r in qat if _qat_pays(r, QAT_MARGIN_DB)]
     rows = [r for r in rows if r not in qat or r in paying]
-    if paying:  # the QAT file replaces the post-training int8 it started from
-        rows = [r for r in rows if r.format != "int8"]
+    replaced = {r.compression.baseline for r in paying}  # the post-training file it beats
+    rows = [r for r in rows if r.format not in replaced]
     litert = [r for r in rows if runtime_of(r) == LITERT]
     choices = []
     cpu = [r for r in litert if not (r.mediapipe and r.mediapipe.ok is False)
@@ -216,7 +227,8 @@ def choose_files(report, floor=ShipFloor()):
     if gpu:
         software = any(r.gpu.software or r.gpu.ms is None for r in gpu)
         choices.append(_pick(TARGETS[1], gpu,
-                             lambda r: min(r.fidelity.sqnr_db, r.gpu.sqnr_db or r.fidelity.sqnr_db),
+                             lambda r: min(r.fidelity.sqnr_db, r.fidelity.sqnr_db
+                                           if r.gpu.sqnr_db is None else r.gpu.sqnr_db),
                              lambda r: None if software else r.gpu.ms,
                              "on the GPU engine", floor))
     else:

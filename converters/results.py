@@ -116,6 +116,7 @@ class Compression:
     """What QAT, pruning and clustering add (`converters.compress`)."""
 
     steps: int = _f("fine-tuning steps")
+    baseline: str = _f("the post-training format a QAT row started from and may replace")
     start_sqnr_db: float = _f("SQNR of the QAT's post-training int8 start")
     start_top1_agreement: float = _f("top-1 agreement of that start")
     overall_sparsity: float = _f("fraction of zero weights after pruning")

@@ -147,3 +147,21 @@ def test_a_live_run_in_the_folder_is_refused(tmp_path):
 def test_record_before_start_is_a_programming_error(tmp_path):
     with pytest.raises(RuntimeError, match="start"):
         OutputFolder(tmp_path).record("x")
+
+
+def test_a_folder_from_before_manifests_loses_the_files_its_report_names(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    legacy = {"info": {"variant": "XS"},
+              "formats": [{"format": "float16", "file": "swiftformer_xs_float16.tflite"},
+                          {"format": "int4", "error": "ValueError: unknown"}]}
+    (out / "report.json").write_text(json.dumps(legacy))
+    for name in ("swiftformer_xs_float16.tflite", "report.md", "MODEL_CARD.md", "photo.jpg"):
+        (out / name).write_text("old")
+    OutputFolder(out).start("run")
+    assert sorted(os.listdir(out)) == [MANIFEST, "photo.jpg"]
+    (out / "report.json").write_text("{not ours")  # unreadable: nothing is removed
+    (out / "MODEL_CARD.md").write_text("kept")
+    (out / MANIFEST).unlink()
+    OutputFolder(out).start("run")
+    assert (out / "MODEL_CARD.md").exists() and (out / "report.json").exists()
