@@ -34,6 +34,7 @@ from converters import arguments
 from keras_swiftformer.commands import UserError, add_verbose, run_command
 from keras_swiftformer.config import PREPROCESSING
 from keras_swiftformer.files import atomic_output, sidecar
+from keras_swiftformer.source import INPUT_SIDES
 
 FLAT_LABEL = re.compile(r"^(\d+)_")
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -75,6 +76,11 @@ class EvalOptions:
                             ("--threads", self.threads)):
             if value is not None and value < 1:
                 raise UserError(f"{flag} {value} must be at least 1")
+        sides = (self.size, self.size) if isinstance(self.size, int) else self.size or ()
+        low, high = INPUT_SIDES
+        if any(not low <= side <= high for side in sides):
+            raise UserError(f"--input-size {'x'.join(map(str, sides))}: each side must be "
+                            f"{low} to {high}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise UserError(f"--on-bad-image {self.on_bad_image!r}: give one of "
                             f"{', '.join(BAD_IMAGE_POLICIES)}")

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import unicodedata
 
+from keras_swiftformer.commands import UserError
 from keras_swiftformer.preprocessing import CROP_MODES, DEFAULT_PREPROCESSING
 
 KINDS = ("random", "checkpoint", "keras", "tag", "hub")
@@ -33,8 +34,9 @@ _FORBIDDEN = ("Cc", "Zl", "Zp")
 _RANDOM = "none (random weights)"
 
 
-class SourceError(ValueError):
-    """A model source that cannot be used: one line naming the problem and the fix."""
+class SourceError(UserError):
+    """A model source that cannot be used: one line naming the problem and the fix (a
+    `keras_swiftformer.commands.UserError`, so a ValueError)."""
 
 
 def _one_line(text):
@@ -94,7 +96,8 @@ class ModelSource:
         token_weighting: "l2" or "ones".
         classes: head outputs, None for a model without heads.
         labels: validated class names (len == classes), None without heads.
-        labels_source: the labels file's path, "labels" (a list given), "model.json",
+        labels_source: the labels file's path, "labels" (a list given), "model.json" (a
+            ``.keras`` model's), "config.json" (a Hugging Face checkpoint's ``id2label``),
             "ImageNet" or "generated"; None without heads.
         input_size: (H, W) the model was trained at, or None where unknown.
         preprocessing: the evaluation transform (`keras_swiftformer.preprocessing.Preprocessing`).
@@ -233,9 +236,10 @@ def _keras_transform(info, token_weighting, path):
         or DEFAULT_PREPROCESSING.interpolation)
 
 
-def _labels(classes, labels, model_classes):
-    """(names, labels_source): `labels` (a file or a list), then model.json's names, then
-    ImageNet's for 1000 outputs, else generated ``class_i``."""
+def _labels(classes, labels, model_classes, keras=True):
+    """(names, labels_source): `labels` (a file or a list), then the model's own names
+    (a ``.keras`` model's model.json, a checkpoint's config.json), then ImageNet's for 1000
+    outputs, else generated ``class_i``."""
     from keras_swiftformer.imagenet import class_names
 
     if classes is None:
@@ -249,10 +253,23 @@ def _labels(classes, labels, model_classes):
             return check_labels(read_labels(where), classes, where), where
         return check_labels(labels, classes, "labels"), "labels"
     if model_classes is not None:
-        return check_labels(model_classes, classes, "model.json"), "model.json"
+        where = "model.json" if keras else "config.json"
+        return check_labels(model_classes, classes, where), where
     if classes == 1000:
         return tuple(class_names()), "ImageNet"
     return tuple(f"class_{i}" for i in range(classes)), "generated"
+
+
+def _config_names(config, classes):
+    """The class names of a Hugging Face ``config.json`` (``id2label``) beside a checkpoint
+    whose heads are not ImageNet's, else None (1000-class heads keep ImageNet's short names)."""
+    id2label = (config or {}).get("id2label")
+    if classes in (None, 1000) or not isinstance(id2label, dict):
+        return None
+    try:
+        return [id2label.get(str(i), id2label.get(i)) for i in range(classes)]
+    except AttributeError:
+        return None
 
 
 def _hub_fields(source):
@@ -265,16 +282,22 @@ def _hub_fields(source):
     return {"hub_repo": repo, "hub_revision": revision}
 
 
-def _check_spec(spec, variant):
+def is_address(spec):
+    """Whether `spec` names weights by a weight tag or an address (``hf://``) rather than a
+    local path: the one test a command needs before it checks that a path exists."""
     from keras_swiftformer.hub import is_hub_uri
     from keras_swiftformer.sources import TAGS
 
-    if spec in TAGS:
-        if variant is None:
-            raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
-                              "L1 or L3), or variant='XS'")
-        return
-    if is_hub_uri(spec):
+    return isinstance(spec, str) and (spec in TAGS or is_hub_uri(spec))
+
+
+def _check_spec(spec, variant):
+    from keras_swiftformer.sources import TAGS
+
+    if spec in TAGS and variant is None:
+        raise SourceError(f"the weight tag {spec!r} needs a variant: give --variant (XS, S, "
+                          "L1 or L3), or variant='XS'")
+    if is_address(spec):
         return
     if spec.endswith(".weights.h5"):
         raise SourceError(f"{spec} holds weights without the architecture, class names or "
@@ -307,7 +330,7 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
 
     Args:
         spec: None (random weights), a checkpoint file or folder, a SwiftFormer ``.keras``
-            file, a weight tag or ``hf://ORG/REPO[@REV]``.
+            file, a weight tag or ``hf://ORG/REPO[@REV]`` (a `ModelSource` is returned as is).
         variant: the expected variant (a tag needs one; random weights default to XS).
         token_weighting: override the source's ("l2" or "ones").
         labels: a labels file (one name a line) or a list of names; wins over model.json.
@@ -318,6 +341,8 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
     from keras_swiftformer.files import sidecar
     from keras_swiftformer.weights import resolve_weights
 
+    if isinstance(spec, ModelSource):  # already resolved (a command passing it on)
+        return spec
     _check_token_weighting(token_weighting)
     if spec is None:
         return _random(variant, token_weighting, labels)
@@ -343,13 +368,13 @@ def resolve_source(spec, variant=None, token_weighting=None, labels=None):
         preprocessing = dataclasses.replace(
             weights.tag.preprocessing if weights.tag else checkpoint.preprocessing,
             token_weighting=token_weighting)
-        input_size, model_classes = None, None
+        input_size, model_classes = None, _config_names(checkpoint.config, config.classes)
         provenance.update(format_in=checkpoint.format, source=checkpoint.source,
                           **_hub_fields(checkpoint.source))
         if weights.tag is not None:
             provenance.update(tag=weights.tag.tag, hub_repo=weights.tag.repo)
         license_ = (checkpoint.config or {}).get("license")
-    names, where = _labels(config.classes, labels, model_classes)
+    names, where = _labels(config.classes, labels, model_classes, weights.kind == "keras")
     return ModelSource(spec, weights.kind, config.variant or "CUSTOM", token_weighting,
                        config.classes, names, where, input_size, preprocessing,
                        license_ if isinstance(license_, str) else None, provenance, weights)

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import zipfile
 
 from keras_swiftformer.checkpoints import CheckpointError, read_checkpoint
 from keras_swiftformer.config import HEADS, SwiftFormerConfig
@@ -89,6 +90,8 @@ def download(tag, variant, directory=None):
             partial = os.path.join(directory, subdir, source.file + ".part")
             if os.path.exists(partial):  # get_file keeps a file that fails its hash
                 os.remove(partial)
+            if not os.listdir(os.path.dirname(path)):  # leave no empty folder behind
+                os.rmdir(os.path.dirname(path))
             raise WeightsDownloadError(
                 f"Could not download {source.url} ({err}). Offline? Download it elsewhere and "
                 f"place it at {path}, or give the checkpoint file itself, or hf://{source.repo} "
@@ -193,6 +196,9 @@ def read_keras(path, variant=None):
     if not os.path.isfile(path):
         raise CheckpointError(f"No such model: {path} (give a .keras file saved by "
                               "swiftformer-train or swiftformer-convert import)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a .keras archive (not a zip file: truncated or "
+                              "corrupt?): save it again, or give the checkpoint it came from")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for a foreign or corrupt archive

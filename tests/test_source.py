@@ -127,7 +127,7 @@ def test_missing_corrupt_and_foreign_sources_are_named(tmp_path):
     with pytest.raises(SourceError, match="not a PyTorch checkpoint"):
         resolve_source(tmp_path / "bad.pth")
     (tmp_path / "bad.keras").write_bytes(b"PK not a zip")
-    with pytest.raises(SourceError, match="could not be loaded as a Keras model"):
+    with pytest.raises(SourceError, match="is not a .keras archive"):
         resolve_source(tmp_path / "bad.keras")
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "seq.keras")
     with pytest.raises(SourceError, match="is not a keras_swiftformer SwiftFormer model"):
@@ -260,6 +260,9 @@ def test_eval_probes_are_one_line_errors(tmp_path, val_tree, capsys):
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--batch-size", "0"],
                         capsys)
     assert status == 2 and "--batch-size 0 must be at least 1" in err
+    status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--input-size",
+                         "100000"], capsys)
+    assert status == 2 and "each side must be 32 to 4096" in err
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "keep.txt").write_text("mine")
     status, err = _eval([tmp_path / "seq.keras", "--images", val_tree, "--json",
@@ -313,3 +316,37 @@ def test_eval_runs_keras_tflite_mlpackage_and_hub_alike(tmp_path, val_tree, hub_
     keras_top5, _, coreml_top5, _ = [r["top5_indices"] for r in results]
     assert [t[0] for t in coreml_top5] == [t[0] for t in keras_top5]
     assert results[3]["crop_pct"] == 0.95
+
+
+def test_eval_help_imports_no_tensorflow():
+    from tests.support import run_python
+
+    out = run_python("import sys\nfrom converters.evaluate import build_parser\n"
+                     "build_parser().format_help()\n"
+                     "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'coremltools') "
+                     "if m in sys.modules))\n")
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_hf_checkpoint_names_its_classes_from_config_json(tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "hf3"
+    shutil.copytree(FIXTURES / "hf/swiftformer_xs_random", folder)
+    tensors = load_file(folder / "model.safetensors")
+    for name in ("head", "dist_head"):
+        for kind in ("weight", "bias"):
+            tensors[f"{name}.{kind}"] = tensors[f"{name}.{kind}"][:3].copy()
+    save_file(tensors, folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "ant", "1": "bee", "2": "wasp"}
+    (folder / "config.json").write_text(json.dumps(config))
+    src = resolve_source(folder)
+    assert (src.classes, src.labels, src.labels_source) == (3, ("ant", "bee", "wasp"),
+                                                            "config.json")
+    config["id2label"] = {"0": "ant", "1": "bee\nfly", "2": "wasp"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SourceError, match="class 1 in config.json .* control character"):
+        resolve_source(folder)

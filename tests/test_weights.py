@@ -35,6 +35,7 @@ def test_offline_without_cache_gives_a_clear_error(cache):
     with pytest.raises(weights_lib.WeightsDownloadError, match=r"Offline\?.*place it at"):
         SwiftFormerXS(weights="imagenet")
     assert not any(p.suffix == ".part" for p in cache.rglob("*"))
+    assert not any(p.is_dir() for p in cache.rglob("*"))
 
 
 def test_imagenet_from_cached_timm_file(cache):

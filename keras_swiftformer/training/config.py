@@ -277,14 +277,6 @@ def make_config(recipe="official", **values):
     return config
 
 
-def _is_address(spec):
-    """A weight tag or an ``hf://`` address (`keras_swiftformer.source` resolves it), not a path."""
-    from keras_swiftformer.hub import is_hub_uri
-    from keras_swiftformer.sources import TAGS
-
-    return spec in TAGS or is_hub_uri(spec)
-
-
 def validate(config):
     """Raises ValueError naming the first invalid field of `config`."""
 
@@ -340,7 +332,9 @@ def validate(config):
 
         check_token_weighting(config.token_weighting)
     parse_rand_augment(config.rand_augment)
+    from keras_swiftformer.source import is_address
+
     for flag, spec in (("finetune", config.finetune), ("teacher", config.teacher)):
-        if spec not in (None, "original") and not _is_address(spec):
+        if spec not in (None, "original") and not is_address(spec):
             need(os.path.exists(spec), f"{flag} {spec} not found: give a checkpoint file or "
                  "folder, a .keras model, a weight tag (imagenet, imagenet-hf) or hf://ORG/REPO")
