@@ -425,8 +425,11 @@ def _write(output_dir, info, rows, labels, folder):
     from converters import results
     from converters.model_card import write_outputs
 
-    known = {f.name for f in dc.fields(results.RunInfo)}
+    known = {f.name: f.type for f in dc.fields(results.RunInfo)}
     info = {k: v for k, v in info.items() if k in known}
+    for key, value in info.items():  # model.json's "source" of a trained model is a record
+        if known[key] is str and isinstance(value, dict):
+            info[key] = str(value.get("from") or value.get("spec") or value)
     return write_outputs(output_dir, results.as_report(info, rows, labels), folder)
 
 

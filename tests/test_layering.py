@@ -220,7 +220,7 @@ MAX_LINES, MAX_PARAMETERS = 500, 8
 OVER_PENDING = {"android_bench.adb.benchmark_android", "android_bench.app.app_command",
                 "android_bench.app.run_app", "android_bench.flow.run_flow",
                 "converters.compress.compress_formats", "converters.compress.qat_model",
-                "converters.evaluate.evaluate", "converters.tfmot.finetune.distill",
+                "converters.tfmot.finetune.distill",
                 "converters.tfmot.int8_qat.qat_int8", "keras_swiftformer.model.builder",
                 "keras_swiftformer.training.data.train_dataset"}
 LIBRARIES = ("keras_swiftformer", "converters", "android_bench")

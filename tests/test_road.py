@@ -61,7 +61,7 @@ def test_the_files_carry_the_users_class_names(road):
     assert file_labels(str(int8)) == names
     spec = inspect_coreml(str(road["out"] / road["rows"]["coreml_float16"]["file"]))
     assert spec["labels"] == names and spec["predicted_feature"] == "classLabel"
-    assert road["rows"]["int8"]["sqnr_db"] > 15  # a regression guard: 19.8 dB measured at 64 px
+    assert road["rows"]["int8"]["fidelity"]["sqnr_db"] > 15  # a regression guard: 19.8 dB measured at 64 px
 
 
 def test_eval_reads_the_labels_from_the_file(road):
