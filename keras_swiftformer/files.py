@@ -2,10 +2,10 @@
 in place of a user's folder), cleaning what a killed run left, and reading the JSON a model
 carries beside it.
 
-The rule for folders: a file output never replaces a folder. A folder output (an
-``.mlpackage``) replaces an existing folder only if that folder is one the project writes:
-its suffix is a key of `PROJECT_FOLDERS` and it holds the marker file named there (Core ML's
-``Manifest.json``). Anything else at the path is an error that names it, before the work.
+The rule for folders: a file output never replaces a folder. A folder output (a Core ML
+package) replaces an existing folder only if that folder is a package the project writes: it
+holds the `PACKAGE_MARKER` file every such package has. Anything else at the path is an error
+that names it, before the work.
 """
 
 import contextlib
@@ -16,23 +16,19 @@ import shutil
 
 from keras_swiftformer.commands import UserError
 
-#: Folder outputs by suffix -> the file every such folder the project writes holds.
-PROJECT_FOLDERS = {".mlpackage": "Manifest.json"}
+#: The file every folder output the project writes holds (a Core ML package's manifest).
+PACKAGE_MARKER = "Manifest.json"
 
 #: ``.<stem>.partial-<pid><suffix>``: `atomic_output`'s temporary name beside its output.
 PARTIAL = re.compile(r"^\.(?P<stem>[^.]*)\.partial-(?P<pid>\d+)(?P<suffix>\..*)?$")
 
 
 def is_project_folder(path):
-    """True if `path` is a folder of a kind the project writes (`PROJECT_FOLDERS`) holding its
-    marker file, so an output of that kind may replace it."""
+    """True if `path` is a folder of the kind the project writes (it holds `PACKAGE_MARKER`),
+    so a folder output may replace it."""
     path = os.fspath(path)
-    if not os.path.isdir(path) or os.path.islink(path):
-        return False
-    for suffix, marker in PROJECT_FOLDERS.items():
-        if path.rstrip(os.sep).endswith(suffix):
-            return os.path.isfile(os.path.join(path, marker))
-    return False
+    return (os.path.isdir(path) and not os.path.islink(path)
+            and os.path.isfile(os.path.join(path, PACKAGE_MARKER)))
 
 
 def check_output_path(path):

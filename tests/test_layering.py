@@ -217,12 +217,9 @@ BUILDERS = ("SwiftFormer", "SwiftFormerXS", "SwiftFormerS", "SwiftFormerL1", "Sw
 MAX_LINES, MAX_PARAMETERS = 500, 8
 #: Functions still over the bound (other owners' work in progress): each must still be over,
 #: so that the list only shrinks.
-OVER_PENDING = {"android_bench.adb.benchmark_android", "android_bench.app.app_command",
-                "android_bench.app.run_app", "android_bench.flow.run_flow",
-                "converters.compress.compress_formats", "converters.compress.qat_model",
+OVER_PENDING = {"converters.compress.compress_formats", "converters.compress.qat_model",
                 "converters.tfmot.finetune.distill",
-                "converters.tfmot.int8_qat.qat_int8", "keras_swiftformer.model.builder",
-                "keras_swiftformer.training.data.train_dataset"}
+                "converters.tfmot.int8_qat.qat_int8", "keras_swiftformer.model.builder"}
 LIBRARIES = ("keras_swiftformer", "converters", "android_bench")
 
 
