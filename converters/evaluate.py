@@ -34,7 +34,7 @@ from converters import arguments
 from keras_swiftformer.commands import UserError, add_verbose, run_command
 from keras_swiftformer.config import PREPROCESSING
 from keras_swiftformer.files import atomic_output, sidecar
-from keras_swiftformer.source import INPUT_SIDES
+from keras_swiftformer.config import INPUT_SIDES
 
 FLAT_LABEL = re.compile(r"^(\d+)_")
 BAD_IMAGE_POLICIES = ("error", "skip")

@@ -25,11 +25,8 @@ from converters.compress import CompressionOptions
 from converters.formats import (GRAPHS, POST_TRAINING_INT8, file_name, get_format,
                                 parse_formats)
 from converters.metrics import fidelity
+from keras_swiftformer.config import INPUT_SIDES
 
-MIN_INPUT_SIZE = 32  # four stride-2 stages below the stem: smaller inputs leave no pixels
-#: The largest input side exported: beyond it a size is a typo, not an image (memory grows
-#: with its square).
-MAX_INPUT_SIZE = 2048
 #: What `ImageOptions.on_bad_image` may say: "error" stops before any work, "skip" warns and
 #: leaves the file out.
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -121,10 +118,10 @@ def parse_input_size(size):
                 else input_size(size))
     except ValueError as err:
         raise PipelineError(str(err)) from None
-    if len(dims) != 2 or min(dims) < MIN_INPUT_SIZE or max(dims) > MAX_INPUT_SIZE:
+    if len(dims) != 2 or min(dims) < INPUT_SIDES[0] or max(dims) > INPUT_SIDES[1]:
         raise PipelineError(
-            f"Input size {size!r}: give a height and width from {MIN_INPUT_SIZE} (the model "
-            f"downsamples by 32) to {MAX_INPUT_SIZE} pixels, e.g. --input-size 224")
+            f"Input size {size!r}: give a height and width from {INPUT_SIDES[0]} (the model "
+            f"downsamples by 32) to {INPUT_SIDES[1]} pixels, e.g. --input-size 224")
     return dims
 
 

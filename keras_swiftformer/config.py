@@ -29,6 +29,9 @@ MODEL_CONFIGS = {
 BN_EPSILON = 1e-5  # nn.BatchNorm2d default
 BN_MOMENTUM = 0.9  # = 1 - PyTorch's momentum 0.1
 MLP_RATIO = 4
+#: The input sides a model may be built, trained or exported at: below 32 four stride-2 stages
+#: leave no pixels; above 4096 a size is a typo, not an image (memory grows with its square).
+INPUT_SIDES = (32, 4096)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

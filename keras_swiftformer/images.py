@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from keras_swiftformer.commands import UserError
+from keras_swiftformer.config import INPUT_SIDES
 from keras_swiftformer.imagenet import DEFAULT_CROP_PCT, eval_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -31,7 +32,12 @@ MAX_IMAGE_PIXELS = 100_000_000
 #: split a label file's lines and shift every later class.
 CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 #: Largest model input side (``size``) the loaders accept.
-MAX_INPUT_SIZE = 4096
+MAX_INPUT_SIZE = INPUT_SIDES[1]
+
+
+def control_characters(name):
+    """The characters of `name` no class name may hold (`CONTROL_CATEGORIES`), in order."""
+    return [c for c in name if unicodedata.category(c) in CONTROL_CATEGORIES]
 
 
 class BadImageError(UserError):
@@ -217,7 +223,7 @@ def read_image_folder(root, classes=None):
     if not folders:
         raise ValueError(f"{root} has no class sub-folders (expected {root}/<class>/*.jpg)")
     for folder in folders:
-        bad = [c for c in folder if unicodedata.category(c) in CONTROL_CATEGORIES]
+        bad = control_characters(folder)
         if bad or not folder.strip():
             raise UserError(f"class folder {os.path.join(root, folder)!r} has "
                             f"{'the control character ' + repr(bad[0]) if bad else 'a blank name'}"

@@ -18,19 +18,14 @@ non-empty, free of control characters, unique and as many as the head's outputs.
 
 import dataclasses
 import os
-import unicodedata
 
 from keras_swiftformer.commands import UserError
+from keras_swiftformer.config import INPUT_SIDES
+from keras_swiftformer.images import control_characters
 from keras_swiftformer.preprocessing import CROP_MODES, DEFAULT_PREPROCESSING
 
 KINDS = ("random", "checkpoint", "keras", "tag", "hub")
 DEFAULT_INPUT_SIZE = (224, 224)
-#: The sides a trained input size may have (`model.json`): below 32 four stride-2 stages leave
-#: no pixels; above 4096 is not an image size but a typo.
-INPUT_SIDES = (32, 4096)
-#: Unicode categories no class name may hold: control characters (newline, tab, NUL...) and
-#: line/paragraph separators, which split a label file's lines.
-_FORBIDDEN = ("Cc", "Zl", "Zp")
 _RANDOM = "none (random weights)"
 
 
@@ -54,7 +49,7 @@ def check_labels(names, classes, where):
         if not isinstance(name, str) or not name.strip():
             raise SourceError(f"class {i} in {where} is {name!r}: every class needs a name "
                               "(a non-empty string)")
-        bad = [c for c in name if unicodedata.category(c) in _FORBIDDEN]
+        bad = control_characters(name)
         if bad:
             raise SourceError(f"class {i} in {where} ({name!r}) holds the control character "
                               f"{bad[0]!r}: rename it (class names are one line of text)")

@@ -284,7 +284,8 @@ def test_eval_refuses_a_corrupt_photo_before_running(tmp_path, val_tree, capsys)
     (first / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9")
     SwiftFormer(**TINY, classes=1000, input_shape=(32, 32, 3)).save(tmp_path / "m.keras")
     status, err = _eval([tmp_path / "m.keras", "--images", tree], capsys)
-    assert status == 2 and "broken.jpg: cannot be decoded" in err
+    assert status == 2 and "broken.jpg" in err and "--on-bad-image skip" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_eval_maps_synset_folders_for_a_model_with_imagenet_names(val_tree):

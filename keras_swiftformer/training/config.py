@@ -22,8 +22,7 @@ import typing
 import warnings
 
 from keras_swiftformer.commands import UserError
-from keras_swiftformer.config import MODEL_CONFIGS
-from keras_swiftformer.images import MAX_INPUT_SIZE
+from keras_swiftformer.config import INPUT_SIDES, MODEL_CONFIGS
 from keras_swiftformer.preprocessing import DEFAULT_PREPROCESSING
 
 DISTRIBUTIONS = ("auto", "none", "jax", "mirrored")
@@ -338,8 +337,8 @@ def validate(config):
     for name in ("input_size", "epochs", "batch_size", "lr_batch", "keep_checkpoints",
                  "val_every"):
         need(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}")
-    need(32 <= config.input_size <= MAX_INPUT_SIZE,
-         f"input_size must be 32 to {MAX_INPUT_SIZE}, got {config.input_size}")
+    need(INPUT_SIDES[0] <= config.input_size <= INPUT_SIDES[1],
+         f"input_size must be {INPUT_SIDES[0]} to {INPUT_SIDES[1]}, got {config.input_size}")
     for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "opt_eps", "clip_grad"):
         need(getattr(config, name) >= 0, f"{name} must be >= 0, got {getattr(config, name)}")
     need(0 <= config.warmup_epochs < config.epochs or config.warmup_epochs == 0,
