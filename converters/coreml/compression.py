@@ -125,16 +125,16 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def activation_pipeline(mlmodel, images):
-    """The conversion pass pipeline that gives the float16 iOS 17 program `mlmodel` int8
-    activations: quantize / dequantize pairs, linear symmetric per tensor, at the ranges
-    `activation_ranges` measures on `images` (convert again with it: `export._export`)."""
+def activation_pipeline(ranges, mode="linear_symmetric"):
+    """The conversion pass pipeline that gives a float16 iOS 17 program int8 activations:
+    quantize / dequantize pairs at `ranges` ({tensor name: {"rmin", "rmax"}}, from
+    `activation_ranges` or `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
+    ``"linear_symmetric"`` (no zero point) or ``"linear"`` (asymmetric, as LiteRT's int8
+    activations). Convert again with it: `converters.coreml.calibrated.calibrated_program`."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    ranges = activation_ranges(mlmodel, images)
-    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode="linear_symmetric",
-                                                                dtype="int8"))
+    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode=mode, dtype="int8"))
     pipeline = ct.PassPipeline.DEFAULT
     for name in ACTIVATION_PASSES:
         pipeline.append_pass(name)

@@ -63,17 +63,20 @@ def convert_program(program, *, precision, classifier, class_labels, target="iOS
 
 
 def convert_to_coreml(model, *, precision="float16", classifier=True, class_labels=None,
-                      image_size=None, metadata=None, target="iOS16", pass_pipeline=None):
+                      image_size=None, metadata=None, target="iOS16", pass_pipeline=None,
+                      graph=None):
     """Converts a Keras SwiftFormer classifier to an uncompressed in-memory ``MLModel``.
 
     Arguments as `export_coreml`; `target` the minimum deployment target ("iOS16", "iOS17"),
-    `pass_pipeline` a ``coremltools.PassPipeline`` other than the default. Returns a
+    `pass_pipeline` a ``coremltools.PassPipeline`` other than the default, `graph` the
+    `coreml_graph` to write (default: `model`'s; `converters.coreml.calibrated` rounds its
+    weights first). Returns a
     ``coremltools.models.MLModel`` (ML program) with its input ``image``, outputs named and
     metadata set.
     """
     from converters.coreml.graph import build_program, coreml_graph
 
-    graph = coreml_graph(model, image_size)
+    graph = graph or coreml_graph(model, image_size)
     classes = graph.logits.shape[-1]
     check_options(precision, None, classifier, class_labels, classes)
     labels = None
@@ -177,8 +180,11 @@ def export_coreml_formats(model, directory, formats=tuple(COREML_FORMATS), *,
 
 
 def _export(model, jobs, calibration, options):
-    """Writes {path: (precision, compression)}, converting once per (precision, target)."""
-    from converters.coreml.compression import activation_pipeline, compress_coreml
+    """Writes {path: (precision, compression)}, converting once per (precision, target); the
+    compressions `converters.coreml.calibrated` rounds (all of them for ``w8a8``, the palettes
+    when `calibration` is given) convert their own rounded program."""
+    from converters.coreml.calibrated import ROUNDED, calibrated_program
+    from converters.coreml.compression import compress_coreml
 
     for precision, compression in jobs.values():
         check_options(precision, compression, options.get("classifier", True),
@@ -188,14 +194,13 @@ def _export(model, jobs, calibration, options):
                              "(N, H, W, 3) RGB in [0, 255]")
     converted, paths = {}, {}
     for path, (precision, compression) in jobs.items():
-        target = deployment_target(compression)
-        if (precision, target) not in converted:
-            converted[precision, target] = convert_to_coreml(model, precision=precision,
-                                                             target=target, **options)
-        mlmodel = converted[precision, target]
-        if compression == "w8a8":
-            mlmodel = convert_to_coreml(model, precision="float16", target="iOS17",
-                                        pass_pipeline=activation_pipeline(mlmodel, calibration),
-                                        **options)
+        if compression in ROUNDED and calibration is not None:
+            mlmodel = calibrated_program(model, compression, calibration, options)
+        else:
+            target = deployment_target(compression)
+            if (precision, target) not in converted:
+                converted[precision, target] = convert_to_coreml(model, precision=precision,
+                                                                 target=target, **options)
+            mlmodel = converted[precision, target]
         paths[path] = save_coreml(compress_coreml(mlmodel, compression), path)
     return paths

@@ -25,6 +25,9 @@ from converters.metrics import fidelity, sqnr_db
 WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
 #: Palettized tensors: least signal-to-quantisation-noise ratio (dB) against their source.
 PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 15.0}
+#: int8 tensors rounded with the calibration (GPTQ, `converters.coreml.calibrated`) move by
+#: more than half a step: least SQNR (dB) against their source instead.
+ROUNDED_MIN_SQNR_DB = {"w8a8": 30.0}
 #: Compressed-weight and quantisation ops each compression leaves in the program.
 COMPRESSION_OPS = {None: set(), "int8": {"constexpr_affine_dequantize"},
                    "palettize6": {"constexpr_lut_to_dense"},
@@ -196,17 +199,19 @@ def check_weights(program, model, *, precision, compression, image_size=None, gr
     for where, form, array, compressed in package:
         array = np.squeeze(array) if form != "vector" else array
         palettized = compressed == "constexpr_lut_to_dense"
-        best = _closest(array, by_shape.get((form, array.shape), []), palettized, precision,
-                        compressed)
+        floor = (PALETTE_MIN_SQNR_DB.get(compression) if palettized
+                 else ROUNDED_MIN_SQNR_DB.get(compression) if compressed else None)
+        best = _closest(array, by_shape.get((form, array.shape), []), floor is not None,
+                        precision, compressed)
         if best is None:
             problems.append(f"{where} {array.shape}: no Keras weight of this shape")
             continue
         _, rel, sqnr, label = best
-        if palettized:
+        if floor is not None:
             min_sqnr = sqnr if min_sqnr is None else min(min_sqnr, sqnr)
-            if sqnr < PALETTE_MIN_SQNR_DB[compression]:
+            if sqnr < floor:
                 problems.append(f"{where}: closest Keras weight {label} at {sqnr:.1f} dB "
-                                f"(at least {PALETTE_MIN_SQNR_DB[compression]} dB expected)")
+                                f"(at least {floor} dB expected)")
                 continue
         else:
             bound = WEIGHT_RTOL["int8" if compressed else precision]
