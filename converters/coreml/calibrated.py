@@ -23,6 +23,9 @@ from converters.coreml.formats import INPUT_NAME
 
 #: Compressions whose weights `rounded_graph` rounds with the calibration photos.
 ROUNDED = ("w8a8", "palettize6", "palettize4")
+#: Layers ``w8a8`` keeps in float (activations, and no rounding), as LiteRT's int8 keeps them
+#: (`converters.tflite.FLOAT_HEAD_LAYERS`): the classifier head.
+FLOAT_LAYERS = ("head",)
 
 
 def palette_rounder(nbits):
@@ -71,7 +74,8 @@ def rounded_graph(model, images, compression, image_size=None):
     graph = coreml_graph(model, image_size)
     images = check_images(images, graph.image_size)[:ROUNDING_IMAGES]
     centred = images - graph.mean_pixel.astype(np.float32)  # the folded graph's input
-    folded = round_weights(graph.folded, centred, rounder=rounder_of(compression))
+    skip = FLOAT_LAYERS if compression == "w8a8" else ()
+    folded = round_weights(graph.folded, centred, skip, rounder=rounder_of(compression))
     return dataclasses.replace(graph, folded=folded, logits=folded.output)
 
 
@@ -139,5 +143,5 @@ def calibrated_program(model, compression, images, options):
         return mlmodel
     ranges = calibrated_ranges(mlmodel, images)
     return convert_to_coreml(model, precision="float16", target=target, graph=graph,
-                             pass_pipeline=activation_pipeline(ranges, mode="linear"),
+                             pass_pipeline=activation_pipeline(ranges, "linear", FLOAT_LAYERS),
                              **options)

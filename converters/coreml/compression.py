@@ -125,16 +125,18 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def activation_pipeline(ranges, mode="linear_symmetric"):
+def activation_pipeline(ranges, mode="linear_symmetric", float_ops=()):
     """The conversion pass pipeline that gives a float16 iOS 17 program int8 activations:
     quantize / dequantize pairs at `ranges` ({tensor name: {"rmin", "rmax"}}, from
     `activation_ranges` or `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
     ``"linear_symmetric"`` (no zero point) or ``"linear"`` (asymmetric, as LiteRT's int8
-    activations). Convert again with it: `converters.coreml.calibrated.calibrated_program`."""
+    activations); the ops named in `float_ops` keep float inputs and outputs. Convert again
+    with it: `converters.coreml.calibrated.calibrated_program`."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode=mode, dtype="int8"))
+    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode=mode, dtype="int8"),
+                                    op_name_configs={name: None for name in float_ops})
     pipeline = ct.PassPipeline.DEFAULT
     for name in ACTIVATION_PASSES:
         pipeline.append_pass(name)
