@@ -136,11 +136,16 @@ def coreml_rows(model, calibration, evaluation, reference, folder, progress):
         name = f"coreml_{compression}" + ("_nearest" if compression.startswith("palettize")
                                           and not calibrated else "")
         start = time.time()
-        path = export_coreml(model, os.path.join(folder, f"{name}.mlpackage"),
-                             compression=compression,
-                             calibration=calibration if calibrated else None)
-        report = verify_coreml(path, model, evaluation[:VERIFIED_IMAGES])
-        logits = run_coreml(MLProgram(path), evaluation)[0]
+        path = os.path.join(folder, f"{name}.mlpackage")
+        try:
+            export_coreml(model, path, compression=compression,
+                          calibration=calibration if calibrated else None)
+            report = verify_coreml(path, model, evaluation[:VERIFIED_IMAGES])
+            logits = run_coreml(MLProgram(path), evaluation)[0]
+        except Exception as err:  # one file's failure must not lose the others
+            rows.append({"format": name, "file": path, "error": f"{type(err).__name__}: {err}"})
+            progress(f"{name} FAILED: {rows[-1]['error'][:300]}")
+            continue
         rows.append({"format": name, "runtime": "Core ML", "file": path,
                      "size_mb": report["size_bytes"] / 1e6, "verified": True,
                      "ops": report["ops"]["count"],

@@ -24,7 +24,9 @@ from converters.metrics import fidelity, sqnr_db
 # (half a step of the per-channel symmetric scale, max / 127, plus float16).
 WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
 #: Palettized tensors: least signal-to-quantisation-noise ratio (dB) against their source.
-PALETTE_MIN_SQNR_DB = {"palettize6": 25.0, "palettize4": 15.0}
+#: GPTQ-rounded palettes (`converters.coreml.calibrated`) trade weight error for output error,
+#: so the floor sits below nearest rounding's, still far above a wrong tensor's (about 0 dB).
+PALETTE_MIN_SQNR_DB = {"palettize6": 20.0, "palettize4": 10.0}
 #: int8 tensors rounded with the calibration (GPTQ, `converters.coreml.calibrated`) move by
 #: more than half a step: least SQNR (dB) against their source instead.
 ROUNDED_MIN_SQNR_DB = {"w8a8": 30.0}
