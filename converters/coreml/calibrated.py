@@ -119,29 +119,26 @@ def calibrated_ranges(mlmodel, images, method="mse", seed=0):
     return ranges
 
 
-def calibrated_program(model, compression, images, options):
+def calibrated_program(model, compression, images, convert, image_size=None):
     """The uncompressed in-memory ``MLModel`` that `compression.compress_coreml` turns into a
     calibrated `compression` (`ROUNDED`) package: written from `rounded_graph`, and for
     ``w8a8`` converted again with quantize / dequantize pairs at `calibrated_ranges`.
 
     Args:
         images: (N, H, W, 3) RGB calibration photos in [0, 255] at the export size.
-        options: `converters.coreml.export_coreml`'s ``classifier``, ``class_labels``,
-            ``image_size``, ``metadata``.
+        convert: ``convert(graph=..., pass_pipeline=...)`` -> ``MLModel``: the export's
+            `converters.coreml.export.convert_to_coreml` of `model` with its options, float16
+            at the compression's deployment target.
+        image_size: (H, W) of the export, default the model's.
     """
     from converters.coreml.compression import activation_pipeline
-    from converters.coreml.export import convert_to_coreml
-    from converters.coreml.formats import deployment_target
 
     if compression not in ROUNDED:
         raise ValueError(f"compression must be one of {ROUNDED}, got {compression!r}")
-    graph = rounded_graph(model, images, compression, options.get("image_size"))
-    target = deployment_target(compression)
-    mlmodel = convert_to_coreml(model, precision="float16", target=target, graph=graph,
-                                **options)
+    graph = rounded_graph(model, images, compression, image_size)
+    mlmodel = convert(graph=graph, pass_pipeline=None)
     if compression != "w8a8":
         return mlmodel
     ranges = calibrated_ranges(mlmodel, images)
-    return convert_to_coreml(model, precision="float16", target=target, graph=graph,
-                             pass_pipeline=activation_pipeline(ranges, "linear", FLOAT_LAYERS),
-                             **options)
+    return convert(graph=graph,
+                   pass_pipeline=activation_pipeline(ranges, "linear", FLOAT_LAYERS))

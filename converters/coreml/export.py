@@ -194,10 +194,13 @@ def _export(model, jobs, calibration, options):
                              "(N, H, W, 3) RGB in [0, 255]")
     converted, paths = {}, {}
     for path, (precision, compression) in jobs.items():
+        target = deployment_target(compression)
         if compression in ROUNDED and calibration is not None:
-            mlmodel = calibrated_program(model, compression, calibration, options)
+            mlmodel = calibrated_program(
+                model, compression, calibration, image_size=options.get("image_size"),
+                convert=lambda **kw: convert_to_coreml(model, precision="float16",
+                                                       target=target, **kw, **options))
         else:
-            target = deployment_target(compression)
             if (precision, target) not in converted:
                 converted[precision, target] = convert_to_coreml(model, precision=precision,
                                                                  target=target, **options)
