@@ -6,7 +6,9 @@ W8A8 follows ``coremltools.optimize.coreml.linear_quantize_activations``, whose 
 runs the model with Core ML (macOS only): here the activation ranges come from the numpy
 evaluator (`converters.coreml.mil_eval`) on the calibration images, and the quantize /
 dequantize pairs are inserted by the same coremltools passes, run in the conversion's public
-``coremltools.PassPipeline``.
+``coremltools.PassPipeline``. With calibration photos, the weights are rounded by GPTQ and the
+ranges chosen as LiteRT int8's before this module compresses them
+(`converters.coreml.calibrated`).
 """
 
 import os
