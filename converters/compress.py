@@ -185,6 +185,9 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
                                        output_dir))
         if name == "qat_int8" and "error" not in rows[-1]:
             _note_qat(rows[-1], baseline)
+        elif name != "qat_int8":
+            for row in rows[-len(results):]:
+                _note_fine_tuned(row, len(images), baseline)
         progress(f"    {name} done in {time.time() - start:.0f} s")
     return rows
 
@@ -272,6 +275,22 @@ def _note_qat(row, baseline=None):
                        f"{', top-1 agreement lower' if lower else ''}: less than the "
                        f"{QAT_MARGIN_DB} dB that pays for the fine-tuning, prefer the "
                        "post-training int8 file")
+
+
+def _note_fine_tuned(row, images, baseline=None):
+    """Adds ``note`` to a pruned or clustered row: what it gave at this budget (`images`
+    fine-tuning photos, its ``steps``) against the post-training int8 `baseline` row, and what
+    it needs to be useful."""
+    if row.get("error"):
+        return
+    given = f"{row['sqnr_db']:.1f} dB SQNR after {row.get('steps', 0)} distillation steps on " \
+            f"{images} photos"
+    if baseline is not None and not baseline.get("error"):
+        given += f" ({row['sqnr_db'] - baseline['sqnr_db']:+.1f} dB against the post-training int8)"
+    row["note"] = (given + ": pruning and clustering change the weights, so the file is only "
+                   "as good as a real fine-tuning run on your labelled data (thousands of steps, "
+                   "accuracy checked on a held-out set); until then prefer the post-training "
+                   "int8 or float16 file")
 
 
 def folded_graph(model):

@@ -63,8 +63,11 @@ class CoreMLCompression:
         group_size: channels per palette (``per_grouped_channel``).
         block_size: weights per scale (``per_block``).
         minimum_os: the oldest iOS the program runs on ("iOS16", "iOS17", "iOS18").
+        rounding: "nearest", or "gptq": the pointwise kernels rounded on the calibration
+            photos (`converters.coreml.calibrated`, the LiteRT int8's GPTQ) when they are given.
         min_weight_sqnr_db: the least SQNR a compressed weight must keep against the folded
-            Keras weight (the verifier's floor for look-up tables; None: the int step).
+            Keras weight (the verifier's floor for look-up tables and GPTQ-moved int8 weights;
+            None: the int step).
     """
 
     name: str
@@ -74,12 +77,18 @@ class CoreMLCompression:
     group_size: int = None
     block_size: int = None
     minimum_os: str = "iOS16"
+    rounding: str = "nearest"
     min_weight_sqnr_db: float = None
 
     @property
     def calibrated(self):
         """Whether activations are quantised (calibration images needed)."""
         return self.kind == "w8a8"
+
+    @property
+    def reads_photos(self):
+        """Whether calibration photos shape the file (activation ranges or GPTQ rounding)."""
+        return self.calibrated or self.rounding == "gptq"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +107,14 @@ class CoreMLRecipe:
 #: The Core ML compressions, by their metadata id.
 COMPRESSIONS = {c.name: c for c in (
     CoreMLCompression("int8", "linear", 8, "per_channel"),
-    CoreMLCompression("palettize6", "palettize", 6, "per_tensor", min_weight_sqnr_db=25.0),
-    CoreMLCompression("palettize4", "palettize", 4, "per_tensor", min_weight_sqnr_db=15.0),
-    CoreMLCompression("w8a8", "w8a8", 8, "per_channel", minimum_os="iOS17"),
+    # GPTQ trades weight error for output error: the floors sit below nearest rounding's
+    # palettes, far above a wrong tensor's (about 0 dB)
+    CoreMLCompression("palettize6", "palettize", 6, "per_tensor", rounding="gptq",
+                      min_weight_sqnr_db=20.0),
+    CoreMLCompression("palettize4", "palettize", 4, "per_tensor", rounding="gptq",
+                      min_weight_sqnr_db=10.0),
+    CoreMLCompression("w8a8", "w8a8", 8, "per_channel", minimum_os="iOS17", rounding="gptq",
+                      min_weight_sqnr_db=30.0),
 )}
 
 

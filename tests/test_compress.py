@@ -341,3 +341,18 @@ def test_qat_note_names_the_file_to_prefer():
     assert row["note"] == ("+1.0 dB SQNR over the post-training int8 (the int8 file), top-1 "
                            "agreement lower: less than the 1.5 dB that pays for the "
                            "fine-tuning, prefer the post-training int8 file")
+
+
+def test_pruned_and_clustered_notes_say_what_they_give_and_need():
+    """A pruned or clustered row's note: its SQNR at the default budget against the
+    post-training int8, and the real fine-tuning it needs; a failed row gets none."""
+    from converters.compress import _note_fine_tuned
+
+    row = {"format": "pruned2of4_float32", "sqnr_db": 11.0, "steps": 100}
+    _note_fine_tuned(row, 64, {"sqnr_db": 33.0})
+    assert row["note"].startswith("11.0 dB SQNR after 100 distillation steps on 64 photos "
+                                  "(-22.0 dB against the post-training int8)")
+    assert "real fine-tuning run on your labelled data" in row["note"]
+    failed = {"format": "clustered16_float32", "error": "ValueError: x"}
+    _note_fine_tuned(failed, 64)
+    assert "note" not in failed

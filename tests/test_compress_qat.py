@@ -44,9 +44,11 @@ def test_qat_starts_from_post_training_int8_and_improves_it(tmp_path):
     untrained, _ = student(folded, images)
     start = fidelity(reference, untrained.predict(evaluation, verbose=0))
     assert start["sqnr_db"] == pytest.approx(ptq["sqnr_db"], abs=0.5), (start, ptq)
-    again = nearest_int8(tuned_weights(untrained, folded), images)  # on the int8 grid already
+    # The same int8 weights (on the grid already), ranges calibrated again: the ranges come from
+    # the float kernels of the CPU at hand, so the two files agree as closely as the student does.
+    again = nearest_int8(tuned_weights(untrained, folded), images)
     assert fidelity(reference, TFLiteRunner(content=again).predict(evaluation))["sqnr_db"] == \
-        pytest.approx(ptq["sqnr_db"], abs=0.1)
+        pytest.approx(ptq["sqnr_db"], abs=0.5)
 
     content, _ = qat_int8(model, images, STEPS)
     qat = measure_format("qat_int8", content, {}, model.name, evaluation, reference, tmp_path)

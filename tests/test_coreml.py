@@ -146,7 +146,7 @@ def test_every_format_passes_spec_and_weight_checks(packages, reports):
     assert set(classifier["outputs"]) == {"classLabel", "probabilities"}
     assert classifier["labels"] == coreml.imagenet_labels()
     assert reports["coreml_int8"]["spec"]["ops"]["constexpr_affine_dequantize"] > 50
-    assert reports["coreml_palettize4"]["weights"]["min_palette_sqnr_db"] > 15
+    assert reports["coreml_palettize4"]["weights"]["min_palette_sqnr_db"] > 10  # GPTQ-rounded
     sizes = [reports[f]["size_bytes"] for f in ("coreml_float32", "coreml_float16",
                                                 "coreml_int8", "coreml_palettize6",
                                                 "coreml_palettize4")]

@@ -6,7 +6,9 @@ W8A8 follows ``coremltools.optimize.coreml.linear_quantize_activations``, whose 
 runs the model with Core ML (macOS only): here the activation ranges come from the numpy
 evaluator (`converters.coreml.mil_eval`) on the calibration images, and the quantize /
 dequantize pairs are inserted by the same coremltools passes, run in the conversion's public
-``coremltools.PassPipeline``.
+``coremltools.PassPipeline``. With calibration photos, the weights are rounded by GPTQ and the
+ranges chosen as LiteRT int8's before this module compresses them
+(`converters.coreml.calibrated`).
 """
 
 import os
@@ -121,16 +123,18 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def activation_pipeline(mlmodel, images):
-    """The conversion pass pipeline that gives the float16 iOS 17 program `mlmodel` int8
-    activations: quantize / dequantize pairs, linear symmetric per tensor, at the ranges
-    `activation_ranges` measures on `images` (convert again with it: `export._export`)."""
+def activation_pipeline(ranges, mode="linear_symmetric", float_ops=()):
+    """The conversion pass pipeline that gives a float16 iOS 17 program int8 activations:
+    quantize / dequantize pairs at `ranges` ({tensor name: {"rmin", "rmax"}}, from
+    `activation_ranges` or `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
+    ``"linear_symmetric"`` (no zero point) or ``"linear"`` (asymmetric, as LiteRT's int8
+    activations); the ops named in `float_ops` keep float inputs and outputs. Convert again
+    with it: `converters.coreml.calibrated.calibrated_program`."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    ranges = activation_ranges(mlmodel, images)
-    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode="linear_symmetric",
-                                                                dtype="int8"))
+    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode=mode, dtype="int8"),
+                                    op_name_configs={name: None for name in float_ops})
     pipeline = ct.PassPipeline.DEFAULT
     for name in ACTIVATION_PASSES:
         pipeline.append_pass(name)

@@ -65,14 +65,16 @@ def convert_to_coreml(model, *, precision="float16", classifier=True, class_labe
                       image_size=None, metadata=None, target="iOS16", pass_pipeline=None):
     """Converts a Keras SwiftFormer classifier to an uncompressed in-memory ``MLModel``.
 
-    Arguments as `export_coreml`; `target` the minimum deployment target ("iOS16", "iOS17"),
-    `pass_pipeline` a ``coremltools.PassPipeline`` other than the default. Returns a
+    Arguments as `export_coreml`, but `model` may also be its `coreml_graph`, written as it is
+    (`converters.coreml.calibrated` rounds its weights first); `target` the minimum deployment
+    target ("iOS16", "iOS17"), `pass_pipeline` a ``coremltools.PassPipeline`` other than the
+    default. Returns a
     ``coremltools.models.MLModel`` (ML program) with its input ``image``, outputs named and
     metadata set.
     """
-    from converters.coreml.graph import build_program, coreml_graph
+    from converters.coreml.graph import CoreMLGraph, build_program, coreml_graph
 
-    graph = coreml_graph(model, image_size)
+    graph = model if isinstance(model, CoreMLGraph) else coreml_graph(model, image_size)
     classes = graph.logits.shape[-1]
     check_options(precision, None, classifier, class_labels, classes)
     labels = None
@@ -83,7 +85,7 @@ def convert_to_coreml(model, *, precision="float16", classifier=True, class_labe
                               class_labels=labels, target=target, pass_pipeline=pass_pipeline)
     metadata = dict(metadata or {})
     height, width = graph.image_size
-    info = {**_model_metadata(model),
+    info = {**_model_metadata(graph.source),
             **{k: v for k, v in metadata.items() if k not in _MODEL_FIELDS}}
     info.update(precision=precision, compression="none", classifier=str(bool(classifier)),
                 image_size=f"{height}x{width}", classes=str(classes))
@@ -194,8 +196,12 @@ def export_coreml_formats(model, directory, formats=COREML_FORMATS, *,
 
 
 def _export(model, jobs, calibration, options):
-    """Writes {path: `CoreMLRecipe`}, converting once per (precision, minimum OS)."""
-    from converters.coreml.compression import activation_pipeline, compress_coreml
+    """Writes {path: `CoreMLRecipe`}, converting once per (precision, minimum OS); a
+    compression rounded on the calibration photos (`converters.coreml.calibrated`) converts its
+    own rounded program when `calibration` is given (palettes fall back to nearest rounding
+    without it)."""
+    from converters.coreml.calibrated import calibrated_program
+    from converters.coreml.compression import compress_coreml
 
     for recipe in jobs.values():
         check_options(recipe.precision, recipe.compression, options.get("classifier", True),
@@ -206,13 +212,16 @@ def _export(model, jobs, calibration, options):
     converted, paths = {}, {}
     for path, recipe in jobs.items():
         precision, compression, target = recipe.precision, recipe.compression, recipe.minimum_os
-        if (precision, target) not in converted:
-            converted[precision, target] = convert_to_coreml(model, precision=precision,
-                                                             target=target, **options)
-        mlmodel = converted[precision, target]
-        if compression is not None and compression.calibrated:
-            mlmodel = convert_to_coreml(model, precision=precision, target=target,
-                                        pass_pipeline=activation_pipeline(mlmodel, calibration),
-                                        **options)
+        if compression is not None and compression.rounding == "gptq" and calibration is not None:
+            mlmodel = calibrated_program(
+                model, compression, calibration, image_size=options.get("image_size"),
+                convert=lambda graph, pass_pipeline: convert_to_coreml(
+                    graph, precision="float16", target=target, pass_pipeline=pass_pipeline,
+                    **options))
+        else:
+            if (precision, target) not in converted:
+                converted[precision, target] = convert_to_coreml(model, precision=precision,
+                                                                 target=target, **options)
+            mlmodel = converted[precision, target]
         paths[path] = save_coreml(compress_coreml(mlmodel, compression), path)
     return paths

@@ -38,12 +38,15 @@ class CoreMLGraph:
         mean_pixel: (3,) the image type subtracts it (its bias).
         logits: the folded model's (1, classes) logits tensor.
         image_size: (H, W).
+        source: the SwiftFormer model it was folded from (its variant and token weighting
+            go into the package's metadata).
     """
 
     folded: object
     mean_pixel: np.ndarray
     logits: object
     image_size: tuple
+    source: object = None
 
 
 def _image_size(geometry, image_size):
@@ -96,7 +99,7 @@ def coreml_graph(model, image_size=None):
     folded = build_inference_model(geometry, weights, l2_form="l2_normalization",
                                    name=f"{model.name}_coreml")
     return CoreMLGraph(folded, np.asarray(mean_pixel, np.float64), folded.output,
-                       (height, width))
+                       (height, width), model)
 
 
 def token_weights(w_g, tokens):

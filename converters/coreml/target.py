@@ -13,7 +13,7 @@ from keras_swiftformer.files import atomic_output
 
 #: Images the numpy evaluator of Core ML programs runs (it is slower than LiteRT).
 EVALUATION_IMAGES = 8
-#: Calibration images a compression that quantises activations (``w8a8``) is calibrated on.
+#: Calibration images a compression that reads photos (``w8a8``'s ranges, GPTQ rounding) uses.
 CALIBRATION_IMAGES = 8
 
 
@@ -33,11 +33,12 @@ class CoreMLTarget(Target):
         from converters.coreml.export import export_coreml
         from converters.coreml.verification import verify_coreml
 
-        calibration = None
-        if fmt.calibrated:
-            if job.calibration is None or not len(job.calibration):
-                raise ValueError(f"{fmt.name} quantises activations: it needs calibration "
-                                 "images (--images DIR)")
+        compression = fmt.coreml.compression
+        if fmt.calibrated and (job.calibration is None or not len(job.calibration)):
+            raise ValueError(f"{fmt.name} quantises activations: it needs calibration "
+                             "images (--images DIR)")
+        calibration = None  # without photos, GPTQ-rounded palettes round to the nearest entry
+        if compression is not None and compression.reads_photos and job.calibration is not None:
             calibration = job.calibration[:CALIBRATION_IMAGES]
         labels = self._labels(job.about)
         metadata = {"source_checkpoint": str(job.about.source)}

@@ -1,0 +1,141 @@
+"""Core ML compressions calibrated as the LiteRT int8 file is: one calibration, two targets.
+
+The calibration photos drive two things, with the same code as `converters.tflite`'s int8:
+
+- weight rounding (`converters.weight_rounding`, GPTQ): the pointwise convolutions and
+  projections of the folded graph are rounded on the int8 grid (``w8a8``) or on each tensor's
+  k-means palette (``palettize6`` / ``palettize4``) with their rounding errors spread over the
+  inputs' second moments, before the program is written; coremltools' compression then finds
+  the weights on its grid already and keeps them;
+- activation ranges (``w8a8``, `calibrated_ranges`): per tensor, `converters.calibration`'s
+  statistics and `choose_ranges` ("mse": the range minimising the int8 error, after the GELU
+  that consumes it where one does) on the values the numpy evaluator computes, quantised on
+  an asymmetric int8 grid (a zero point) as LiteRT's activations are.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import numpy as np
+
+from converters.coreml.formats import INPUT_NAME
+
+#: Layers ``w8a8`` keeps in float (activations, and no rounding), as LiteRT's int8 keeps them
+#: (`converters.tflite.FLOAT_HEAD_LAYERS`): the classifier head.
+FLOAT_LAYERS = ("head",)
+
+
+def palette_rounder(nbits):
+    """A `converters.weight_rounding.round_weights` rounder: the (in, out) kernel on its
+    tensor's k-means palette of ``2**nbits`` values (`compression.kmeans_palette`, as the
+    conversion computes it), rows rounded by GPTQ (`weight_rounding.gptq_round`)."""
+    from converters.coreml.compression import kmeans_palette
+    from converters.weight_rounding import gptq_round
+
+    lut_function = kmeans_palette(nbits)
+
+    def rounder(kernel, hessian):
+        palette = np.asarray(lut_function(np.asarray(kernel, np.float32))[0], np.float64)
+        edges = (palette[1:] + palette[:-1]) / 2
+        return gptq_round(kernel, hessian,
+                          lambda row, i: palette[np.searchsorted(edges, row)]).astype(np.float32)
+
+    return rounder
+
+
+def rounder_of(compression):
+    """The weight rounder of a `converters.formats.CoreMLCompression` rounded by GPTQ: the
+    int8 grid for linear weights, its k-means palette for a palettization."""
+    from converters.weight_rounding import gptq_kernel
+
+    return palette_rounder(compression.nbits) if compression.kind == "palettize" else gptq_kernel
+
+
+def check_images(images, size):
+    """(N, H, W, 3) float32 calibration images of the program's `size`; ValueError otherwise."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or len(images) == 0 or images.shape[1:] != (*size, 3):
+        raise ValueError(f"calibration images must be (N, {size[0]}, {size[1]}, 3) RGB in "
+                         f"[0, 255], got {images.shape}: load them at the export size")
+    return images
+
+
+def rounded_graph(model, images, compression, image_size=None):
+    """The `converters.coreml.graph.coreml_graph` of `model` with its pointwise kernels rounded
+    for `compression` (`rounder_of`) on the layers' inputs from `images` (N, H, W, 3) RGB in
+    [0, 255] (the first `converters.weight_rounding.ROUNDING_IMAGES` of them)."""
+    from converters.coreml.graph import coreml_graph
+    from converters.weight_rounding import ROUNDING_IMAGES, round_weights
+
+    graph = coreml_graph(model, image_size)
+    images = check_images(images, graph.image_size)[:ROUNDING_IMAGES]
+    centred = images - graph.mean_pixel.astype(np.float32)  # the folded graph's input
+    skip = FLOAT_LAYERS if compression.calibrated else ()
+    folded = round_weights(graph.folded, centred, skip, rounder=rounder_of(compression))
+    return dataclasses.replace(graph, folded=folded, logits=folded.output)
+
+
+def calibrated_ranges(mlmodel, images, method="mse", seed=0):
+    """{tensor name: {"rmin", "rmax"}} of every float tensor of `mlmodel`'s program on
+    `images` (N, H, W, 3) RGB in [0, 255], the input included: `converters.calibration`'s
+    per-tensor statistics (`new_summary`, `record`) and ranges (`choose_ranges` with `method`,
+    each tensor's consumers named by their op types in capitals, as ``GELU``)."""
+    from converters.calibration import choose_ranges, new_summary, record
+    from converters.coreml.mil_eval import MLProgram
+    from converters.coreml.verification import run_coreml
+
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"calibration images must be (N, H, W, 3) RGB, got {images.shape}")
+    rng = np.random.default_rng(seed)
+    summaries = {}
+
+    def keep(name, value):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
+            record(summaries.setdefault(name, new_summary()), value.astype(np.float32), rng)
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "float.mlpackage")
+        mlmodel.save(path)
+        program = MLProgram(path)
+        run_coreml(program, images, record=keep)
+    used_by = {}
+    for op in program.operations:
+        for bindings in op.inputs.values():
+            for kind, name in bindings:
+                if kind == "name":
+                    used_by.setdefault(name, set()).add(op.type.upper())
+    stats = {name: {"min": s["min"], "max": s["max"], "size": s["size"],
+                    "sample": np.concatenate(s["samples"]),
+                    "consumers": sorted(used_by.get(name, ()))}
+             for name, s in summaries.items()}
+    ranges = {name: {"rmin": float(low), "rmax": float(high)}
+              for name, (low, high) in choose_ranges(stats, method).items()}
+    ranges[INPUT_NAME] = {"rmin": float(images.min()), "rmax": float(images.max())}
+    return ranges
+
+
+def calibrated_program(model, compression, images, convert, image_size=None):
+    """The uncompressed in-memory ``MLModel`` that `compression.compress_coreml` turns into a
+    calibrated `compression` (a `converters.formats.CoreMLCompression` rounded by GPTQ) package: written from `rounded_graph`, and for
+    ``w8a8`` converted again with quantize / dequantize pairs at `calibrated_ranges`.
+
+    Args:
+        images: (N, H, W, 3) RGB calibration photos in [0, 255] at the export size.
+        convert: ``convert(graph, pass_pipeline)`` -> ``MLModel``: the export's
+            `converters.coreml.export.convert_to_coreml` of a graph with its options, float16
+            at the compression's deployment target.
+        image_size: (H, W) of the export, default the model's.
+    """
+    from converters.coreml.compression import activation_pipeline
+
+    if compression is None or compression.rounding != "gptq":
+        raise ValueError(f"{compression} is not a compression rounded on calibration photos")
+    graph = rounded_graph(model, images, compression, image_size)
+    mlmodel = convert(graph=graph, pass_pipeline=None)
+    if not compression.calibrated:
+        return mlmodel
+    ranges = calibrated_ranges(mlmodel, images)
+    return convert(graph=graph,
+                   pass_pipeline=activation_pipeline(ranges, "linear", FLOAT_LAYERS))
