@@ -355,3 +355,24 @@ def test_hf_checkpoint_names_its_classes_from_config_json(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SourceError, match="class 1 in config.json .* control character"):
         resolve_source(folder)
+
+
+def test_convert_run_takes_a_tag_and_a_hub_address(weights_cache, hub_cache, tmp_path, capsys):
+    """`swiftformer-convert run` resolves what import, eval, train and flow resolve: a weight
+    tag and an ``hf://`` address from prepared offline caches, each pinned in report.json."""
+    from converters.cli import main
+    from converters.results import load
+
+    folder = FIXTURES / "timm/swiftformer_xs_random"
+    place_tag(weights_cache, "imagenet", "XS", folder / "model.safetensors")
+    add_snapshot(hub_cache, REPO, COMMIT, {"model.safetensors": folder / "model.safetensors"})
+    fast = ["--formats", "float32", "--input-size", "64", "--latency-runs", "0",
+            "--gpu-images", "0", "--num-calibration", "2", "--num-evaluation", "2"]
+    for spec, extra in (("imagenet", ["--variant", "XS"]), (f"hf://{REPO}", [])):
+        out = tmp_path / spec.replace("/", "_").replace(":", "")
+        assert main(["run", "--checkpoint", spec, *extra, *fast, "--output-dir", str(out)]) == 0
+        report = load(out)
+        assert report.info.variant == "XS" and not report.info.random_weights
+        assert [r.format for r in report.formats if not r.error] == ["float32"]
+    assert report.info.hub_repo == REPO and report.info.hub_revision == COMMIT
+    capsys.readouterr()
