@@ -193,15 +193,18 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
 
 
 def measure_format(fmt, content, extra, name, evaluation, reference, output_dir):
-    """Writes `content` (`.tflite` bytes of format `fmt`) as ``{name}_{fmt}.tflite`` in
-    `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys, ``zip_bytes``,
-    the kernel statistics and `extra`."""
+    """Writes `content` (`.tflite` bytes of format `fmt`, a
+    `converters.formats.fine_tuned_format` name) as `converters.formats.file_name` names it in
+    `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys,
+    ``zip_bytes``, the kernel statistics and `extra`."""
     from keras_swiftformer.files import atomic_output
     from converters.metrics import fidelity
     from converters.litert.runtime import TFLiteRunner
     from converters.tfmot.tflite_stats import kernel_stats
 
-    path = os.path.join(output_dir, f"{name}_{fmt}.tflite")
+    from converters.formats import compressed_format, file_name
+
+    path = os.path.join(output_dir, file_name(name, compressed_format(fmt)))
     row = {"format": fmt, "graph": "folded", "file": os.path.basename(path)}
     try:
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
@@ -249,11 +252,12 @@ def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=N
 
 
 def _qat(model, images, evaluation, reference, tune, steps):
+    from converters.formats import fine_tuned_format
     from converters.tfmot.int8_qat import qat_int8
 
     content, start = qat_int8(model, images, steps, evaluation=evaluation,
                               reference=reference, **tune)
-    return [("qat_int8", content, {"steps": steps, "start_sqnr_db": start["sqnr_db"],
+    return [(fine_tuned_format(qat=True).name, content, {"steps": steps, "start_sqnr_db": start["sqnr_db"],
                                    "start_top1_agreement": start["top1_agreement"]})]
 
 
@@ -332,6 +336,7 @@ def _preserving_qat(model, images, tune, options, stripped, scheme):
 
 
 def _prune(model, images, tune, options, pattern, target, label):
+    from converters.formats import fine_tuned_format
     from converters.litert import tflite
     from converters.tfmot import sparsity
     from converters.tfmot.twin import build_twin
@@ -342,10 +347,10 @@ def _prune(model, images, tune, options, pattern, target, label):
     stripped = sparsity.strip(pruned)
     extra = {"steps": steps,
              "overall_sparsity": sparsity.sparsity_summary(stripped)["overall_sparsity"]}
-    results = [(f"pruned{label}_float32", tflite.convert(_back_to_keras(folded, stripped)),
+    results = [(fine_tuned_format(prune=label).name, tflite.convert(_back_to_keras(folded, stripped)),
                 extra)]
     if options.qat:
-        results.append((f"pruned{label}_pqat_int8",
+        results.append((fine_tuned_format(prune=label, qat=True).name,
                         _preserving_qat(model, images, tune, options, stripped,
                                         "prune_preserve"),
                         {"steps": steps + options.qat_steps}))
@@ -353,6 +358,7 @@ def _prune(model, images, tune, options, pattern, target, label):
 
 
 def _cluster(model, images, tune, options, clusters):
+    from converters.formats import fine_tuned_format
     from converters.litert import tflite
     from converters.tfmot import clustering
     from converters.tfmot.twin import build_twin
@@ -361,10 +367,10 @@ def _cluster(model, images, tune, options, clusters):
     clustered = clustering.cluster_twin(build_twin(folded), clusters)
     _fine_tune(model, clustered, images, tune, steps)
     stripped = clustering.strip(clustered)
-    results = [(f"clustered{clusters}_float32",
+    results = [(fine_tuned_format(cluster=clusters).name,
                 tflite.convert(_back_to_keras(folded, stripped)), {"steps": steps})]
     if options.qat:
-        results.append((f"clustered{clusters}_cqat_int8",
+        results.append((fine_tuned_format(cluster=clusters, qat=True).name,
                         _preserving_qat(model, images, tune, options, stripped,
                                         "cluster_preserve"),
                         {"steps": steps + options.qat_steps}))
