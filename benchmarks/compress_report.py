@@ -105,7 +105,7 @@ def build(variant, size, weights):
 
 
 def run(variant, args, progress):
-    from converters.compress import CompressionOptions, compress_formats
+    from converters.compress import CompressionOptions, FineTuning, compress_formats
     from keras_swiftformer.images import list_images, load_images
 
     output_dir = os.path.join(args.output, variant)
@@ -121,11 +121,10 @@ def run(variant, args, progress):
     options = CompressionOptions(
         qat=True, prune=args.prune, cluster=args.cluster,
         qat_steps=args.qat_steps or args.steps, prune_steps=args.prune_steps or args.steps,
-        cluster_steps=args.cluster_steps or args.steps)
+        cluster_steps=args.cluster_steps or args.steps,
+        tuning=FineTuning(batch_size=args.batch_size, learning_rate=args.learning_rate))
     rows += compress_formats(model, images, evaluation, reference, output_dir, options,
-                             progress, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate,
-                             baseline=next(r for r in rows if r["format"] == "int8"))
+                             progress, baseline=next(r for r in rows if r["format"] == "int8"))
     if args.latency_runs:
         add_latency(rows, output_dir, args.latency_runs, args.threads, progress)
     return rows

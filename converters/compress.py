@@ -67,6 +67,29 @@ def parse_prune(spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """How each distillation step runs (`converters.tfmot.finetune.distill`); the number of
+    steps is each method's own (`CompressionOptions`).
+
+    Attributes:
+        batch_size: images per step.
+        learning_rate: peak learning rate (relative to each tensor's RMS with "relative");
+            None: each method's default.
+        loss: "mse", "kl" or "mse+kl" (`converters.tfmot.finetune.LOSSES`).
+        tau: temperature of "kl".
+        seed: of the shuffling and the augmentation.
+        optimizer: "relative" or "adam" (`converters.tfmot.finetune.OPTIMIZERS`).
+    """
+
+    batch_size: int = 16
+    learning_rate: float = None
+    loss: str = "mse"
+    tau: float = 1.0
+    seed: int = 0
+    optimizer: str = "relative"
+
+
+@dataclasses.dataclass(frozen=True)
 class CompressionOptions:
     """What `compress_formats` makes, and how long each method fine-tunes.
 
@@ -76,6 +99,7 @@ class CompressionOptions:
         cluster: values per kernel, integers of at least 2, e.g. ``(16,)``.
         qat_steps, prune_steps, cluster_steps: fine-tuning steps of each method (a preserving
             QAT runs `qat_steps` after the pruning's or clustering's own).
+        tuning: how every method's steps run (`FineTuning`: batch size, learning rate, loss).
     """
 
     qat: bool = False
@@ -84,6 +108,7 @@ class CompressionOptions:
     qat_steps: int = DEFAULT_STEPS
     prune_steps: int = DEFAULT_STEPS
     cluster_steps: int = DEFAULT_STEPS
+    tuning: FineTuning = FineTuning()
 
     def __post_init__(self):
         for name in ("prune", "cluster"):  # lists from argparse; a frozen dataclass: as tuples
@@ -127,8 +152,7 @@ def _check_logits(model):
 
 
 def compress_formats(model, images, evaluation, reference, output_dir, options,
-                     progress=print, batch_size=16, learning_rate=None, loss="mse",
-                     baseline=None):
+                     progress=print, baseline=None):
     """Fine-tunes, exports and measures the compressed formats of `model`.
 
     Args:
@@ -137,10 +161,9 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
         evaluation: (M, H, W, 3) float32 images never used for fine-tuning.
         reference: (M, K) the float model's logits on `evaluation`.
         output_dir: where the `.tflite` files go (``{model.name}_{format}.tflite``).
-        options: a `CompressionOptions` (checked here too).
+        options: a `CompressionOptions` (checked here too; its `FineTuning` says how the
+            fine-tuning runs).
         progress: callable taking one line of text.
-        batch_size, learning_rate, loss: of the fine-tuning
-            (`converters.tfmot.finetune.distill`; learning rate None: each method's default).
         baseline: the post-training ``int8`` row on the same `evaluation` (``sqnr_db``,
             ``top1_agreement``), which the ``qat_int8`` row's ``note`` compares with; None:
             its start as the QAT student computes it (``start_sqnr_db``).
@@ -154,8 +177,7 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
         ImportError: tf_keras or TFMOT is missing; the message names the extra to install.
     """
     options.check()
-    tune = dict(batch_size=batch_size, learning_rate=learning_rate, loss=loss,
-                progress=progress)
+    tune = (options.tuning, progress)
     jobs = []
     if options.qat:
         jobs.append(("qat_int8", options.qat_steps,
@@ -193,15 +215,18 @@ def compress_formats(model, images, evaluation, reference, output_dir, options,
 
 
 def measure_format(fmt, content, extra, name, evaluation, reference, output_dir):
-    """Writes `content` (`.tflite` bytes of format `fmt`) as ``{name}_{fmt}.tflite`` in
-    `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys, ``zip_bytes``,
-    the kernel statistics and `extra`."""
+    """Writes `content` (`.tflite` bytes of format `fmt`, a LiteRT format's name or a
+    `converters.formats.fine_tuned_format`'s) as `converters.formats.file_name` names it in
+    `output_dir`, runs it on `evaluation` and returns its row: the pipeline's keys,
+    ``zip_bytes``, the kernel statistics and `extra`."""
     from keras_swiftformer.files import atomic_output
     from converters.metrics import fidelity
     from converters.litert.runtime import TFLiteRunner
     from converters.tfmot.tflite_stats import kernel_stats
 
-    path = os.path.join(output_dir, f"{name}_{fmt}.tflite")
+    from converters.formats import compressed_format, file_name
+
+    path = os.path.join(output_dir, file_name(name, compressed_format(fmt) or fmt))
     row = {"format": fmt, "graph": "folded", "file": os.path.basename(path)}
     try:
         with atomic_output(path) as tmp, open(tmp, "wb") as f:
@@ -215,8 +240,8 @@ def measure_format(fmt, content, extra, name, evaluation, reference, output_dir)
     return row
 
 
-def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=None,
-              loss="mse", progress=None, twin=None, scheme="default"):
+def qat_model(model, images, steps=DEFAULT_STEPS, tuning=FineTuning(), progress=None,
+              twin=None, scheme="default"):
     """The TFMOT quantisation-aware-trained tf_keras twin (full integer but for the attention's
     RMS statistics, ranges from training) of Keras 3 `model`: quantised, ranges calibrated on
     `images`, fine-tuned `steps` steps by distillation from `model`, ranges calibrated again.
@@ -230,7 +255,7 @@ def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=N
             that every kernel is quantised per output channel): the graph the post-training
             formats come from, with no BatchNorm to keep frozen.
         scheme: see `converters.tfmot.quantize.SCHEMES`.
-        others: as `compress_formats`.
+        tuning: a `FineTuning`; progress: as `compress_formats`.
     """
     from converters.tfmot import finetune, quantize
     from converters.tfmot.twin import build_twin
@@ -238,22 +263,23 @@ def qat_model(model, images, steps=DEFAULT_STEPS, batch_size=16, learning_rate=N
     if twin is None:
         twin = build_twin(folded_graph(model))
     student = quantize.quantize_twin(twin, scheme)
-    quantize.calibrate_ranges(student, images, batch_size)
+    quantize.calibrate_ranges(student, images, tuning.batch_size)
     if steps:
-        finetune.distill(student, model, images, steps, batch_size, learning_rate, loss,
-                         progress=progress)
+        finetune.distill(student, model, images, steps, tuning, progress=progress)
         # Training moves the ranges by an EMA of augmented batches, which narrows them towards
         # a typical batch's; set them again from the images for the trained weights.
-        quantize.calibrate_ranges(student, images, batch_size)
+        quantize.calibrate_ranges(student, images, tuning.batch_size)
     return student
 
 
 def _qat(model, images, evaluation, reference, tune, steps):
+    from converters.formats import fine_tuned_format
     from converters.tfmot.int8_qat import qat_int8
 
-    content, start = qat_int8(model, images, steps, evaluation=evaluation,
-                              reference=reference, **tune)
-    return [("qat_int8", content, {"steps": steps, "start_sqnr_db": start["sqnr_db"],
+    tuning, progress = tune
+    content, start = qat_int8(model, images, steps, tuning, progress=progress,
+                              evaluation=evaluation, reference=reference)
+    return [(fine_tuned_format(qat=True).name, content, {"steps": steps, "start_sqnr_db": start["sqnr_db"],
                                    "start_top1_agreement": start["top1_agreement"]})]
 
 
@@ -316,10 +342,11 @@ def _back_to_keras(model, twin):
 
 
 def _fine_tune(model, student, images, tune, steps, callbacks=()):
+    """`tune`: (`FineTuning`, progress)."""
     from converters.tfmot.finetune import distill
 
-    distill(student, model, images, steps, tune["batch_size"], tune["learning_rate"],
-            tune["loss"], callbacks=callbacks, progress=tune["progress"])
+    tuning, progress = tune
+    distill(student, model, images, steps, tuning, callbacks=callbacks, progress=progress)
 
 
 def _preserving_qat(model, images, tune, options, stripped, scheme):
@@ -327,11 +354,14 @@ def _preserving_qat(model, images, tune, options, stripped, scheme):
     output (as ``int8``: MediaPipe refuses int8 input)."""
     from converters.tfmot.export import convert_qat
 
-    student = qat_model(model, images, options.qat_steps, twin=stripped, scheme=scheme, **tune)
+    tuning, progress = tune
+    student = qat_model(model, images, options.qat_steps, tuning, progress, twin=stripped,
+                        scheme=scheme)
     return convert_qat(student, io="float")
 
 
 def _prune(model, images, tune, options, pattern, target, label):
+    from converters.formats import fine_tuned_format
     from converters.litert import tflite
     from converters.tfmot import sparsity
     from converters.tfmot.twin import build_twin
@@ -342,10 +372,10 @@ def _prune(model, images, tune, options, pattern, target, label):
     stripped = sparsity.strip(pruned)
     extra = {"steps": steps,
              "overall_sparsity": sparsity.sparsity_summary(stripped)["overall_sparsity"]}
-    results = [(f"pruned{label}_float32", tflite.convert(_back_to_keras(folded, stripped)),
+    results = [(fine_tuned_format(prune=label).name, tflite.convert(_back_to_keras(folded, stripped)),
                 extra)]
     if options.qat:
-        results.append((f"pruned{label}_pqat_int8",
+        results.append((fine_tuned_format(prune=label, qat=True).name,
                         _preserving_qat(model, images, tune, options, stripped,
                                         "prune_preserve"),
                         {"steps": steps + options.qat_steps}))
@@ -353,6 +383,7 @@ def _prune(model, images, tune, options, pattern, target, label):
 
 
 def _cluster(model, images, tune, options, clusters):
+    from converters.formats import fine_tuned_format
     from converters.litert import tflite
     from converters.tfmot import clustering
     from converters.tfmot.twin import build_twin
@@ -361,10 +392,10 @@ def _cluster(model, images, tune, options, clusters):
     clustered = clustering.cluster_twin(build_twin(folded), clusters)
     _fine_tune(model, clustered, images, tune, steps)
     stripped = clustering.strip(clustered)
-    results = [(f"clustered{clusters}_float32",
+    results = [(fine_tuned_format(cluster=clusters).name,
                 tflite.convert(_back_to_keras(folded, stripped)), {"steps": steps})]
     if options.qat:
-        results.append((f"clustered{clusters}_cqat_int8",
+        results.append((fine_tuned_format(cluster=clusters, qat=True).name,
                         _preserving_qat(model, images, tune, options, stripped,
                                         "cluster_preserve"),
                         {"steps": steps + options.qat_steps}))

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from converters import arguments
+from converters.targets import target_of_file
 from keras_swiftformer.commands import UserError, add_verbose, run_command
 from keras_swiftformer.config import PREPROCESSING
 from keras_swiftformer.files import atomic_output, sidecar
@@ -178,9 +179,10 @@ class Evaluated:
         self.crop_mode, self.interpolation = "center", "bicubic"
         self.classes = self.info.get("classes")
         self.normalize, self.num_outputs = False, None
-        if path.endswith(".tflite"):
+        target = target_of_file(path)  # the file's runtime, by its suffix; None: a source
+        if target == "litert":
             self._tflite(path, options.threads)
-        elif path.endswith(".mlpackage"):
+        elif target == "coreml":
             self._coreml(path)
         else:
             self._keras(path, options)

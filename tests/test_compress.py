@@ -195,12 +195,13 @@ def test_calibration_sets_the_batch_range():
 
 def test_unstructured_pruning_reaches_its_target():
     """50 % of every Conv2D / Dense kernel but the first; depthwise kernels stay dense."""
+    from converters.compress import FineTuning
     from converters.tfmot import finetune, sparsity
     from converters.tfmot.twin import build_twin
 
     model = tiny_model()
     pruned = sparsity.prune_twin(build_twin(model), target=0.5, steps=4)
-    finetune.distill(pruned, model, images(8), steps=4, batch_size=8,
+    finetune.distill(pruned, model, images(8), steps=4, tuning=FineTuning(batch_size=8),
                      callbacks=sparsity.callbacks())
     stripped = sparsity.strip(pruned)
     summary = sparsity.sparsity_summary(stripped)

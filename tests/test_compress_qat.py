@@ -19,7 +19,7 @@ def test_qat_starts_from_post_training_int8_and_improves_it(tmp_path):
     and output, and runs through the runtime helper."""
     from benchmarks.int8_report import nearest_int8
     from converters.litert import tflite
-    from converters.compress import measure_format
+    from converters.compress import FineTuning, measure_format
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
     from converters.metrics import fidelity
     from converters.litert.runtime import TFLiteRunner
@@ -50,7 +50,7 @@ def test_qat_starts_from_post_training_int8_and_improves_it(tmp_path):
     assert fidelity(reference, TFLiteRunner(content=again).predict(evaluation))["sqnr_db"] == \
         pytest.approx(ptq["sqnr_db"], abs=0.5)
 
-    content, _ = qat_int8(model, images, STEPS)
+    content, _ = qat_int8(model, images, STEPS, FineTuning())
     qat = measure_format("qat_int8", content, {}, model.name, evaluation, reference, tmp_path)
     print(f"XS {SIZE} px: int8 {ptq['sqnr_db']:.2f} dB / {ptq['top1_agreement']:.3f}, "
           f"qat_int8 {qat['sqnr_db']:.2f} dB / {qat['top1_agreement']:.3f}")

@@ -178,7 +178,7 @@ TARGET_HOMES = ("converters.targets", "converters.formats", "converters.litert",
                 "converters.coreml")
 #: Modules that still test a suffix themselves (other owners' work in progress): each must
 #: still do so, so that the list only shrinks.
-SUFFIX_PENDING = {"converters.evaluate", "converters.compress"}
+SUFFIX_PENDING = set()
 SUFFIX_LITERALS = (".tflite", ".mlpackage")
 
 
@@ -218,9 +218,7 @@ BUILDERS = ("SwiftFormer", "SwiftFormerXS", "SwiftFormerS", "SwiftFormerL1", "Sw
 MAX_LINES, MAX_PARAMETERS = 500, 8
 #: Functions still over the bound (other owners' work in progress): each must still be over,
 #: so that the list only shrinks.
-OVER_PENDING = {"converters.compress.compress_formats", "converters.compress.qat_model",
-                "converters.tfmot.finetune.distill",
-                "converters.tfmot.int8_qat.qat_int8"}
+OVER_PENDING = set()
 LIBRARIES = ("keras_swiftformer", "converters", "android_bench")
 
 

@@ -112,8 +112,7 @@ class RelativeAdam:
         self.iterations.assign_add(1)
 
 
-def distill(student, teacher, images, steps, batch_size=16, learning_rate=None, loss="mse",
-            tau=1.0, seed=0, callbacks=(), progress=None, optimizer="relative"):
+def distill(student, teacher, images, steps, tuning, callbacks=(), progress=None):
     """Fine-tunes `student` so that its logits follow `teacher`'s on augmented `images`.
 
     `RelativeAdam` (or plain Adam), the learning rate warmed up linearly over the first
@@ -128,26 +127,24 @@ def distill(student, teacher, images, steps, batch_size=16, learning_rate=None, 
         teacher: callable (Keras 3 float model or tf_keras model), same input, logits out.
         images: (N, H, W, C) float32 in the models' input domain.
         steps: optimiser steps.
-        batch_size: images per step (drawn without replacement, reshuffled every epoch).
-        learning_rate: peak learning rate (relative to each tensor's RMS with "relative");
-            None: `DEFAULT_LEARNING_RATE`.
-        loss: one of `LOSSES`.
-        tau: temperature of "kl".
-        seed: of the shuffling and the augmentation.
+        tuning: a `converters.compress.FineTuning`: images per step (drawn without
+            replacement, reshuffled every epoch), peak learning rate (None:
+            `DEFAULT_LEARNING_RATE`), loss (one of `LOSSES`), the temperature of "kl", the seed
+            of the shuffling and the augmentation, the optimizer (one of `OPTIMIZERS`).
         callbacks: Keras callbacks for the student.
         progress: callable taking one line of text, called about ten times; or None.
-        optimizer: one of `OPTIMIZERS`.
 
     Returns:
         The loss of each step (list of float).
     """
+    loss, tau, seed, optimizer = tuning.loss, tuning.tau, tuning.seed, tuning.optimizer
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if steps < 1 or len(images) < 1:
         raise ValueError(f"Need steps >= 1 and images, got steps={steps}, {len(images)} images")
-    batch_size = min(batch_size, len(images))
+    batch_size = min(tuning.batch_size, len(images))
     freeze_batch_norm(student)
-    learning_rate = learning_rate or DEFAULT_LEARNING_RATE
+    learning_rate = tuning.learning_rate or DEFAULT_LEARNING_RATE
     warmup = int(WARMUP * steps)
     schedule = tf_keras.optimizers.schedules.CosineDecay(
         0.0 if warmup else learning_rate, max(steps - warmup, 1), warmup_target=learning_rate

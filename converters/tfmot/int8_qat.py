@@ -26,6 +26,8 @@ kernel), so that the file computes what was fine-tuned: ranges chosen again on t
 would undo part of the tuning.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -349,8 +351,7 @@ def export(model, folded, images, batch_size=1):
 LEARNING_RATE = 1e-4
 
 
-def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse",
-             progress=None, evaluation=None, reference=None):
+def qat_int8(model, images, steps, tuning, progress=None, evaluation=None, reference=None):
     """``qat_int8``: the post-training int8 of `model`'s folded graph, fine-tuned under its own
     quantisation by distillation from `model`, exported by the post-training int8 path.
 
@@ -358,8 +359,8 @@ def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse"
         model: the Keras 3 float model (logits out), the teacher.
         images: (N, H, W, 3) float32 calibration and fine-tuning images.
         steps: fine-tuning steps.
-        batch_size, learning_rate, loss, progress: of `converters.tfmot.finetune.distill`
-            (learning rate None: `LEARNING_RATE`).
+        tuning: a `converters.compress.FineTuning` (learning rate None: `LEARNING_RATE`).
+        progress: callable taking one line of text, or None.
         evaluation, reference: images never used here and `model`'s logits on them, to measure
             the start.
 
@@ -377,7 +378,8 @@ def qat_int8(model, images, steps, batch_size=16, learning_rate=None, loss="mse"
     tuned, _ = student(folded, images)
     start = None
     if evaluation is not None:
-        start = fidelity(reference, tuned.predict(evaluation, verbose=0, batch_size=batch_size))
-    distill(tuned, model, images, steps, batch_size, learning_rate or LEARNING_RATE, loss,
-            progress=progress)
+        start = fidelity(reference, tuned.predict(evaluation, verbose=0,
+                                                  batch_size=tuning.batch_size))
+    tuning = dataclasses.replace(tuning, learning_rate=tuning.learning_rate or LEARNING_RATE)
+    distill(tuned, model, images, steps, tuning, progress=progress)
     return export(tuned, folded, images), start
