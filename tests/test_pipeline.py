@@ -325,7 +325,7 @@ def test_runtime_falls_back_to_tensorflow(tmp_path, xs_pipeline):
 @pytest.mark.parametrize("args,message", [
     (["--formats", "float32,int9"], "Unknown format"),
     (["--input-size", "16"], "from 32"),
-    (["--input-size", "100000"], "to 2048 pixels"),
+    (["--input-size", "100000"], "to 4096 pixels"),
     (["--formats", "float32", "--output-dir", "FILE"], "is a file"),
     (["--checkpoint", "XS_CHECKPOINT"], "give --images DIR"),
     (["--input-size", "big"], "is not N or HxW"),

@@ -40,7 +40,7 @@ def road(tmp_path_factory):
                   "--finetune", str(GOLDEN_CASES["original_xs"][0]),
                   "--input-size", str(SIZE), "--batch-size", "3", "--epochs", "1",
                   "--steps-per-epoch", "2", "--warmup-epochs", "0", "--val-split=",
-                  "--jit-compile", "false", "--verbose", "0"]) == 0
+                  "--jit-compile", "false", "--fit-verbose", "0"]) == 0
     out = tmp / "converted"
     assert convert(["run", "--checkpoint", str(run / "model.keras"),
                     "--formats", "int8,coreml_float16", "--input-size", str(SIZE),
