@@ -57,6 +57,12 @@ def quiet_libraries():
         os.environ.setdefault(name, value)
     for name in ("tensorflow", "absl", "coremltools", "h5py", "jax", "keras"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # absl sets its own level again when TensorFlow imports it: set absl's verbosity
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
     warnings.filterwarnings("ignore")
 
 
