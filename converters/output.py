@@ -21,16 +21,15 @@ import datetime
 import errno
 import json
 import os
-import re
 import shutil
 import uuid
+
+from keras_swiftformer.files import process_alive, remove_path, remove_stale_partials
 
 MANIFEST = ".swiftformer-run.json"
 #: Free space below which a conversion is refused before it starts (a rough floor: the
 #: largest run writes a few hundred MB).
 MIN_FREE_BYTES = 200 * 2**20
-#: `atomic_output`'s temporary names: ``.<stem>.partial-<pid>[.<suffix>]``.
-_PARTIAL = re.compile(r"^\..*\.partial-(\d+)(\..*)?$")
 
 
 class OutputError(OSError):
@@ -38,24 +37,6 @@ class OutputError(OSError):
 
     def __str__(self):
         return self.args[0] if self.args else ""
-
-
-def _alive(pid):
-    """True if process `pid` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 def _safe_name(name):
@@ -142,7 +123,7 @@ class OutputFolder:
         running = read_manifest(path) or {}
         pid = running.get("pid")
         if (running.get("state") == "running" and isinstance(pid, int) and pid != os.getpid()
-                and _alive(pid)):
+                and process_alive(pid)):
             raise OutputError(f"Another conversion (process {pid}) is writing to {self.path}: "
                               "wait for it or give another --output-dir")
 
@@ -169,24 +150,14 @@ class OutputFolder:
         for name in (earlier or {}).get("files", []):
             name = _safe_name(name)
             if name is not None and name != MANIFEST:
-                _remove(self.path_of(name))
+                remove_path(self.path_of(name))
         self._write()
         return self.run_id
 
     def clean_partials(self):
         """Removes ``.<stem>.partial-<pid>...`` entries of processes that no longer run;
         returns their names."""
-        removed = []
-        try:
-            names = os.listdir(self.path)
-        except OSError:
-            return removed
-        for name in names:
-            match = _PARTIAL.match(name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
-                _remove(self.path_of(name))
-                removed.append(name)
-        return removed
+        return remove_stale_partials(self.path)
 
     def record(self, name):
         """Notes that file (or folder) `name` of this run has landed in the folder."""
@@ -202,7 +173,7 @@ class OutputFolder:
         name = _safe_name(os.path.basename(os.fspath(name)))
         if name is None:
             return
-        _remove(self.path_of(name))
+        remove_path(self.path_of(name))
         if name in self._manifest["files"]:
             self._manifest["files"].remove(name)
             self._write()

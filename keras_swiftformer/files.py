@@ -60,7 +60,8 @@ def _make_parent(path):
     return directory
 
 
-def _remove(path):
+def remove_path(path):
+    """Removes the file, link or folder at `path` (nothing if there is none)."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
@@ -90,10 +91,11 @@ def atomic_output(path):
             shutil.rmtree(path)  # a project folder (checked above)
         os.replace(tmp, path)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
-def _alive(pid):
+def process_alive(pid):
+    """True if process `pid` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,9 +118,9 @@ def remove_stale_partials(folder):
         if not match:
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
-        _remove(os.path.join(folder, name))
+        remove_path(os.path.join(folder, name))
         removed.append(name)
     return sorted(removed)
 
