@@ -4,7 +4,7 @@ Per variant, on weights drawn with a seed the code was not tuned on
 (`keras_swiftformer.random_weights.realistic_weights`) and the sample photos split as the
 pipeline splits them (even-indexed files calibrate, odd-indexed ones evaluate):
 
-- LiteRT ``float32`` (the size reference), ``int8``, ``dynamic_int8``, ``int16x8``, made as
+- LiteRT ``float32`` (the size reference), ``int8``, ``dynamic_int8``, made as
   the pipeline makes them, run by the LiteRT interpreter;
 - the Core ML files (`converters.coreml.export_coreml`): ``int8``, ``palettize6``,
   ``palettize4`` and ``w8a8`` calibrated on the same photos as LiteRT's int8
@@ -41,7 +41,7 @@ IMAGES = os.path.join(SHARED, "images", "imagenet_samples")
 DECIDED_GAP = 0.05
 #: Photos `converters.coreml.verify_coreml` checks each Core ML file on (all are scored).
 VERIFIED_IMAGES = 2
-LITERT = ("float32", "int8", "dynamic_int8", "int16x8")
+LITERT = ("float32", "int8", "dynamic_int8")
 #: (compression, calibrated) of the project's Core ML files.
 COREML = (("int8", False), ("palettize6", False), ("palettize6", True), ("palettize4", False),
           ("palettize4", True), ("w8a8", True))

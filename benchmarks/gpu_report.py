@@ -34,7 +34,7 @@ from converters.report import markdown_table
 from keras_swiftformer.files import atomic_output
 
 VARIANTS = ("XS", "S", "L1", "L3")
-FORMATS = ("float32", "float16", "dynamic_int8", "int8", "uint8", "int8_float_io", "int16x8")
+FORMATS = ("float32", "float16", "dynamic_int8", "int8", "uint8", "int8_float_io")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO_DIRS = (os.path.join(ROOT, "..", "shared", "images", "imagenet_samples"),
               os.path.join(ROOT, "tests", "data", "photos"))

@@ -32,7 +32,7 @@ class LiteRTRecipe:
         optimize: ``tf.lite.Optimize.DEFAULT`` (weights quantised or stored in float16).
         weights: "float32", "float16" or "int8".
         activations: the calibrated activation type, "int8" (the project's calibration,
-            `converters.calibration`) or "int16" (the converter's 16x8 mode); None: float.
+            `converters.calibration`); None: float.
         float_ops: keeps the graph's float ops (`converters.inference_graph.FOLDED_FLOAT_OPS`)
             in float; int8 only where it pays.
         graph: the graph it is converted from (`GRAPHS`).
@@ -204,9 +204,6 @@ FORMATS = {f.name: f for f in (
     _litert("int8_float_io", ("int8", "int8"), "float32",
             "integer everywhere inside, float32 I/O (integer-only accelerators)",
             optimize=True, weights="int8", activations="int8"),
-    _litert("int16x8", ("int8", "int16"), "float32",
-            "16-bit activations, 8-bit weights (LiteRT reference kernels: slow on CPU)",
-            optimize=True, weights="int8", activations="int16", graph="keras"),
     _coreml("float32", "float32", None, "float32", "float32", "Core ML program, float32"),
     _coreml("float16", "float16", None, "float16", "float16",
             "Core ML program, float16 (what the Neural Engine runs)"),

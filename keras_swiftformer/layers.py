@@ -65,7 +65,7 @@ def sum_tokens(x, method="sum"):
     ``method="mean"`` computes it as the token mean times the token count. The two agree in
     float to rounding; they differ once quantised: TFLite's 16-bit SUM kernel loses the result
     over thousands of tokens while its MEAN does not, and the int8 kernels the other way round
-    (which is why int16x8 uses "mean" and the int8 formats "sum").
+    (the int8 formats use "sum").
     """
     token_axes = tuple(range(1, len(x.shape) - 1))
     if method == "sum":

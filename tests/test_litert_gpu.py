@@ -61,7 +61,8 @@ def test_parse_engine_log_reads_adapter_and_op_placement():
     assert failed["adapter"] is None and failed["cpu_ops"] == {}
     assert any("No adapters found" in line for line in failed["log"])
 
-# An int16x8 file: the engine takes 3 ops, then aborts on an INT16 tensor (SIGABRT).
+# A file with 16-bit activations (the removed int16x8 format): the engine takes 3 ops, then
+# aborts on an INT16 tensor (SIGABRT).
 CRASH_LOG = """\
 ERROR: Following operations are not supported by GPU delegate:
 QUANTIZE: Tensor type(INT16) is not supported.

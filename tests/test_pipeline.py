@@ -30,7 +30,6 @@ FLOORS = {
     "int8": (19.0, 0.8),
     "uint8": (19.0, 0.8),
     "int8_float_io": (19.0, 0.8),
-    "int16x8": (24.0, 0.9),
     # Core ML programs run by the numpy evaluator on the first 8 evaluation images.
     "coreml_float32": (75.0, 1.0),
     "coreml_float16": (50.0, 0.75),
@@ -86,7 +85,6 @@ def test_every_format_meets_its_fidelity_floor(xs_all_formats):
     rows = _meets_floors(xs_all_formats, FORMATS)
     graphs = {fmt: rows[fmt]["graph"] for fmt in LITERT_FORMATS}
     assert graphs == {fmt: FORMATS[fmt].graph for fmt in LITERT_FORMATS}
-    assert graphs["int16x8"] == "keras"
 
 
 def test_litert_formats_come_from_the_folded_graph(xs_pipeline):
@@ -400,16 +398,6 @@ def test_unknown_format_for_export_and_missing_calibration(tmp_path):
     with pytest.raises(ValueError, match="fixed input_shape"):
         tflite.export_tflite(SwiftFormer("XS", input_shape=(None, None, 3)), tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_token_sum_as_mean_is_the_same_float_model(golden_model):
-    model = golden_model("original_xs")
-    mean = tflite.with_token_sum(model, "mean")
-    assert mean.get_layer("stages-0-blocks-2-attn").token_sum == "mean"
-    assert tflite.with_token_sum(model, "sum") is model
-    data = golden("original_xs")
-    assert_close_to_golden(mean.predict(data["inputs_odd"], verbose=0), data["logits_odd"])
-
 
 
 def test_a_model_trained_at_96_px_converts_at_96_px(tmp_path):

@@ -8,8 +8,7 @@ Batch 1 and a fixed input size by default, as phones run; a dynamic batch is an 
 What each format is lives in `converters.formats` (the LiteRT records of `FORMATS`). The int8
 formats (int8, uint8, int8_float_io) round their pointwise kernels by GPTQ
 (`converters.weight_rounding`) and choose each activation's range to minimise its error on the
-calibration images (`converters.calibration`); int16x8 goes through the converter's own
-calibration. Calibration images are fed through the reference evaluation transform
+calibration images (`converters.calibration`). Calibration images are fed through the reference evaluation transform
 (`keras_swiftformer.imagenet.load_images`).
 """
 
@@ -74,29 +73,6 @@ def saved_model(model, directory, batch_size=1):
     return directory
 
 
-def with_token_sum(model, method):
-    """A copy of `model` (same weights) whose attention layers sum tokens with `method`
-    ("sum" or "mean", see `keras_swiftformer.layers.sum_tokens`); `model` itself if they
-    already do."""
-    import keras
-
-    from keras_swiftformer.layers import AdditiveTokenMixing
-
-    mixers = [layer for layer in model.layers if isinstance(layer, AdditiveTokenMixing)]
-    if all(layer.token_sum == method for layer in mixers):
-        return model
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, AdditiveTokenMixing):
-            config["token_sum"] = method
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def representative_dataset(images, limit=None):
     """Float images (N, H, W, C) or an iterable of such batches -> the converter's callable
     yielding one-image batches."""
@@ -129,14 +105,7 @@ def configure(converter, fmt, calibration=None):
         if calibration is None:
             raise ValueError(f"Format {fmt.name} needs calibration images: give --images DIR")
         converter.representative_dataset = representative_dataset(calibration)
-        if recipe.activations == "int16":
-            # Ops without a 16x8 kernel (L2_NORMALIZATION) fall back to float.
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-            ]
-        else:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter
 
 
@@ -163,8 +132,6 @@ def convert(model, fmt="float32", calibration=None, batch_size=1, float_ops=KERA
     fmt = check_format(fmt)
     if fmt.calibrated and calibration is None:
         raise ValueError(f"Format {fmt.name} needs calibration images")
-    if fmt.litert.activations == "int16":  # its SUM kernel fails over thousands of tokens
-        model = with_token_sum(model, "mean")
     if _ours(fmt):
         from converters.calibration import head_nodes, quantize
 
