@@ -13,6 +13,8 @@ distinct values, and timed with `android_bench.host.benchmark_host` (interleaved
         --prune 2:4 50% --cluster 16 --output compress_report
     python -m benchmarks.compress_report --variants s xs --weights random \\
         --evaluation-images 64 --latency-runs 0 --output compress_report  # QAT vs int8 only
+    python -m benchmarks.compress_report --variants xs --weights random --seeds 1 2 3 \\
+        --evaluation-images 64 --latency-runs 0 --section  # QAT on unseen weight draws
 
 writes ``compress_report/compress_report.json`` and ``.md`` (the table the README shows).
 """
@@ -86,13 +88,13 @@ def markdown(results, settings):
 
     lines = [f"Settings: {json.dumps(settings)}", ""]
     for variant, rows in results.items():
-        lines += [f"### SwiftFormer-{variant.upper()}", "", markdown_table(rows, COLUMNS), ""]
+        lines += [f"### SwiftFormer-{variant}", "", markdown_table(rows, COLUMNS), ""]
     return "\n".join(lines)
 
 
-def build(variant, size, weights):
+def build(variant, size, weights, seed=0):
     """SwiftFormer `variant` (logits out) at `size` px: the fixture checkpoint where there is
-    one and `weights` is "fixture", else `realistic_weights` (seed 0)."""
+    one and `weights` is "fixture", else `realistic_weights` drawn with `seed`."""
     from keras_swiftformer import SwiftFormer
     from keras_swiftformer.random_weights import realistic_weights
 
@@ -101,16 +103,33 @@ def build(variant, size, weights):
         return SwiftFormer(variant.upper(), weights=CHECKPOINTS[variant], input_shape=shape,
                            classifier_activation=None)
     return realistic_weights(SwiftFormer(variant.upper(), input_shape=shape,
-                                         classifier_activation=None), seed=0)
+                                         classifier_activation=None), seed=seed)
 
 
-def run(variant, args, progress):
+def qat_summary(results):
+    """Markdown: per checkpoint, the post-training int8 against qat_int8 on the held-out photos
+    and whether the report recommends the QAT file (its ``note``)."""
+    lines = ["| checkpoint | int8 SQNR (dB) | qat_int8 SQNR (dB) | gain (dB) | top-1 agree int8 / "
+             "qat | recommended |", "|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        by_format = {row["format"]: row for row in rows}
+        int8, qat = by_format.get("int8"), by_format.get("qat_int8")
+        if not int8 or not qat or int8.get("error") or qat.get("error"):
+            continue
+        lines.append(f"| {name} | {int8['sqnr_db']:.1f} | {qat['sqnr_db']:.1f} | "
+                     f"{qat['sqnr_db'] - int8['sqnr_db']:+.1f} | {int8['top1_agreement']:.3f} / "
+                     f"{qat['top1_agreement']:.3f} | "
+                     f"{'yes' if 'prefer this file' in qat.get('note', '') else 'no'} |")
+    return "\n".join(lines)
+
+
+def run(variant, args, progress, seed=0):
     from converters.compress import CompressionOptions, FineTuning, compress_formats
     from keras_swiftformer.images import list_images, load_images
 
-    output_dir = os.path.join(args.output, variant)
+    output_dir = os.path.join(args.output, f"{variant}_seed{seed}")
     os.makedirs(output_dir, exist_ok=True)
-    model = build(variant, args.size, args.weights)
+    model = build(variant, args.size, args.weights, seed)
     paths = list_images(args.images)
     images = load_images(paths[0::2][:args.finetune_images], args.size)
     evaluation = load_images(paths[1::2][:args.evaluation_images], args.size)
@@ -152,7 +171,11 @@ def main(argv=None):
     parser.add_argument("--cluster", nargs="*", type=int, default=[], help="e.g. 16")
     parser.add_argument("--latency-runs", type=int, default=30, help="0: no timing")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="weight draws of --weights random, one checkpoint each")
     parser.add_argument("--output", default="compress_report")
+    parser.add_argument("--section", action="store_true",
+                        help="write the QAT summary as benchmarks/results/qat.md")
     args = parser.parse_args(argv)
 
     def progress(line):
@@ -161,7 +184,9 @@ def main(argv=None):
     start = time.time()
     results = {}
     for variant in args.variants:
-        results[variant] = run(variant, args, progress)
+        for seed in args.seeds:
+            name = variant.upper() + (f", weight seed {seed}" if len(args.seeds) > 1 else "")
+            results[name] = run(variant, args, progress, seed)
     settings = {k: v for k, v in vars(args).items() if k not in ("output", "images")}
     settings["seconds"] = round(time.time() - start)
     with open(os.path.join(args.output, "compress_report.json"), "w") as f:
@@ -170,6 +195,17 @@ def main(argv=None):
     with open(os.path.join(args.output, "compress_report.md"), "w") as f:
         f.write(text)
     print(text)
+    if args.section:
+        from benchmarks.results import invocation, write_section
+
+        body = (f"Realistic random weights, {args.size} px, imagenet_samples: the first "
+                f"{args.finetune_images} even-indexed photos calibrate and fine-tune, the first "
+                f"{args.evaluation_images} odd-indexed ones evaluate (held out). QAT is "
+                "recommended only when it gains at least "
+                "`converters.compress.QAT_MARGIN_DB` on those photos with top-1 agreement no "
+                f"lower.\n\n{qat_summary(results)}\n\n{text}")
+        write_section("qat", "Quantisation-aware training against the post-training int8",
+                      invocation(), body)
     return 0
 
 
