@@ -149,3 +149,22 @@ def test_grouped_palettes_pass_the_core_ml_verification(golden_model, tmp_path, 
             if kind == "constexpr_lut_to_dense"]
     assert luts and all(lut.shape[-2:] == (16, 1) for lut in luts)
     assert max(lut.shape[0] for lut in luts) > 1  # groups of output channels
+
+
+def test_ios18_int8_weights_pass_the_core_ml_verification(golden_model, tmp_path, monkeypatch):
+    """iOS 18 writes linear weights as ``constexpr_blockwise_shift_scale``: `verify_coreml`
+    expects that op at that OS and checks the weights it decompresses."""
+    pytest.importorskip("coremltools")
+    from converters import coreml
+    from converters.formats import CoreMLRecipe
+    from keras_swiftformer.images import list_images, load_images
+    from tests.support import SAMPLES
+
+    int8 = dataclasses.replace(COMPRESSIONS["int8"], name="int8_ios18", minimum_os="iOS18")
+    monkeypatch.setitem(COMPRESSIONS, int8.name, int8)
+    model = golden_model("original_xs")
+    path = coreml.export_coreml(model, tmp_path / "i8.mlpackage", CoreMLRecipe("float16", int8),
+                                image_size=64)
+    report = coreml.verify_coreml(path, model, load_images(list_images(SAMPLES)[1:2], 64))
+    assert report["spec"]["ops"].get("constexpr_blockwise_shift_scale", 0) > 10
+    assert report["logits"]["sqnr_db"] > 25
