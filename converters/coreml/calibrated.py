@@ -4,9 +4,10 @@ The calibration photos drive two things, with the same code as `converters.tflit
 
 - weight rounding (`converters.weight_rounding`, GPTQ): the pointwise convolutions and
   projections of the folded graph are rounded on the int8 grid (``w8a8``) or on each tensor's
-  k-means palette (``palettize6`` / ``palettize4``) with their rounding errors spread over the
-  inputs' second moments, before the program is written; coremltools' compression then finds
-  the weights on its grid already and keeps them;
+  (or channel group's) k-means palette (``palettize6`` / ``palettize4``, `palette_rounder`;
+  the stem's and downsamples' 3x3 kernels too, `round_convolutions`) with their rounding
+  errors spread over the inputs' second moments, before the program is written; coremltools'
+  compression then finds the weights on its grid already and keeps them;
 - activation ranges (``w8a8``, `calibrated_ranges`): per tensor, `converters.calibration`'s
   statistics and `choose_ranges` ("mse": the range minimising the int8 error, after the GELU
   that consumes it where one does) on the values the numpy evaluator computes, quantised on
