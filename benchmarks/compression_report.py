@@ -13,8 +13,8 @@ pipeline splits them (even-indexed files calibrate, odd-indexed ones evaluate):
   evaluator) and counted in non-constant ops;
 - coremltools 9's own post-training settings of the same bit widths
   (`coremltools.optimize.coreml`: per-tensor and per-grouped-channel k-means palettes, with
-  per-channel scales, and int4 per-block linear weights; the grouped ones need iOS 18), run by
-  the numpy evaluator on their decompressed weights (``decompress_weights``).
+  per-channel scales, and int4 per-block linear weights; the grouped ones need iOS 18,
+  `coremltools_settings`), run by the numpy evaluator on their compressed weights.
 
 Columns: size, SQNR and top-1 agreement of the logits against Keras's on the evaluation
 photos, top-1 agreement on the *decided* photos (Keras's top-2 softmax gap at least
@@ -28,8 +28,8 @@ photos, top-1 agreement on the *decided* photos (Keras's top-2 softmax gap at le
 import argparse
 import json
 import os
+import re
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -47,22 +47,45 @@ COREML = (("int8", False), ("palettize6", False), ("palettize6", True), ("palett
           ("palettize4", True), ("w8a8", True))
 
 
-def coremltools_settings():
-    """{row name: (bits, coremltools OpPalettizerConfig / OpLinearQuantizerConfig)}: its
-    post-training weight compressions at 6 and 4 bits, per-tensor and per grouped channels."""
+def coremltools_settings(base):
+    """{row name: (bits, coremltools function, its OptimizationConfig)}: its post-training weight
+    compressions of the float16 program `base` at 6 and 4 bits: k-means palettes per tensor
+    and per 16 output channels, and int4 per blocks of 32 input channels, as coremltools
+    applies them (a tensor whose channels the group or block does not divide stays float16);
+    and ``_all`` the same with each tensor's group or block the divisor of its channels
+    nearest 16 or 32 (`converters.coreml.compression.channel_group`, as the project's iOS 18
+    palettes), so that every tensor is compressed, with and without per-channel scales (which
+    coremltools 9 leaves applied to a tensor it then skips: the ``scaled`` setting without
+    ``_all`` is broken)."""
     import coremltools.optimize.coreml as cto
 
+    from converters.coreml.compression import grouped_configs
+
+    def palettes(bits, **options):
+        return lambda group: cto.OpPalettizerConfig(
+            mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=group,
+            **options)
+
+    def int4(block):
+        return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4",
+                                           granularity="per_block", block_size=block)
+
+    palettize, linear = cto.palettize_weights, cto.linear_quantize_weights
     settings = {}
     for bits in (6, 4):
-        settings[f"ct_palettize{bits}_tensor"] = (bits, cto.OpPalettizerConfig(
-            mode="kmeans", nbits=bits, granularity="per_tensor"))
-        settings[f"ct_palettize{bits}_group16_ios18"] = (bits, cto.OpPalettizerConfig(
-            mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=16))
-        settings[f"ct_palettize{bits}_group16_scaled_ios18"] = (bits, cto.OpPalettizerConfig(
-            mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=16,
-            enable_per_channel_scale=True))
-    settings["ct_int4_block32_ios18"] = (4, cto.OpLinearQuantizerConfig(
-        mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32))
+        name = f"ct_palettize{bits}"
+        settings[f"{name}_tensor"] = (bits, palettize, cto.OptimizationConfig(
+            cto.OpPalettizerConfig(mode="kmeans", nbits=bits, granularity="per_tensor")))
+        settings[f"{name}_group16_ios18"] = (bits, palettize,
+                                             cto.OptimizationConfig(palettes(bits)(16)))
+        settings[f"{name}_group16_all_ios18"] = (bits, palettize, cto.OptimizationConfig(
+            op_name_configs=grouped_configs(base, 16, palettes(bits))))
+        scaled = palettes(bits, enable_per_channel_scale=True)
+        settings[f"{name}_group16_scaled_all_ios18"] = (bits, palettize, cto.OptimizationConfig(
+            op_name_configs=grouped_configs(base, 16, scaled)))
+    settings["ct_int4_block32_ios18"] = (4, linear, cto.OptimizationConfig(int4(32)))
+    settings["ct_int4_block32_all_ios18"] = (4, linear, cto.OptimizationConfig(
+        op_name_configs=grouped_configs(base, 32, int4, axis=1)))
     return settings
 
 
@@ -87,7 +110,7 @@ def scores(reference, logits):
             "top1_decided": float(agree[decided].mean()) if decided.any() else None}
 
 
-def litert_rows(model, calibration, evaluation, reference, folder):
+def litert_rows(model, calibration, evaluation, reference, folder, wanted):
     from converters.formats import get_format
     from converters.inference_graph import FOLDED_FLOAT_OPS, for_inference
     from converters.litert import tflite
@@ -95,7 +118,7 @@ def litert_rows(model, calibration, evaluation, reference, folder):
 
     folded = for_inference(model)
     rows = []
-    for fmt in LITERT:
+    for fmt in filter(wanted, LITERT):
         graph = model if get_format(fmt).litert.graph == "keras" else folded  # as the pipeline
         content = tflite.convert(graph, fmt, calibration=calibration,
                                  float_ops=FOLDED_FLOAT_OPS)
@@ -127,7 +150,7 @@ def add_latency(rows, runs):
         row["latency_vs_float32"] = times[os.path.basename(row["file"])] / base
 
 
-def coreml_rows(model, calibration, evaluation, reference, folder, progress):
+def coreml_rows(model, calibration, evaluation, reference, folder, progress, wanted):
     """The project's Core ML files (`COREML`), verified on `VERIFIED_IMAGES` photos and run
     by the numpy evaluator on all of `evaluation`."""
     from converters.coreml import export_coreml, run_coreml, verify_coreml
@@ -138,6 +161,8 @@ def coreml_rows(model, calibration, evaluation, reference, folder, progress):
     for compression, calibrated in COREML:
         rounded = COMPRESSIONS[compression].rounding == "gptq"
         name = f"coreml_{compression}" + ("_nearest" if rounded and not calibrated else "")
+        if not wanted(name):
+            continue
         start = time.time()
         path = os.path.join(folder, f"{name}.mlpackage")
         try:
@@ -158,32 +183,23 @@ def coreml_rows(model, calibration, evaluation, reference, folder, progress):
     return rows
 
 
-def coremltools_rows(model, evaluation, reference, folder, progress):
+def coremltools_rows(model, evaluation, reference, folder, progress, wanted):
     """coremltools' own settings (`coremltools_settings`) on the uncompressed float16
-    program, evaluated on their decompressed weights."""
-    import coremltools as ct
-    import coremltools.optimize.coreml as cto
-
+    program, evaluated by the numpy evaluator on their compressed weights."""
     from converters.coreml import convert_to_coreml, run_coreml
     from converters.coreml.mil_eval import MLProgram
 
     base = convert_to_coreml(model, target="iOS18")
     rows = []
-    for name, (bits, config) in coremltools_settings().items():
+    for name, (bits, compress, optimization) in coremltools_settings(base).items():
+        if not wanted(name):
+            continue
         start = time.time()
-        optimization = cto.OptimizationConfig(config)
         path = os.path.join(folder, f"{name}.mlpackage")
         try:
-            if isinstance(config, cto.OpPalettizerConfig):
-                compressed = cto.palettize_weights(base, optimization)
-            else:
-                compressed = cto.linear_quantize_weights(base, optimization)
+            compressed = compress(base, optimization)
             compressed.save(path)
-            dense = cto.decompress_weights(ct.models.MLModel(path, skip_model_load=True))
-            with tempfile.TemporaryDirectory() as tmp:
-                dense.save(os.path.join(tmp, "dense.mlpackage"))
-                logits = run_coreml(MLProgram(os.path.join(tmp, "dense.mlpackage")),
-                                    evaluation)[0]
+            logits = run_coreml(MLProgram(path), evaluation)[0]  # the compressed ops read
         except Exception as err:  # one setting's failure must not lose the others
             rows.append({"format": name, "file": path, "error": f"{type(err).__name__}: {err}"})
             progress(f"{name} FAILED: {rows[-1]['error'][:300]}")
@@ -233,12 +249,13 @@ def run(args, progress):
     os.makedirs(folder, exist_ok=True)
     progress(f"{args.variant}: {len(calibration)} calibration / {len(evaluation)} evaluation "
              f"photos, {size} px, weights seed {args.seed}")
-    rows = litert_rows(model, calibration, evaluation, reference, folder)
-    if args.latency_runs:
+    wanted = re.compile(args.rows).search
+    rows = litert_rows(model, calibration, evaluation, reference, folder, wanted)
+    if args.latency_runs and any(row["format"] == "float32" for row in rows):
         add_latency(rows, args.latency_runs)
     progress("LiteRT: " + ", ".join(f"{r['format']} {r['sqnr_db']:.1f} dB" for r in rows))
-    rows += coreml_rows(model, calibration, evaluation, reference, folder, progress)
-    rows += coremltools_rows(model, evaluation, reference, folder, progress)
+    rows += coreml_rows(model, calibration, evaluation, reference, folder, progress, wanted)
+    rows += coremltools_rows(model, evaluation, reference, folder, progress, wanted)
     for row in rows:
         row.pop("file", None)
     return rows
@@ -254,6 +271,9 @@ def main(argv=None):
     parser.add_argument("--calibration-images", type=int, default=48)
     parser.add_argument("--evaluation-images", type=int, default=32)
     parser.add_argument("--latency-runs", type=int, default=20, help="0: no timing")
+    parser.add_argument("--rows", default="",
+                        help="a regular expression: only the rows whose name it matches run "
+                        "(float32 is the latency reference), e.g. 'palettize|ct_'")
     parser.add_argument("--output", default="compression_report")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--merge", nargs="+", help="JSON files of earlier runs: no run, "

@@ -209,11 +209,11 @@ FORMATS = {f.name: f for f in (
             "Core ML program, float16 (what the Neural Engine runs)"),
     _coreml("int8", "float16", "int8", "int8", "float16", "Core ML, int8 weights"),
     _coreml("palettize6", "float16", "palettize6", "palette6", "float16",
-            "Core ML, 6-bit k-means palettes per tensor, pointwise kernels GPTQ-rounded on the "
-            "calibration photos"),
+            "Core ML, 6-bit k-means palettes per tensor, pointwise, stem and "
+            "downsampling kernels GPTQ-rounded on the calibration photos"),
     _coreml("palettize4", "float16", "palettize4", "palette4", "float16",
-            "Core ML, 4-bit k-means palettes per tensor, pointwise kernels GPTQ-rounded on the "
-            "calibration photos"),
+            "Core ML, 4-bit k-means palettes per tensor, pointwise, stem and "
+            "downsampling kernels GPTQ-rounded on the calibration photos"),
     _coreml("w8a8", "float16", "w8a8", "int8", "int8", "Core ML, GPTQ-rounded int8 weights and "
             "8-bit activations at the LiteRT int8's calibrated ranges (iOS 17)"),
 )}

@@ -4,9 +4,10 @@ The calibration photos drive two things, with the same code as `converters.tflit
 
 - weight rounding (`converters.weight_rounding`, GPTQ): the pointwise convolutions and
   projections of the folded graph are rounded on the int8 grid (``w8a8``) or on each tensor's
-  k-means palette (``palettize6`` / ``palettize4``) with their rounding errors spread over the
-  inputs' second moments, before the program is written; coremltools' compression then finds
-  the weights on its grid already and keeps them;
+  (or channel group's) k-means palette (``palettize6`` / ``palettize4``, `palette_rounder`;
+  the stem's and downsamples' 3x3 kernels too, `round_convolutions`) with their rounding
+  errors spread over the inputs' second moments, before the program is written; coremltools'
+  compression then finds the weights on its grid already and keeps them;
 - activation ranges (``w8a8``, `calibrated_ranges`): per tensor, `converters.calibration`'s
   statistics and `choose_ranges` ("mse": the range minimising the int8 error, after the GELU
   that consumes it where one does) on the values the numpy evaluator computes, quantised on
@@ -26,30 +27,57 @@ from converters.coreml.formats import INPUT_NAME
 FLOAT_LAYERS = ("head",)
 
 
-def palette_rounder(nbits):
-    """A `converters.weight_rounding.round_weights` rounder: the (in, out) kernel on its
-    tensor's k-means palette of ``2**nbits`` values (`compression.kmeans_palette`, as the
-    conversion computes it), rows rounded by GPTQ (`weight_rounding.gptq_round`)."""
-    from converters.coreml.compression import kmeans_palette
+def column_palettes(kernel, importance, size, group):
+    """(out, size) sorted palette of each column of an (in, out) kernel: the weighted k-means
+    (`compression.kmeans_1d`, weights `importance`, same shape) of its group of `group`
+    consecutive columns."""
+    from converters.coreml.compression import kmeans_1d
+
+    palettes = np.stack([kmeans_1d(kernel[:, g:g + group], importance[:, g:g + group], size)
+                         for g in range(0, kernel.shape[1], group)])
+    return palettes[np.arange(kernel.shape[1]) // group]
+
+
+def palette_rounder(compression, weighted=True):
+    """A `converters.weight_rounding.round_weights` rounder for a palettization: the (in, out)
+    kernel's palettes of ``2**nbits`` values, one per tensor or per group of output channels
+    (`compression.channel_group`, as the conversion groups them), rows rounded onto them by
+    GPTQ (`weight_rounding.gptq_round`), the most active inputs first.
+
+    `weighted`: each palette is the k-means of its values weighted by their input's second
+    moment (the Hessian's diagonal, as SqueezeLLM's sensitivity-weighted k-means); False: by
+    how often they occur (`compression.kmeans_palette`).
+    """
+    from converters.coreml.compression import channel_group
     from converters.weight_rounding import gptq_round
 
-    lut_function = kmeans_palette(nbits)
+    size = 2**compression.nbits
 
     def rounder(kernel, hessian):
-        palette = np.asarray(lut_function(np.asarray(kernel, np.float32))[0], np.float64)
-        edges = (palette[1:] + palette[:-1]) / 2
-        return gptq_round(kernel, hessian,
-                          lambda row, i: palette[np.searchsorted(edges, row)]).astype(np.float32)
+        kernel = np.asarray(kernel, np.float64)
+        group = channel_group(kernel.shape[1], compression.group_size)
+        importance = np.broadcast_to(np.maximum(np.diag(hessian), 0)[:, None] if weighted
+                                     else 1.0, kernel.shape)
+        palettes = column_palettes(kernel, importance, size, group)
+        edges = (palettes[:, 1:] + palettes[:, :-1]) / 2
+        columns = np.arange(kernel.shape[1])
+
+        def nearest(row, i):
+            return palettes[columns, np.sum(row[:, None] > edges, axis=1)]
+
+        order = np.argsort(-np.diag(hessian), kind="stable")  # the most active inputs first
+        rounded = gptq_round(kernel[order], np.asarray(hessian)[np.ix_(order, order)], nearest)
+        return rounded[np.argsort(order)].astype(np.float32)
 
     return rounder
 
 
 def rounder_of(compression):
     """The weight rounder of a `converters.formats.CoreMLCompression` rounded by GPTQ: the
-    int8 grid for linear weights, its k-means palette for a palettization."""
+    int8 grid for linear weights, its k-means palettes for a palettization."""
     from converters.weight_rounding import gptq_kernel
 
-    return palette_rounder(compression.nbits) if compression.kind == "palettize" else gptq_kernel
+    return palette_rounder(compression) if compression.kind == "palettize" else gptq_kernel
 
 
 def check_images(images, size):
@@ -61,10 +89,56 @@ def check_images(images, size):
     return images
 
 
+def patches(x, layer):
+    """(N * OH * OW, KH * KW * C) float64 im2col rows of a Conv2D `layer`'s input `x`
+    (N, H, W, C), in its (KH, KW, in) kernel order: the conv is ``patches @ kernel.reshape(-1,
+    out)`` (plus bias)."""
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
+    x = np.asarray(x, np.float64)
+    if layer.padding == "same":
+        pads = []
+        for n, k, s, d in zip(x.shape[1:3], (kh, kw), (sh, sw), (dh, dw)):
+            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    oh = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    columns = [x[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+               for i in range(kh) for j in range(kw)]
+    return np.concatenate(columns, axis=-1).reshape(-1, kh * kw * x.shape[-1])
+
+
+def round_convolutions(model, images, rounder, max_rows=200_000):
+    """`model` (changed in place) with its spatial Conv2D kernels (3x3, ungrouped, more than
+    `compression.WEIGHT_THRESHOLD` weights: the stem and the downsamples) rounded by
+    `rounder(kernel, hessian)` as (KH * KW * in, out) kernels on their im2col inputs
+    (`patches`) from `images` (N, H, W, C), as `weight_rounding.round_weights` rounds the
+    pointwise ones."""
+    import keras
+
+    from converters.coreml.compression import WEIGHT_THRESHOLD
+
+    layers = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D
+              and tuple(layer.kernel_size) != (1, 1) and layer.groups == 1
+              and int(np.prod(layer.kernel.shape)) > WEIGHT_THRESHOLD]
+    if not layers:
+        return model
+    inputs = keras.Model(model.inputs, [layer.input for layer in layers]).predict(images,
+                                                                                 verbose=0)
+    for layer, x in zip(layers, inputs if len(layers) > 1 else [inputs]):
+        rows = patches(x, layer)
+        rows = rows[:: len(rows) // max_rows + 1]
+        kernel, *rest = layer.get_weights()
+        rounded = rounder(kernel.reshape(-1, kernel.shape[-1]), rows.T @ rows / len(rows))
+        layer.set_weights([rounded.reshape(kernel.shape), *rest])
+    return model
+
+
 def rounded_graph(model, images, compression, image_size=None):
     """The `converters.coreml.graph.coreml_graph` of `model` with its pointwise kernels rounded
     for `compression` (`rounder_of`) on the layers' inputs from `images` (N, H, W, 3) RGB in
-    [0, 255] (the first `converters.weight_rounding.ROUNDING_IMAGES` of them)."""
+    [0, 255] (the first `converters.weight_rounding.ROUNDING_IMAGES` of them); for a
+    palettization also the spatial convolutions (`round_convolutions`)."""
     from converters.coreml.graph import coreml_graph
     from converters.weight_rounding import ROUNDING_IMAGES, round_weights
 
@@ -72,7 +146,10 @@ def rounded_graph(model, images, compression, image_size=None):
     images = check_images(images, graph.image_size)[:ROUNDING_IMAGES]
     centred = images - graph.mean_pixel.astype(np.float32)  # the folded graph's input
     skip = FLOAT_LAYERS if compression.calibrated else ()
-    folded = round_weights(graph.folded, centred, skip, rounder=rounder_of(compression))
+    rounder = rounder_of(compression)
+    folded = round_weights(graph.folded, centred, skip, rounder=rounder)
+    if compression.kind == "palettize" and folded is not graph.folded:
+        folded = round_convolutions(folded, centred, rounder)
     return dataclasses.replace(graph, folded=folded, logits=folded.output)
 
 

@@ -27,42 +27,89 @@ ACTIVATION_PASSES = ("compression::insert_prefix_quantize_dequantize_pair",
                      "common::dequantize_quantize_pair_elimination")
 
 
+def kmeans_1d(values, weights, size, iterations=100, bins=128):
+    """(size,) sorted centres of 1-D k-means of `values` (any shape), each weighted by `weights`
+    (same shape: how often it occurs, or how much its error costs).
+
+    Lloyd's iterations over the distinct values, from the palette that is optimal at high
+    resolution: centres spaced by the cube root of the weighted value density (a `bins`-bin
+    histogram). Fewer distinct values than `size`: those values, the last repeated.
+    """
+    values, inverse = np.unique(np.asarray(values, np.float64).reshape(-1), return_inverse=True)
+    weights = np.bincount(inverse.reshape(-1), np.asarray(weights, np.float64).reshape(-1))
+    if values.size <= size:
+        return np.concatenate([values, np.full(size - values.size, values[-1])])
+    histogram, edges = np.histogram(values, bins, weights=weights)
+    density = np.concatenate([[0.0], np.cumsum(np.cbrt(histogram))])
+    centres = np.interp((np.arange(size) + 0.5) / size, density / density[-1], edges)
+    for _ in range(iterations):
+        assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
+        total = np.bincount(assign, weights, size)
+        means = np.bincount(assign, values * weights, size) / np.maximum(total, 1e-300)
+        updated = np.sort(np.where(total > 0, means, centres))
+        if np.array_equal(updated, centres):
+            break
+        centres = updated
+    return centres
+
+
 def kmeans_palette(nbits, iterations=100, bins=128):
     """A coremltools ``lut_function`` (``OpPalettizerConfig(mode="custom")``): weight ->
-    (palette of ``2**nbits`` values, uint8 indices) by 1-D k-means.
+    (palette of ``2**nbits`` values, uint8 indices) by 1-D k-means (`kmeans_1d`, each value
+    weighted by how often it occurs).
 
-    Lloyd's iterations over the distinct values (each weighted by how often it occurs), from
-    the palette that is optimal at high resolution: centres spaced by the cube root of the
-    value density (a `bins`-bin histogram): close to optimal 1-D k-means (coremltools' bundled
-    kmeans1d, a private API) in weight SQNR. coremltools' public "kmeans" mode needs
-    scikit-learn, which it does not install, for tensors under 10,000 elements.
+    Close to optimal 1-D k-means (coremltools' bundled kmeans1d, a private API) in weight
+    SQNR. coremltools' public "kmeans" mode needs scikit-learn, which it does not install,
+    for tensors under 10,000 elements. A tensor of at most ``2**nbits`` distinct values (a
+    GPTQ-rounded one) gets exactly those values.
     """
     size = 2**nbits
 
     def lut_function(weight):
-        values, inverse, counts = np.unique(np.asarray(weight, np.float64).reshape(-1),
-                                            return_inverse=True, return_counts=True)
-        if values.size <= size:
-            lut = np.concatenate([values, np.full(size - values.size, values[-1])])
-            return lut.astype(weight.dtype), inverse.astype(np.uint8)
-        histogram, edges = np.histogram(values, bins, weights=counts)
-        density = np.concatenate([[0.0], np.cumsum(np.cbrt(histogram))])
-        centres = np.interp((np.arange(size) + 0.5) / size, density / density[-1], edges)
-        for _ in range(iterations):
-            assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
-            total = np.bincount(assign, counts, size)
-            means = np.bincount(assign, values * counts, size) / np.maximum(total, 1)
-            updated = np.sort(np.where(total > 0, means, centres))
-            if np.array_equal(updated, centres):
-                break
-            centres = updated
-        assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, values)
-        return centres.astype(weight.dtype), assign[inverse].astype(np.uint8)
+        flat = np.asarray(weight, np.float64).reshape(-1)
+        centres = kmeans_1d(flat, np.ones_like(flat), size, iterations, bins)
+        assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, flat)
+        return centres.astype(weight.dtype), assign.astype(np.uint8)
 
     return lut_function
 
 
-def _weight_config(compression):
+def channel_group(channels, group_size):
+    """The divisor of `channels` nearest `group_size` (the smaller on a tie): the channels per
+    palette of a grouped palettization, whose groups must divide the channels (SwiftFormer's
+    220 or 56 are no multiples of 16). None: one group of all channels."""
+    if group_size is None:
+        return channels
+    divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+    return min(divisors, key=lambda d: (abs(d - group_size), d))
+
+
+def weight_shapes(mlmodel):
+    """{const op name: shape} of the float weights of an ML program with more than
+    `WEIGHT_THRESHOLD` elements and at least two dimensions (what compression may touch)."""
+    spec = mlmodel.get_spec()
+    function = spec.mlProgram.functions["main"]
+    shapes = {}
+    for op in function.block_specializations[function.opset].operations:
+        tensor = op.outputs[0].type.tensorType
+        shape = tuple(d.constant.size for d in tensor.dimensions)
+        if (op.type == "const" and tensor.dataType in (10, 11) and len(shape) >= 2
+                and np.prod(shape) > WEIGHT_THRESHOLD):
+            shapes[op.attributes["name"].immediateValue.tensor.strings.values[0]] = shape
+    return shapes
+
+
+def grouped_configs(mlmodel, group_size, make_config, axis=0):
+    """``OptimizationConfig(op_name_configs=...)`` input: {const op name: make_config(group)},
+    group the `channel_group` for `group_size` of each weight's dimension `axis` (0: output
+    channels, palettes; 1: input channels, the blocks of a per-block linear quantisation)."""
+    return {name: make_config(channel_group(shape[axis], group_size))
+            for name, shape in weight_shapes(mlmodel).items()}
+
+
+def _weight_config(compression, group=None):
+    """The coremltools op config of `compression`; `group`: channels per palette of a
+    ``per_grouped_channel`` palettization (`channel_group`)."""
     import coremltools.optimize.coreml as cto
 
     if compression.kind in ("linear", "w8a8"):
@@ -71,7 +118,7 @@ def _weight_config(compression):
                                            granularity=compression.granularity,
                                            weight_threshold=WEIGHT_THRESHOLD)
     return cto.OpPalettizerConfig(mode="custom", lut_function=kmeans_palette(compression.nbits),
-                                  granularity=compression.granularity,
+                                  granularity=compression.granularity, group_size=group,
                                   weight_threshold=WEIGHT_THRESHOLD)
 
 
@@ -80,14 +127,20 @@ def compress_coreml(mlmodel, compression):
     its name): ``"int8"`` and ``"w8a8"`` (linear symmetric,
     per output channel; w8a8's activations are quantised by `activation_pipeline` first),
     ``"palettize6"`` / ``"palettize4"`` (a k-means palette of 64 / 16 values per tensor,
-    `kmeans_palette`). Tensors of at most `WEIGHT_THRESHOLD` elements stay as they are."""
+    `kmeans_palette`); a palettization ``per_grouped_channel`` (iOS 18) has one per group of
+    about its `group_size` output channels (`channel_group`). Tensors of at most
+    `WEIGHT_THRESHOLD` elements stay as they are."""
     compression = compression_of(compression)
     if compression is None:
         return mlmodel
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    config = cto.OptimizationConfig(_weight_config(compression))
+    if compression.granularity == "per_grouped_channel":
+        config = cto.OptimizationConfig(op_name_configs=grouped_configs(
+            mlmodel, compression.group_size, lambda group: _weight_config(compression, group)))
+    else:
+        config = cto.OptimizationConfig(_weight_config(compression))
     if compression.kind in ("linear", "w8a8"):
         compressed = cto.linear_quantize_weights(mlmodel, config)
     else:

@@ -11,9 +11,9 @@ Each operation is computed in float32 from its inputs and its result is rounded 
 the program declares for it. A FLOAT16 program is therefore evaluated with float16 tensors
 between operations (weights, activations) and float32 arithmetic inside each operation, as GPUs
 do; the Neural Engine may accumulate differently. Results are close to Core ML's, not
-bit-equal. Compressed weights (``constexpr_affine_dequantize``, ``constexpr_lut_to_dense``) are
-decompressed once when the package is loaded; int8 activations (iOS 17 ``quantize`` /
-``dequantize``) are rounded half to even.
+bit-equal. Compressed weights (iOS 16 and iOS 18 ``constexpr_*`` ops,
+`converters.coreml.mil_constexpr`) are decompressed once when the package is loaded; int8
+activations (iOS 17 ``quantize`` / ``dequantize``) are rounded half to even.
 
 Example::
 
@@ -26,6 +26,8 @@ import json
 import os
 
 import numpy as np
+
+from converters.coreml.mil_constexpr import CONSTEXPR, SUB_BYTE, packed_bytes, unpack_sub_byte
 
 #: MIL data type (``MIL_pb2.DataType``) -> numpy dtype, for the types these programs hold.
 _DTYPES = {1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8,
@@ -128,11 +130,12 @@ class MLProgram:
         for op in self.operations:
             if op.type == "const":
                 self.constants[op.outputs[0][0]] = op.attributes["val"]
-            elif op.type.startswith("constexpr_"):  # iOS16: the parameters are attributes
-                if op.type not in _CONSTEXPR:
+            elif op.type.startswith("constexpr_"):  # iOS16: attributes; iOS18: inputs
+                if op.type not in CONSTEXPR:
                     raise MILError(f"The evaluator does not implement MIL op {op.type!r}")
                 args = {k: v for k, v in op.attributes.items() if k != "name"}
-                self.constants[op.outputs[0][0]] = _CONSTEXPR[op.type](**args)
+                args.update({key: self.constant(op, key) for key in op.inputs})
+                self.constants[op.outputs[0][0]] = CONSTEXPR[op.type](**args)
                 self.compressed[op.outputs[0][0]] = (op.type, args)
 
     def value(self, value):
@@ -140,13 +143,17 @@ class MLProgram:
         kind = value.type.WhichOneof("type")
         if kind == "listType":
             return [self.value(v) for v in value.immediateValue.list.values]
+        data_type = value.type.tensorType.dataType
+        if data_type in SUB_BYTE:  # packed bits
+            shape = tuple(d.constant.size for d in value.type.tensorType.dimensions)
+            count = int(np.prod(shape))
+            packed = (self._blob(value, np.uint8, packed_bytes(data_type, count))
+                      if value.WhichOneof("value") == "blobFileValue"
+                      else np.frombuffer(value.immediateValue.tensor.bytes.values, np.uint8))
+            return unpack_sub_byte(packed, data_type, count).reshape(shape)
         dtype, shape = _tensor_type(value.type)
         if value.WhichOneof("value") == "blobFileValue":
-            name = value.blobFileValue.fileName.split("/")[-1]
-            if name not in self._blobs:
-                self._blobs[name] = _BlobFile(os.path.join(weights_dir(self.path), name))
-            data = self._blobs[name].read(value.blobFileValue.offset, dtype, int(np.prod(shape)))
-            return data.reshape(shape)
+            return self._blob(value, dtype, int(np.prod(shape))).reshape(shape)
         tensor = value.immediateValue.tensor
         field = tensor.WhichOneof("value")
         if dtype == "str":
@@ -155,6 +162,12 @@ class MLProgram:
         if field == "bytes":
             return np.frombuffer(tensor.bytes.values, dtype).reshape(shape).copy()
         return np.array(list(getattr(tensor, field).values), dtype).reshape(shape)
+
+    def _blob(self, value, dtype, count):
+        name = value.blobFileValue.fileName.split("/")[-1]
+        if name not in self._blobs:
+            self._blobs[name] = _BlobFile(os.path.join(weights_dir(self.path), name))
+        return self._blobs[name].read(value.blobFileValue.offset, dtype, count)
 
     def constant(self, op, key):
         """The value of `op`'s constant input `key`: inline, or a const op's output."""
@@ -278,38 +291,6 @@ def _round(result, dtype, name, overflows):
             overflows[name] = count
         return rounded
     return result.astype(dtype, copy=False)
-
-
-# --- compressed weights (iOS16 constexpr ops) -------------------------------------------------
-
-def _dequantize(quantized_data, zero_point, scale, axis):
-    """``scale * (q - zero_point)``, scale and zero point along `axis`, in scale's dtype."""
-    out_dtype = np.asarray(scale).dtype
-    shape = [1] * quantized_data.ndim
-    if np.ndim(scale):
-        shape[int(axis)] = -1
-    s = np.reshape(scale, shape).astype(np.float32)
-    z = np.reshape(zero_point, shape if np.ndim(zero_point) else [1] * quantized_data.ndim)
-    return ((quantized_data.astype(np.float32) - z.astype(np.float32)) * s).astype(out_dtype)
-
-
-def unpack_indices(packed, nbits, count):
-    """Palette indices packed least significant bit first (``constexpr_lut_to_dense``)."""
-    bits = np.unpackbits(np.asarray(packed, np.uint8), bitorder="little")[: nbits * count]
-    weights = (1 << np.arange(nbits)).astype(np.uint16)
-    return (bits.reshape(count, nbits) * weights).sum(axis=1)
-
-
-def _lut_to_dense(indices, lut, shape):
-    nbits = int(np.log2(lut.size))
-    count = int(np.prod(shape))
-    return lut[unpack_indices(indices, nbits, count)].reshape(tuple(int(s) for s in shape))
-
-
-_CONSTEXPR = {
-    "constexpr_affine_dequantize": _dequantize,
-    "constexpr_lut_to_dense": _lut_to_dense,
-}
 
 
 # --- the operations -------------------------------------------------------------------------

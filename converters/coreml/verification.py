@@ -29,6 +29,17 @@ WEIGHT_RTOL = {"float32": 1e-5, "float16": 1e-3, "int8": 0.5 / 127 + 1e-3}
 COMPRESSION_OPS = {None: set(), "linear": {"constexpr_affine_dequantize"},
                    "palettize": {"constexpr_lut_to_dense"},
                    "w8a8": {"constexpr_affine_dequantize", "quantize", "dequantize"}}
+#: What iOS 18 programs write instead (linear weights with a scale per block or channel).
+IOS18_OPS = {"constexpr_affine_dequantize": "constexpr_blockwise_shift_scale"}
+
+
+def compression_ops(compression):
+    """The `COMPRESSION_OPS` of a `converters.formats.CoreMLCompression` (or None) at its
+    minimum OS."""
+    ops = COMPRESSION_OPS[compression and compression.kind]
+    if compression is not None and compression.minimum_os == "iOS18":
+        ops = {IOS18_OPS.get(op, op) for op in ops}
+    return ops
 
 
 def _fail(problems, what):
@@ -81,7 +92,7 @@ def check_spec(info, *, precision, compression, classifier, class_labels=None, i
                         f"pixel {np.round(-np.asarray(mean_pixel), 4).tolist()}")
     if set(info["compute_dtypes"]) != {precision}:
         problems.append(f"compute dtypes {info['compute_dtypes']}, expected only {precision}")
-    expected_ops = COMPRESSION_OPS[compression and compression.kind]
+    expected_ops = compression_ops(compression)
     found = {op for op in info["ops"]
              if op.startswith("constexpr_") or op in ("quantize", "dequantize")}
     if found != expected_ops:
