@@ -218,9 +218,9 @@ FORMATS = {f.name: f for f in (
             "Core ML, 4-bit k-means palettes per tensor, pointwise kernels GPTQ-rounded on the "
             "calibration photos"),
     _coreml("w8a8", "float16", "w8a8", "int8", "int8", "Core ML, GPTQ-rounded int8 weights; "
-            "the convolutions but the depthwise ones read and write 8-bit activations at the "
-            "LiteRT int8's calibrated ranges, the rest (adds, GELU, depthwise, head) is float16 "
-            "as in that file (iOS 17)"),
+            "8-bit activations at the LiteRT int8's calibrated ranges into the convolutions but "
+            "the depthwise ones and out of those but the residual branches' last; adds, GELU, "
+            "depthwise, head float16 as in that file (iOS 17)"),
 )}
 LITERT_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == LITERT)
 COREML_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == COREML)

@@ -70,9 +70,10 @@ def test_w8a8_quantises_at_the_ranges_of_the_int8_calibration(packages, golden_m
     `calibrated_ranges` chooses for its input tensor (`converters.calibration`), and sits at
     an input or output of a convolution or the linear layer (so none at the residual adds);
     those read int8 activations, but the depthwise convolutions and the classifier head
-    (`float16_ops`, as LiteRT int8's)."""
+    (`float16_ops`, as LiteRT int8's), and the residual branches' last convolutions write
+    float16 (`float16_outputs`)."""
     from converters.coreml.calibrated import (calibrated_ranges, evaluated_program,
-                                              float16_ops, rounded_graph)
+                                              float16_ops, float16_outputs, rounded_graph)
     from converters.coreml.compression import INT8_OPS
     from converters.formats import COMPRESSIONS
 
@@ -99,6 +100,9 @@ def test_w8a8_quantises_at_the_ranges_of_the_int8_calibration(packages, golden_m
         assert (producers[source].type in (*INT8_OPS, "relu")
                 or any(reader in int8 for reader in fed)), op.name
     assert all(producers[op.input_names("x")[0]].type == "dequantize" for op in int8)
+    branch_ends = [op for op in int8 if op.name in float16_outputs(float16)]
+    assert branch_ends and not [op for op in branch_ends for reader in
+                                readers[op.outputs[0][0]] if reader.type == "quantize"]
     heads = [op for op in program.operations if op.name in kept and op.type == "linear"]
     assert heads and all(producers[op.input_names("x")[0]].type != "dequantize"
                          for op in heads)

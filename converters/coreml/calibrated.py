@@ -11,9 +11,10 @@ The calibration photos drive two things, with the same code as `converters.tflit
   statistics and `choose_ranges` ("mse": the range minimising the int8 error, after the GELU
   that consumes it where one does) on the values the numpy evaluator computes, quantised on
   an asymmetric int8 grid (a zero point) as LiteRT's activations are, at the inputs and
-  outputs of the convolutions and the linear layer only (`float16_ops`): as LiteRT int8, the
-  residual adds, GELU, the attention's products and norms, the depthwise convolutions and the
-  classifier head stay float (float16).
+  outputs of the convolutions only (`float16_ops`): as LiteRT int8, the residual adds, GELU,
+  the attention's products and norms, the depthwise convolutions and the classifier head stay
+  float (float16); the residual branches' last convolutions write float16 too
+  (`float16_outputs`), as their folded layer scale would widen the grid of their output.
 """
 
 import dataclasses
@@ -104,6 +105,20 @@ def float16_ops(program):
     return tuple(op.name for op in program.operations if kept(op))
 
 
+def float16_outputs(program):
+    """Names of the convolutions of `program` (an `MLProgram`) whose output only adds read:
+    the residual branches' ends, whose per-channel layer scale the Core ML graph folds into
+    the kernel. ``w8a8`` gives them int8 inputs and float16 outputs: one per-tensor grid
+    after the layer scale spends its levels on the channels it scales most (LiteRT int8
+    quantises before it, then multiplies in float)."""
+    readers = {}
+    for op in program.operations:
+        for name in op.input_names("x") + op.input_names("y"):
+            readers.setdefault(name, set()).add(op.type)
+    return tuple(op.name for op in program.operations
+                 if op.type == "conv" and readers.get(op.outputs[0][0]) == {"add"})
+
+
 def calibrated_ranges(program, images, method="mse", seed=0):
     """{tensor name: {"rmin", "rmax"}} of every float tensor of `program` (the float16
     program's `evaluated_program`) on `images` (N, H, W, 3) RGB in [0, 255], the input
@@ -145,7 +160,7 @@ def calibrated_program(model, compression, images, convert, image_size=None):
     calibrated `compression` (a `converters.formats.CoreMLCompression` rounded by GPTQ)
     package: written from `rounded_graph`, and for ``w8a8`` converted again with quantize /
     dequantize pairs at `calibrated_ranges` around the convolutions and the linear layer
-    (`compression.INT8_OPS`) but `float16_ops`.
+    (`compression.INT8_OPS`) but `float16_ops`, none after `float16_outputs`.
 
     Args:
         images: (N, H, W, 3) RGB calibration photos in [0, 255] at the export size.
@@ -164,5 +179,5 @@ def calibrated_program(model, compression, images, convert, image_size=None):
         return mlmodel
     program = evaluated_program(mlmodel)
     pipeline = activation_pipeline(calibrated_ranges(program, images), "linear",
-                                   float16_ops(program))
+                                   float16_ops(program), float16_outputs(program))
     return convert(graph=graph, pass_pipeline=pipeline)

@@ -129,23 +129,29 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def activation_pipeline(ranges, mode="linear_symmetric", float_ops=()):
+def activation_pipeline(ranges, mode="linear_symmetric", float_ops=(), float_outputs=()):
     """The conversion pass pipeline that gives a float16 iOS 17 program int8 activations:
     quantize / dequantize pairs around the ops of `INT8_OPS`, at `ranges` ({tensor name:
     {"rmin", "rmax"}}, from `activation_ranges` or
     `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
     ``"linear_symmetric"`` (no zero point) or ``"linear"`` (asymmetric, as LiteRT's int8
-    activations); the ops named in `float_ops` keep float inputs and outputs. Convert again
-    with it: `converters.coreml.calibrated.calibrated_program`."""
+    activations); the ops named in `float_ops` keep float inputs and outputs, those in
+    `float_outputs` read int8 but write float. Convert again with it:
+    `converters.coreml.calibrated.calibrated_program`."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
     quantizer = cto.OpLinearQuantizerConfig(mode=mode, dtype="int8")
-    config = cto.OptimizationConfig(op_type_configs={kind: quantizer for kind in INT8_OPS},
-                                    op_name_configs={name: None for name in float_ops})
+
+    def config(floats):
+        return cto.OptimizationConfig(op_type_configs={kind: quantizer for kind in INT8_OPS},
+                                      op_name_configs={name: None for name in floats})
+
     pipeline = ct.PassPipeline.DEFAULT
     for name in ACTIVATION_PASSES:
         pipeline.append_pass(name)
-    for name in ACTIVATION_PASSES[:2]:
-        pipeline.set_options(name, {"config": config, "activation_stats": ranges})
+    prefix, suffix = ACTIVATION_PASSES[:2]
+    pipeline.set_options(prefix, {"config": config(float_ops), "activation_stats": ranges})
+    pipeline.set_options(suffix, {"config": config((*float_ops, *float_outputs)),
+                                  "activation_stats": ranges})
     return pipeline
