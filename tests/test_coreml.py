@@ -211,8 +211,8 @@ def test_w8a8_quantises_activations_at_the_calibrated_ranges(packages, reports):
     program = MLProgram(packages["paths"]["coreml_w8a8"])
     producers = {op.name: op for op in program.operations}
     quantized = [op for op in program.operations if op.type == "quantize"]
-    assert len(quantized) > 100
-    assert reports["coreml_w8a8"]["ops"]["histogram"]["dequantize"] > 100
+    assert len(quantized) > 80  # the convolutions' inputs, and outputs but the branch ends'
+    assert reports["coreml_w8a8"]["ops"]["histogram"]["dequantize"] > 80
     for op in quantized:
         scale = float(program.constant(op, "scale"))
         assert scale > 0 and str(program.constant(op, "output_dtype")) in ("int8", "uint8")
