@@ -214,8 +214,10 @@ FORMATS = {f.name: f for f in (
     _coreml("palettize4", "float16", "palettize4", "palette4", "float16",
             "Core ML, 4-bit k-means palettes per tensor, pointwise, stem and "
             "downsampling kernels GPTQ-rounded on the calibration photos"),
-    _coreml("w8a8", "float16", "w8a8", "int8", "int8", "Core ML, GPTQ-rounded int8 weights and "
-            "8-bit activations at the LiteRT int8's calibrated ranges (iOS 17)"),
+    _coreml("w8a8", "float16", "w8a8", "int8", "int8+float16", "Core ML, GPTQ-rounded int8 "
+            "weights; int8 activations into the convolutions at the LiteRT int8's calibrated "
+            "ranges; adds, GELU, depthwise convolutions, residual-branch outputs and the head in "
+            "float16 (iOS 17)"),
 )}
 LITERT_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == LITERT)
 COREML_FORMATS = tuple(n for n, f in FORMATS.items() if f.target == COREML)

@@ -65,36 +65,48 @@ def test_rounded_palettes_keep_the_palettes_of_the_conversion(packages):
         assert luts and all(np.asarray(lut).size == 16 for lut in luts)
 
 
-@pytest.mark.xfail(reason="open: the residual adds' quantize ops carry grids wider than any "
-                   "range calibrated_ranges chooses on a second conversion (28 of 140 on XS)",
-                   strict=False)
 def test_w8a8_quantises_at_the_ranges_of_the_int8_calibration(packages, golden_model, photos):
-    """Every quantize op of the w8a8 package has the asymmetric int8 grid of a range that
-    `calibrated_ranges` chooses with `converters.calibration` (the passes rename tensors, so
-    the grid is matched among the chosen ranges, not by name); the classifier head stays
-    float (as LiteRT int8's)."""
-    from converters.coreml.calibrated import FLOAT_LAYERS, calibrated_ranges, rounded_graph
+    """Every quantize op of the w8a8 package has the asymmetric int8 grid of the range that
+    `calibrated_ranges` chooses for its input tensor (`converters.calibration`), and sits at
+    an input or output of a convolution or the linear layer (so none at the residual adds);
+    those read int8 activations, but the depthwise convolutions and the classifier head
+    (`float16_ops`, as LiteRT int8's), and the residual branches' last convolutions write
+    float16 (`float16_outputs`)."""
+    from converters.coreml.calibrated import (calibrated_ranges, evaluated_program,
+                                              float16_ops, float16_outputs, rounded_graph)
+    from converters.coreml.compression import INT8_OPS
     from converters.formats import COMPRESSIONS
 
     model, (calibration, _) = golden_model(CASE), photos
     graph = rounded_graph(model, calibration, COMPRESSIONS["w8a8"], SIZE)
-    ranges = calibrated_ranges(coreml.convert_to_coreml(graph, target="iOS17"), calibration)
-    grids = np.sort([(max(r["rmax"], 0.0) - min(r["rmin"], 0.0)) / 255
-                     for r in ranges.values()])
+    float16 = evaluated_program(coreml.convert_to_coreml(graph, target="iOS17"))
+    ranges, kept = calibrated_ranges(float16, calibration), set(float16_ops(float16))
     program = MLProgram(packages["w8a8", True])
-    quantized = [op for op in program.operations if op.type == "quantize"]
-    assert len(quantized) > 100
-    unmatched = []
-    for op in quantized:
-        scale = float(program.constant(op, "scale"))
-        nearest = grids[np.clip(np.searchsorted(grids, scale), 1, len(grids) - 1) - 1:][:2]
-        if np.min(np.abs(nearest - scale)) > 2e-3 * scale:
-            unmatched.append((op.name, op.input_names("input")[0], scale))
-    assert not unmatched, unmatched
-    heads = [op for op in program.operations if op.name in FLOAT_LAYERS]
     producers = {out: op for op in program.operations for out, *_ in op.outputs}
+    readers = {}
+    for op in program.operations:
+        for name in {n for key in op.inputs for n in op.input_names(key)}:
+            readers.setdefault(name, []).append(op)
+    int8 = [op for op in program.operations if op.type in INT8_OPS and op.name not in kept]
+    quantized = [op for op in program.operations if op.type == "quantize"]
+    assert len(quantized) > 80
+    for op in quantized:
+        source = op.input_names("input")[0]
+        low, high = ranges[source]["rmin"], ranges[source]["rmax"]
+        grid = (max(high, 0.0) - min(low, 0.0)) / 255
+        assert abs(float(program.constant(op, "scale")) - grid) <= 2e-3 * grid, op.name
+        fed = [reader for dequantize in readers[op.outputs[0][0]]
+               for reader in readers.get(dequantize.outputs[0][0], ())]
+        assert (producers[source].type in (*INT8_OPS, "relu")
+                or any(reader in int8 for reader in fed)), op.name
+    assert all(producers[op.input_names("x")[0]].type == "dequantize" for op in int8)
+    branch_ends = [op for op in int8 if op.name in float16_outputs(float16)]
+    assert branch_ends and not [op for op in branch_ends for reader in
+                                readers[op.outputs[0][0]] if reader.type == "quantize"]
+    heads = [op for op in program.operations if op.name in kept and op.type == "linear"]
     assert heads and all(producers[op.input_names("x")[0]].type != "dequantize"
                          for op in heads)
+    assert len(kept) > len(heads)  # the depthwise convolutions
 
 
 def test_calibration_images_of_another_size_are_refused(golden_model, photos):

@@ -11,7 +11,11 @@ The calibration photos drive two things, with the same code as `converters.tflit
 - activation ranges (``w8a8``, `calibrated_ranges`): per tensor, `converters.calibration`'s
   statistics and `choose_ranges` ("mse": the range minimising the int8 error, after the GELU
   that consumes it where one does) on the values the numpy evaluator computes, quantised on
-  an asymmetric int8 grid (a zero point) as LiteRT's activations are.
+  an asymmetric int8 grid (a zero point) as LiteRT's activations are, at the inputs and
+  outputs of the convolutions only (`float16_ops`): as LiteRT int8, the residual adds, GELU,
+  the attention's products and norms, the depthwise convolutions and the classifier head stay
+  float (float16); the residual branches' last convolutions write float16 too
+  (`float16_outputs`), as their folded layer scale would widen the grid of their output.
 """
 
 import dataclasses
@@ -153,13 +157,52 @@ def rounded_graph(model, images, compression, image_size=None):
     return dataclasses.replace(graph, folded=folded, logits=folded.output)
 
 
-def calibrated_ranges(mlmodel, images, method="mse", seed=0):
-    """{tensor name: {"rmin", "rmax"}} of every float tensor of `mlmodel`'s program on
-    `images` (N, H, W, 3) RGB in [0, 255], the input included: `converters.calibration`'s
-    per-tensor statistics (`new_summary`, `record`) and ranges (`choose_ranges` with `method`,
-    each tensor's consumers named by their op types in capitals, as ``GELU``)."""
-    from converters.calibration import choose_ranges, new_summary, record
+def evaluated_program(mlmodel):
+    """The numpy evaluator's `converters.coreml.mil_eval.MLProgram` of an in-memory
+    ``MLModel`` (saved to a temporary folder and read whole)."""
     from converters.coreml.mil_eval import MLProgram
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "float.mlpackage")
+        mlmodel.save(path)
+        return MLProgram(path)
+
+
+def float16_ops(program):
+    """Names of the ops of the float16 `program` (an `MLProgram`) that ``w8a8`` keeps float
+    although their type is in `compression.INT8_OPS`, as LiteRT int8 keeps them float
+    (`converters.inference_graph.FOLDED_FLOAT_OPS`): the `FLOAT_LAYERS` and the grouped
+    (depthwise) convolutions."""
+    def kept(op):
+        if op.type == "conv" and int(program.constant(op, "groups")) > 1:
+            return True
+        # a layer's op is named after it, with the suffix of coremltools' float16 cast pass
+        return op.name.removesuffix("_cast_fp16") in FLOAT_LAYERS
+
+    return tuple(op.name for op in program.operations if kept(op))
+
+
+def float16_outputs(program):
+    """Names of the convolutions of `program` (an `MLProgram`) whose output only adds read:
+    the residual branches' ends, whose per-channel layer scale the Core ML graph folds into
+    the kernel. ``w8a8`` gives them int8 inputs and float16 outputs: one per-tensor grid
+    after the layer scale spends its levels on the channels it scales most (LiteRT int8
+    quantises before it, then multiplies in float)."""
+    readers = {}
+    for op in program.operations:
+        for name in op.input_names("x") + op.input_names("y"):
+            readers.setdefault(name, set()).add(op.type)
+    return tuple(op.name for op in program.operations
+                 if op.type == "conv" and readers.get(op.outputs[0][0]) == {"add"})
+
+
+def calibrated_ranges(program, images, method="mse", seed=0):
+    """{tensor name: {"rmin", "rmax"}} of every float tensor of `program` (the float16
+    program's `evaluated_program`) on `images` (N, H, W, 3) RGB in [0, 255], the input
+    included: `converters.calibration`'s per-tensor statistics (`new_summary`, `record`) and
+    ranges (`choose_ranges` with `method`, each tensor's consumers named by their op types in
+    capitals, as ``GELU``)."""
+    from converters.calibration import choose_ranges, new_summary, record
     from converters.coreml.verification import run_coreml
 
     images = np.asarray(images, np.float32)
@@ -172,11 +215,7 @@ def calibrated_ranges(mlmodel, images, method="mse", seed=0):
         if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
             record(summaries.setdefault(name, new_summary()), value.astype(np.float32), rng)
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "float.mlpackage")
-        mlmodel.save(path)
-        program = MLProgram(path)
-        run_coreml(program, images, record=keep)
+    run_coreml(program, images, record=keep)
     used_by = {}
     for op in program.operations:
         for bindings in op.inputs.values():
@@ -195,8 +234,10 @@ def calibrated_ranges(mlmodel, images, method="mse", seed=0):
 
 def calibrated_program(model, compression, images, convert, image_size=None):
     """The uncompressed in-memory ``MLModel`` that `compression.compress_coreml` turns into a
-    calibrated `compression` (a `converters.formats.CoreMLCompression` rounded by GPTQ) package: written from `rounded_graph`, and for
-    ``w8a8`` converted again with quantize / dequantize pairs at `calibrated_ranges`.
+    calibrated `compression` (a `converters.formats.CoreMLCompression` rounded by GPTQ)
+    package: written from `rounded_graph`, and for ``w8a8`` converted again with quantize /
+    dequantize pairs at `calibrated_ranges` around the convolutions and the linear layer
+    (`compression.INT8_OPS`) but `float16_ops`, none after `float16_outputs`.
 
     Args:
         images: (N, H, W, 3) RGB calibration photos in [0, 255] at the export size.
@@ -213,6 +254,7 @@ def calibrated_program(model, compression, images, convert, image_size=None):
     mlmodel = convert(graph=graph, pass_pipeline=None)
     if not compression.calibrated:
         return mlmodel
-    ranges = calibrated_ranges(mlmodel, images)
-    return convert(graph=graph,
-                   pass_pipeline=activation_pipeline(ranges, "linear", FLOAT_LAYERS))
+    program = evaluated_program(mlmodel)
+    pipeline = activation_pipeline(calibrated_ranges(program, images), "linear",
+                                   float16_ops(program), float16_outputs(program))
+    return convert(graph=graph, pass_pipeline=pipeline)

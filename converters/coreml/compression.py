@@ -21,10 +21,16 @@ from converters.coreml.formats import INPUT_NAME, METADATA_PREFIX, compression_o
 #: Weights with at most this many elements stay uncompressed (coremltools' default threshold).
 WEIGHT_THRESHOLD = 2048
 #: Passes of ``linear_quantize_activations``: quantize/dequantize pairs before and after the
-#: ops with int8 inputs (conv, linear, add), then redundant pairs removed.
+#: ops with int8 inputs (`INT8_OPS`), then redundant pairs removed.
 ACTIVATION_PASSES = ("compression::insert_prefix_quantize_dequantize_pair",
                      "compression::insert_suffix_quantize_dequantize_pair",
                      "common::dequantize_quantize_pair_elimination")
+#: Op types W8A8 gives int8 inputs and outputs: the multiply-accumulates, which the Neural
+#: Engine runs in int8, as LiteRT int8 runs only CONV_2D and FULLY_CONNECTED in int8
+#: (`converters.inference_graph.FOLDED_FLOAT_OPS`). The passes' other types (add, the pools)
+#: stay float16: a quantised residual add requantises the residual stream at every block (and
+#: coremltools' ``distributive_quantized_binary_op_scale_normalization`` rescales its grids).
+INT8_OPS = ("conv", "linear")
 
 
 def kmeans_1d(values, weights, size, iterations=100, bins=128):
@@ -176,21 +182,29 @@ def activation_ranges(mlmodel, images):
     return ranges
 
 
-def activation_pipeline(ranges, mode="linear_symmetric", float_ops=()):
+def activation_pipeline(ranges, mode="linear_symmetric", float_ops=(), float_outputs=()):
     """The conversion pass pipeline that gives a float16 iOS 17 program int8 activations:
-    quantize / dequantize pairs at `ranges` ({tensor name: {"rmin", "rmax"}}, from
-    `activation_ranges` or `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
+    quantize / dequantize pairs around the ops of `INT8_OPS`, at `ranges` ({tensor name:
+    {"rmin", "rmax"}}, from `activation_ranges` or
+    `converters.coreml.calibrated.calibrated_ranges`), on a grid that is
     ``"linear_symmetric"`` (no zero point) or ``"linear"`` (asymmetric, as LiteRT's int8
-    activations); the ops named in `float_ops` keep float inputs and outputs. Convert again
-    with it: `converters.coreml.calibrated.calibrated_program`."""
+    activations); the ops named in `float_ops` keep float inputs and outputs, those in
+    `float_outputs` read int8 but write float. Convert again with it:
+    `converters.coreml.calibrated.calibrated_program`."""
     ct = coremltools()
     import coremltools.optimize.coreml as cto
 
-    config = cto.OptimizationConfig(cto.OpLinearQuantizerConfig(mode=mode, dtype="int8"),
-                                    op_name_configs={name: None for name in float_ops})
+    quantizer = cto.OpLinearQuantizerConfig(mode=mode, dtype="int8")
+
+    def config(floats):
+        return cto.OptimizationConfig(op_type_configs={kind: quantizer for kind in INT8_OPS},
+                                      op_name_configs={name: None for name in floats})
+
     pipeline = ct.PassPipeline.DEFAULT
     for name in ACTIVATION_PASSES:
         pipeline.append_pass(name)
-    for name in ACTIVATION_PASSES[:2]:
-        pipeline.set_options(name, {"config": config, "activation_stats": ranges})
+    prefix, suffix = ACTIVATION_PASSES[:2]
+    pipeline.set_options(prefix, {"config": config(float_ops), "activation_stats": ranges})
+    pipeline.set_options(suffix, {"config": config((*float_ops, *float_outputs)),
+                                  "activation_stats": ranges})
     return pipeline
