@@ -63,7 +63,7 @@ class CoreMLCompression:
         group_size: channels per palette (``per_grouped_channel``).
         block_size: weights per scale (``per_block``).
         minimum_os: the oldest iOS the program runs on ("iOS16", "iOS17", "iOS18").
-        rounding: "nearest", or "gptq": the pointwise kernels rounded on the calibration
+        rounding: "nearest", or "gptq": the kernels rounded on the calibration
             photos (`converters.coreml.calibrated`, the LiteRT int8's GPTQ) when they are given.
         min_weight_sqnr_db: the least SQNR a compressed weight must keep against the folded
             Keras weight (the verifier's floor for look-up tables and GPTQ-moved int8 weights;
@@ -214,8 +214,8 @@ FORMATS = {f.name: f for f in (
     _coreml("palettize4", "float16", "palettize4", "palette4", "float16",
             "Core ML, 4-bit k-means palettes per tensor, pointwise, stem and "
             "downsampling kernels GPTQ-rounded on the calibration photos"),
-    _coreml("w8a8", "float16", "w8a8", "int8", "int8+float16", "Core ML, GPTQ-rounded int8 "
-            "weights; int8 activations into the convolutions at the LiteRT int8's calibrated "
+    _coreml("w8a8", "float16", "w8a8", "int8", "int8+float16", "Core ML, int8 weights GPTQ-"
+            "rounded as the palettes'; int8 activations into the convolutions at the LiteRT int8's calibrated "
             "ranges; adds, GELU, depthwise convolutions, residual-branch outputs and the head in "
             "float16 (iOS 17)"),
 )}

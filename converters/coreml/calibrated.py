@@ -4,8 +4,8 @@ The calibration photos drive two things, with the same code as `converters.tflit
 
 - weight rounding (`converters.weight_rounding`, GPTQ): the pointwise convolutions and
   projections of the folded graph are rounded on the int8 grid (``w8a8``) or on each tensor's
-  (or channel group's) k-means palette (``palettize6`` / ``palettize4``, `palette_rounder`;
-  the stem's and downsamples' 3x3 kernels too, `round_convolutions`) with their rounding
+  (or channel group's) k-means palette (``palettize6`` / ``palettize4``, `palette_rounder`),
+  and the stem's and downsamples' 3x3 kernels too (`round_convolutions`), with their rounding
   errors spread over the inputs' second moments, before the program is written; coremltools'
   compression then finds the weights on its grid already and keeps them;
 - activation ranges (``w8a8``, `calibrated_ranges`): per tensor, `converters.calibration`'s
@@ -141,8 +141,8 @@ def round_convolutions(model, images, rounder, max_rows=200_000):
 def rounded_graph(model, images, compression, image_size=None):
     """The `converters.coreml.graph.coreml_graph` of `model` with its pointwise kernels rounded
     for `compression` (`rounder_of`) on the layers' inputs from `images` (N, H, W, 3) RGB in
-    [0, 255] (the first `converters.weight_rounding.ROUNDING_IMAGES` of them); for a
-    palettization also the spatial convolutions (`round_convolutions`)."""
+    [0, 255] (the first `converters.weight_rounding.ROUNDING_IMAGES` of them), and its
+    spatial convolutions (`round_convolutions`)."""
     from converters.coreml.graph import coreml_graph
     from converters.weight_rounding import ROUNDING_IMAGES, round_weights
 
@@ -152,7 +152,7 @@ def rounded_graph(model, images, compression, image_size=None):
     skip = FLOAT_LAYERS if compression.calibrated else ()
     rounder = rounder_of(compression)
     folded = round_weights(graph.folded, centred, skip, rounder=rounder)
-    if compression.kind == "palettize" and folded is not graph.folded:
+    if folded is not graph.folded:
         folded = round_convolutions(folded, centred, rounder)
     return dataclasses.replace(graph, folded=folded, logits=folded.output)
 
