@@ -298,7 +298,8 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump(runs[0], f, indent=2, default=float)
     body = "\n\n".join(f"### SwiftFormer-{r['settings']['variant'].upper()}, "
-                        f"{r['settings']['size']} px\n\nSettings: {json.dumps(r['settings'])}"
+                        f"{r['settings']['size']} px, weight seed {r['settings']['seed']}"
+                        f"\n\nSettings: {json.dumps(r['settings'])}"
                         f"\n\n{table(r['rows'])}" for r in runs)
     print(body)
     if args.section:
