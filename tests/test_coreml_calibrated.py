@@ -72,9 +72,9 @@ def test_w8a8_quantises_at_the_ranges_of_the_int8_calibration(packages, golden_m
     those read int8 activations, but the depthwise convolutions and the classifier head
     (`float16_ops`, as LiteRT int8's), and the residual branches' last convolutions write
     float16 (`float16_outputs`)."""
-    from converters.coreml.calibrated import (calibrated_ranges, evaluated_program,
-                                              float16_ops, float16_outputs, rounded_graph)
-    from converters.coreml.compression import INT8_OPS
+    from converters.coreml.calibrated import (calibrated_ranges, float16_ops, float16_outputs,
+                                              rounded_graph)
+    from converters.coreml.compression import INT8_OPS, evaluated_program
     from converters.formats import COMPRESSIONS
 
     model, (calibration, _) = golden_model(CASE), photos

@@ -19,8 +19,6 @@ The calibration photos drive two things, with the same code as `converters.tflit
 """
 
 import dataclasses
-import os
-import tempfile
 
 import numpy as np
 
@@ -157,15 +155,15 @@ def rounded_graph(model, images, compression, image_size=None):
     return dataclasses.replace(graph, folded=folded, logits=folded.output)
 
 
-def evaluated_program(mlmodel):
-    """The numpy evaluator's `converters.coreml.mil_eval.MLProgram` of an in-memory
-    ``MLModel`` (saved to a temporary folder and read whole)."""
-    from converters.coreml.mil_eval import MLProgram
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "float.mlpackage")
-        mlmodel.save(path)
-        return MLProgram(path)
+def readers(program):
+    """{tensor name: the types of the ops of `program` (an `MLProgram`) that read it}."""
+    found = {}
+    for op in program.operations:
+        for bindings in op.inputs.values():
+            for kind, name in bindings:
+                if kind == "name":
+                    found.setdefault(name, set()).add(op.type)
+    return found
 
 
 def float16_ops(program):
@@ -188,17 +186,14 @@ def float16_outputs(program):
     the kernel. ``w8a8`` gives them int8 inputs and float16 outputs: one per-tensor grid
     after the layer scale spends its levels on the channels it scales most (LiteRT int8
     quantises before it, then multiplies in float)."""
-    readers = {}
-    for op in program.operations:
-        for name in op.input_names("x") + op.input_names("y"):
-            readers.setdefault(name, set()).add(op.type)
+    read_by = readers(program)
     return tuple(op.name for op in program.operations
-                 if op.type == "conv" and readers.get(op.outputs[0][0]) == {"add"})
+                 if op.type == "conv" and read_by.get(op.outputs[0][0]) == {"add"})
 
 
 def calibrated_ranges(program, images, method="mse", seed=0):
     """{tensor name: {"rmin", "rmax"}} of every float tensor of `program` (the float16
-    program's `evaluated_program`) on `images` (N, H, W, 3) RGB in [0, 255], the input
+    program's `compression.evaluated_program`) on `images` (N, H, W, 3) RGB in [0, 255], the input
     included: `converters.calibration`'s per-tensor statistics (`new_summary`, `record`) and
     ranges (`choose_ranges` with `method`, each tensor's consumers named by their op types in
     capitals, as ``GELU``)."""
@@ -216,15 +211,10 @@ def calibrated_ranges(program, images, method="mse", seed=0):
             record(summaries.setdefault(name, new_summary()), value.astype(np.float32), rng)
 
     run_coreml(program, images, record=keep)
-    used_by = {}
-    for op in program.operations:
-        for bindings in op.inputs.values():
-            for kind, name in bindings:
-                if kind == "name":
-                    used_by.setdefault(name, set()).add(op.type.upper())
+    read_by = readers(program)
     stats = {name: {"min": s["min"], "max": s["max"], "size": s["size"],
                     "sample": np.concatenate(s["samples"]),
-                    "consumers": sorted(used_by.get(name, ()))}
+                    "consumers": sorted(kind.upper() for kind in read_by.get(name, ()))}
              for name, s in summaries.items()}
     ranges = {name: {"rmin": float(low), "rmax": float(high)}
               for name, (low, high) in choose_ranges(stats, method).items()}
@@ -246,7 +236,7 @@ def calibrated_program(model, compression, images, convert, image_size=None):
             at the compression's deployment target.
         image_size: (H, W) of the export, default the model's.
     """
-    from converters.coreml.compression import activation_pipeline
+    from converters.coreml.compression import activation_pipeline, evaluated_program
 
     if compression is None or compression.rounding != "gptq":
         raise ValueError(f"{compression} is not a compression rounded on calibration photos")

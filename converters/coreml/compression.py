@@ -156,11 +156,21 @@ def compress_coreml(mlmodel, compression):
     return ct.models.MLModel(spec, weights_dir=compressed.weights_dir, skip_model_load=True)
 
 
+def evaluated_program(mlmodel):
+    """The numpy evaluator's `converters.coreml.mil_eval.MLProgram` of an in-memory
+    ``MLModel`` (saved to a temporary folder and read whole)."""
+    from converters.coreml.mil_eval import MLProgram
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "float.mlpackage")
+        mlmodel.save(path)
+        return MLProgram(path)
+
+
 def activation_ranges(mlmodel, images):
     """{tensor name: {"rmin", "rmax"}} over `images` (N, H, W, 3) RGB in [0, 255] for every
     tensor of `mlmodel`'s program, the input included (what ``linear_quantize_activations``
-    gathers by running Core ML), computed by the numpy evaluator."""
-    from converters.coreml.mil_eval import MLProgram
+    gathers by running Core ML), computed by the numpy evaluator (`evaluated_program`)."""
     from converters.coreml.verification import run_coreml
 
     images = np.asarray(images, np.float32)
@@ -175,10 +185,7 @@ def activation_ranges(mlmodel, images):
         entry = ranges.setdefault(name, {"rmin": low, "rmax": high})
         entry["rmin"], entry["rmax"] = min(entry["rmin"], low), max(entry["rmax"], high)
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "float.mlpackage")
-        mlmodel.save(path)
-        run_coreml(MLProgram(path), images, record=record)
+    run_coreml(evaluated_program(mlmodel), images, record=record)
     return ranges
 
 
